@@ -1,0 +1,18 @@
+"""diffbench: DDPM, DDIM and latent diffusion compared on MNIST image-to-image translation."""
+
+from diffbench.data import MNISTNotFoundError, MNISTTensors, load_mnist
+from diffbench.sampling import DDIMSampler, DDPMSampler, Sampler, make_timesteps
+from diffbench.schedule import NoiseSchedule
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DDIMSampler",
+    "DDPMSampler",
+    "MNISTNotFoundError",
+    "MNISTTensors",
+    "NoiseSchedule",
+    "Sampler",
+    "load_mnist",
+    "make_timesteps",
+]

@@ -1,0 +1,7 @@
+"""``python -m diffbench`` (and ``torchrun -m diffbench``) runs the CLI."""
+
+import sys
+
+from diffbench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,165 @@
+"""Noise schedules of the forward diffusion process q(x_t | x_0).
+
+Follows Ho et al. 2020, "Denoising Diffusion Probabilistic Models" (DDPM), eq. 4:
+``x_t = sqrt(alpha_bar_t) * x_0 + sqrt(1 - alpha_bar_t) * eps``, and produces the same
+``betas`` and ``alphas_cumprod`` as diffusers' ``DDPMScheduler`` for ``beta_schedule`` =
+``linear``, ``scaled_linear`` and ``squaredcos_cap_v2`` (our ``cosine``). The tables are
+computed in float64 (diffusers uses float32; the two agree to ~1e-7) so that alpha_bar stays
+strictly decreasing even for long schedules; tensor math casts them to the data's dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+def _check_timesteps(num_timesteps: int) -> None:
+    if isinstance(num_timesteps, bool) or not isinstance(num_timesteps, int) or num_timesteps < 1:
+        raise ValueError(f"num_timesteps must be an integer >= 1, got {num_timesteps!r}")
+
+
+def _check_beta_range(beta_start: float, beta_end: float) -> None:
+    if not 0.0 < beta_start <= beta_end < 1.0:
+        raise ValueError(
+            f"betas must satisfy 0 < beta_start <= beta_end < 1, "
+            f"got beta_start={beta_start!r}, beta_end={beta_end!r}"
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class NoiseSchedule:
+    """A discrete variance schedule ``betas[t]``, t = 0 .. num_timesteps - 1.
+
+    Build one with :meth:`linear`, :meth:`scaled_linear` or :meth:`cosine`, or pass your own
+    ``betas`` (a 1-D tensor with values in (0, 1)).
+    """
+
+    betas: Tensor
+    name: str = "custom"
+    alphas_cumprod: Tensor = field(init=False, repr=False)
+    _tables: dict = field(init=False, repr=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        betas = torch.as_tensor(self.betas, dtype=torch.float64).detach().cpu()
+        if betas.dim() != 1 or betas.numel() < 1:
+            raise ValueError(
+                f"betas must be a non-empty 1-D tensor, got shape {tuple(betas.shape)}"
+            )
+        if not bool(((betas > 0) & (betas < 1)).all()):
+            raise ValueError(
+                f"every beta must lie in (0, 1); got min {betas.min().item()!r}, "
+                f"max {betas.max().item()!r}"
+            )
+        alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+        if not bool((alphas_cumprod > 0).all() and (alphas_cumprod.diff() < 0).all()):
+            raise ValueError(
+                f"these {betas.numel()} betas erase the signal: alpha_bar underflows to "
+                f"{alphas_cumprod[-1].item():.3g} in float64, so x0 cannot be recovered from x_t; "
+                f"use smaller betas or fewer timesteps"
+            )
+        object.__setattr__(self, "betas", betas)
+        object.__setattr__(self, "alphas_cumprod", alphas_cumprod)
+
+    # -- constructors -----------------------------------------------------------------------
+
+    @classmethod
+    def linear(
+        cls, num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
+    ) -> NoiseSchedule:
+        """Betas spaced linearly from ``beta_start`` to ``beta_end`` (Ho et al. 2020, sec. 4)."""
+        _check_timesteps(num_timesteps)
+        _check_beta_range(beta_start, beta_end)
+        betas = torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
+        return cls(betas, name="linear")
+
+    @classmethod
+    def scaled_linear(
+        cls, num_timesteps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012
+    ) -> NoiseSchedule:
+        """Square roots of the betas spaced linearly: Stable Diffusion's latent schedule
+        (Rombach et al. 2022; diffusers ``beta_schedule="scaled_linear"``)."""
+        _check_timesteps(num_timesteps)
+        _check_beta_range(beta_start, beta_end)
+        roots = torch.linspace(
+            math.sqrt(beta_start), math.sqrt(beta_end), num_timesteps, dtype=torch.float64
+        )
+        return cls(roots**2, name="scaled_linear")
+
+    @classmethod
+    def cosine(
+        cls, num_timesteps: int = 1000, s: float = 0.008, max_beta: float = 0.999
+    ) -> NoiseSchedule:
+        """alpha_bar(t) = cos^2((t/T + s) / (1 + s) * pi/2), betas capped at ``max_beta``
+        (Nichol & Dhariwal 2021, eq. 17; diffusers ``squaredcos_cap_v2``)."""
+        _check_timesteps(num_timesteps)
+        if not 0.0 < max_beta < 1.0:
+            raise ValueError(f"max_beta must lie in (0, 1), got {max_beta!r}")
+        if s < 0:
+            raise ValueError(f"s must be >= 0, got {s!r}")
+        steps = torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps
+        alpha_bar = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+        betas = (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)
+        return cls(betas, name="cosine")
+
+    @classmethod
+    def from_name(cls, name: str, num_timesteps: int = 1000, **kwargs: float) -> NoiseSchedule:
+        """``linear``, ``scaled_linear`` or ``cosine`` by name (used by YAML configs)."""
+        builders = {"linear": cls.linear, "scaled_linear": cls.scaled_linear, "cosine": cls.cosine}
+        if name not in builders:
+            raise ValueError(f"unknown schedule {name!r}; allowed: {sorted(builders)}")
+        return builders[name](num_timesteps, **kwargs)
+
+    # -- properties -------------------------------------------------------------------------
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.betas.numel()
+
+    def __repr__(self) -> str:
+        return f"NoiseSchedule(name={self.name!r}, num_timesteps={self.num_timesteps})"
+
+    # -- tensor math ------------------------------------------------------------------------
+
+    def _alpha_bar(self, t: Tensor | int, like: Tensor) -> Tensor:
+        """alpha_bar[t] on ``like``'s device and dtype, shaped to broadcast against it.
+
+        The table is copied to each device once; timesteps already on that device are used in
+        place, so a CUDA training step costs no host sync. Range checks run for CPU timesteps.
+        """
+        t = torch.as_tensor(t)
+        if t.dtype.is_floating_point or t.dtype == torch.bool:
+            raise ValueError(f"timesteps must be integers, got dtype {t.dtype}")
+        if t.device.type == "cpu" and t.numel():
+            low, high = int(t.min()), int(t.max())
+            if low < 0 or high >= self.num_timesteps:
+                raise ValueError(
+                    f"timesteps must lie in [0, {self.num_timesteps}), got range [{low}, {high}]"
+                )
+        key = (t.device, like.dtype)
+        if key not in self._tables:
+            self._tables[key] = self.alphas_cumprod.to(device=t.device, dtype=like.dtype)
+        ab = self._tables[key][t].to(like.device)
+        return ab.reshape(ab.shape + (1,) * (like.dim() - ab.dim()))
+
+    def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor | int) -> Tensor:
+        """Sample q(x_t | x_0): ``sqrt(ab_t) * x0 + sqrt(1 - ab_t) * noise`` (DDPM eq. 4)."""
+        if x0.shape != noise.shape:
+            raise ValueError(
+                f"noise shape {tuple(noise.shape)} must equal x0 shape {tuple(x0.shape)}"
+            )
+        ab = self._alpha_bar(t, x0)
+        return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+
+    def x0_from_eps(self, x_t: Tensor, eps: Tensor, t: Tensor | int) -> Tensor:
+        """Invert eq. 4 for x0 given the noise: ``(x_t - sqrt(1 - ab_t) eps) / sqrt(ab_t)``."""
+        ab = self._alpha_bar(t, x_t)
+        return (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
+
+    def eps_from_x0(self, x_t: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:
+        """Invert eq. 4 for the noise given x0: ``(x_t - sqrt(ab_t) x0) / sqrt(1 - ab_t)``."""
+        ab = self._alpha_bar(t, x_t)
+        return (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
