@@ -4,6 +4,9 @@ A torch environment is ~6 GB; to skip building one per session, run the sessions
 environment you already prepared (`pip install -e ".[dev,parity]"`): `nox --no-venv -s tests`.
 """
 
+import sys
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["tests", "lint"]
@@ -12,15 +15,26 @@ nox.options.reuse_venv = "yes"
 DEV = ".[dev,parity]"
 
 
+def install(session: nox.Session, *args: str) -> None:
+    """Install into the session's virtualenv; with --no-venv the prepared env is used as is."""
+    if session.venv_backend != "none":
+        session.install(*args)
+
+
+def tool(session: nox.Session, name: str) -> str:
+    """``name`` from the session's virtualenv, or with --no-venv from the one nox runs in."""
+    return name if session.venv_backend != "none" else str(Path(sys.executable).parent / name)
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Unit, property and integration tests."""
-    session.install("-e", DEV)
-    session.run("pytest", "-q", *session.posargs)
+    install(session, "-e", DEV)
+    session.run(tool(session, "pytest"), "-q", *session.posargs)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff: lint and import order."""
-    session.install("ruff")
-    session.run("ruff", "check", "diffbench", "tests", "noxfile.py")
+    install(session, "ruff")
+    session.run(tool(session, "ruff"), "check", "diffbench", "tests", "noxfile.py")

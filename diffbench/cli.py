@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -46,7 +47,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="noise strength in (0, 1]; repeatable (default 0.3 and 0.5)",
     )
     demo.add_argument("--seed", type=int, default=0)
+
+    train = commands.add_parser("train", help="train one model: pixel, vae, latent or classifier")
+    train.add_argument("kind", choices=["pixel", "vae", "latent", "classifier"])
+    train.add_argument(
+        "--config", type=Path, help="YAML config (default: configs/train_<kind>.yaml)"
+    )
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key (dotted for nested keys); repeatable")
+    train.add_argument("--steps", type=_positive_int)
+    train.add_argument("--batch-size", type=_positive_int)
+    train.add_argument("--out", help="folder for the checkpoint, its training state and card")
+    train.add_argument("--data-dir", help="MNIST folder (default: $DIFFBENCH_DATA_DIR or download)")
+    train.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    train.add_argument("--seed", type=int)
+    train.add_argument("--resume", action="store_true",
+                       help="continue from the training state in --out")
+    train.add_argument("--stop-at", type=_positive_int, metavar="STEP",
+                       help="stop after this step, checkpointed (continue later with --resume)")
     return parser
+
+
+def _train(args: argparse.Namespace) -> None:
+    from diffbench.config import load_train_config
+    from diffbench.train import train
+
+    config = load_train_config(
+        args.kind, args.config, args.overrides, steps=args.steps, batch_size=args.batch_size,
+        out=args.out, data_dir=args.data_dir, device=args.device, seed=args.seed,
+    )
+    train(config, resume=args.resume, stop_at=args.stop_at, command=args.command_line)
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -68,9 +98,11 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["diffbench", *argv])
     try:
-        {"demo": _demo}[args.command](args)
+        {"demo": _demo, "train": _train}[args.command](args)
     except (ValueError, MNISTNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

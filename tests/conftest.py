@@ -29,5 +29,5 @@ def mnist_dir() -> Path:
     candidates = [os.environ.get("DIFFBENCH_DATA_DIR"), REPO.parent / "shared" / "data" / "mnist"]
     for candidate in candidates:
         if candidate and (Path(candidate) / "t10k-images-idx3-ubyte.gz").is_file():
-            return Path(candidate)
+            return Path(candidate).resolve()
     pytest.skip("no MNIST folder: set DIFFBENCH_DATA_DIR to the four official .gz files")

@@ -1,0 +1,216 @@
+"""Safetensors checkpoints (never pickle), atomic file writes and environment facts.
+
+A checkpoint is a safetensors file whose header carries the caller's metadata as JSON under the
+key ``"diffbench"``. Optimizer, scheduler and RNG states are nested Python structures: `pack_state`
+splits one into a flat tensor dict plus a JSON-serialisable structure (kept in the metadata) and
+`unpack_state` rebuilds it exactly, dict key types included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+METADATA_KEY = "diffbench"
+
+_TENSOR, _TUPLE, _DICT = "tensor", "tuple", "dict"
+_SCALARS = (bool, int, float, str, type(None))
+
+
+@contextlib.contextmanager
+def _atomic_target(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path next to ``path``; once the body has written it, fsync and replace ``path``.
+
+    On any error the temp file is removed and an existing ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_atomic_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically: readers see the old file or the new one."""
+    with _atomic_target(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def _cpu_contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached contiguous CPU tensors; one sharing storage with an earlier one is cloned."""
+    out: dict[str, torch.Tensor] = {}
+    storages: set[int] = set()
+    for key, tensor in tensors.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"checkpoint entry {key!r} is a {type(tensor).__name__}, not a Tensor")
+        cpu = tensor.detach().to("cpu").contiguous()
+        if cpu.untyped_storage().data_ptr() in storages:
+            cpu = cpu.clone()
+        storages.add(cpu.untyped_storage().data_ptr())
+        out[key] = cpu
+    return out
+
+
+def save_checkpoint(
+    path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]
+) -> Path:
+    """Save ``tensors`` and JSON-serialisable ``metadata`` to a safetensors file, atomically."""
+    header = {METADATA_KEY: json.dumps(metadata)}
+    cpu_tensors = _cpu_contiguous(tensors)
+    with _atomic_target(path) as tmp:
+        save_file(cpu_tensors, tmp, metadata=header)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def _open_checkpoint(path: str | os.PathLike, device: str) -> Iterator[tuple[Any, dict]]:
+    """Open a diffbench checkpoint: yield the safetensors handle and the decoded metadata."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    expected = f"a safetensors file with {METADATA_KEY!r} JSON metadata (a diffbench checkpoint)"
+    try:
+        handle = safe_open(str(path), framework="pt", device=device)
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path} is not {expected}: {err}") from err
+    with handle:
+        raw = (handle.metadata() or {}).get(METADATA_KEY)
+        if raw is None:
+            raise ValueError(f"{path} has no {METADATA_KEY!r} metadata; expected {expected}")
+        try:
+            metadata = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} has malformed {METADATA_KEY!r} metadata: {err}") from err
+        yield handle, metadata
+
+
+def load_checkpoint(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load all tensors (onto ``device``) and the metadata of a checkpoint."""
+    with _open_checkpoint(path, str(device)) as (handle, metadata):
+        names = handle.keys()  # a safe_open handle is not iterable
+        return {name: handle.get_tensor(name) for name in names}, metadata
+
+
+def load_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """Read only the metadata of a checkpoint (the header; no tensor is loaded)."""
+    with _open_checkpoint(path, "cpu") as (_, metadata):
+        return metadata
+
+
+def _child(path: str, key: Any) -> str:
+    return f"{path}/{key}" if path else str(key)
+
+
+def _pack_key(key: Any, path: str) -> Any:
+    """Encode a dict key: a scalar, or a tuple of keys."""
+    if isinstance(key, _SCALARS):
+        return key
+    if isinstance(key, tuple):
+        return {_TUPLE: [_pack_key(k, path) for k in key]}
+    raise TypeError(f"cannot pack a {type(key).__name__} dict key at {path or 'root'!r}")
+
+
+def _pack(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        base = path or "root"
+        key, n = base, 1
+        while key in tensors:
+            key, n = f"{base}#{n}", n + 1
+        tensors[key] = obj
+        return {_TENSOR: key}
+    if isinstance(obj, _SCALARS):
+        return obj
+    if isinstance(obj, list):
+        return [_pack(v, _child(path, i), tensors) for i, v in enumerate(obj)]
+    if isinstance(obj, tuple):
+        return {_TUPLE: [_pack(v, _child(path, i), tensors) for i, v in enumerate(obj)]}
+    if isinstance(obj, dict):
+        return {
+            _DICT: [
+                [_pack_key(k, path), _pack(v, _child(path, k), tensors)] for k, v in obj.items()
+            ]
+        }
+    raise TypeError(f"cannot pack a {type(obj).__name__} at {path or 'root'!r}")
+
+
+def pack_state(obj: Any) -> tuple[dict[str, torch.Tensor], Any]:
+    """Split a nested state (dicts, lists, tuples, tensors, scalars) into tensors + JSON structure.
+
+    Tensor keys follow the nesting (``"state/0/exp_avg"``); dict keys keep their type (int keys of
+    an optimizer state dict come back as ints) because every dict is stored as a list of pairs.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    return tensors, _pack(obj, "", tensors)
+
+
+def unpack_state(tensors: dict[str, torch.Tensor], structure: Any) -> Any:
+    """Rebuild the object that `pack_state` split into ``tensors`` and ``structure``."""
+    if isinstance(structure, list):
+        return [unpack_state(tensors, v) for v in structure]
+    if not isinstance(structure, dict):
+        return structure
+    ((tag, value),) = structure.items()
+    if tag == _TENSOR:
+        return tensors[value]
+    if tag == _TUPLE:
+        return tuple(unpack_state(tensors, v) for v in value)
+    return {unpack_state(tensors, k): unpack_state(tensors, v) for k, v in value}
+
+
+def _safely(fact: Callable[[], Any]) -> Any:
+    """``fact()``, or None if it raises."""
+    try:
+        return fact()
+    except Exception:  # noqa: BLE001 - environment facts are best effort and must never raise
+        return None
+
+
+def _cpu_model() -> str | None:
+    """The CPU model name from /proc/cpuinfo, else what `platform` knows (no hostname)."""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or None
+
+
+def _git(*args: str) -> str | None:
+    done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=False)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def environment_facts() -> dict[str, Any]:
+    """Versions, CPU/GPU names and the git commit of the working directory; never raises."""
+    cuda = torch.cuda.is_available()
+    return {
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": _safely(_cpu_model),
+        "cuda_device": _safely(lambda: torch.cuda.get_device_name(0)) if cuda else None,
+        "git_commit": _safely(lambda: _git("rev-parse", "HEAD")),
+        "git_dirty": bool(_safely(lambda: _git("status", "--porcelain"))),
+    }

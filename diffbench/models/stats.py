@@ -1,0 +1,30 @@
+"""Model size and cost: parameter count and forward FLOPs per image, counted by PyTorch's
+``torch.utils.flop_counter.FlopCounterMode`` (matmul / conv / attention FLOPs, 2 per multiply-add).
+"""
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    parameters: int
+    flops_per_image: int
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def model_stats(model: nn.Module, *example_inputs: torch.Tensor) -> ModelStats:
+    """Count ``model``'s parameters and the FLOPs of ``model(*example_inputs)`` divided by the
+    batch size (first dim of the first input)."""
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(*example_inputs)
+    return ModelStats(
+        parameters=sum(p.numel() for p in model.parameters()),
+        flops_per_image=counter.get_total_flops() // example_inputs[0].shape[0],
+    )

@@ -1,0 +1,254 @@
+"""MLflow run tracking that never stops the caller's work, and a wall-time decorator.
+
+No tracking URI is set here: MLflow uses ``MLFLOW_TRACKING_URI`` when it is set (for instance
+``http://127.0.0.1:5000`` for a real ``mlflow server``), else its own local default. For the
+installed MLflow (3.x) that default is ``sqlite:///mlflow.db`` in the current working directory,
+with artifacts under ``./mlruns``; only when ``./mlruns`` already holds file-store experiments
+does MLflow keep using that folder instead.
+
+If tracking fails (server down, bad URI, any MLflow error) the `Tracker` emits one
+`TrackingWarning` naming the URI and the error, becomes disabled, and later calls do nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import mlflow
+import torch
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+PROBE_TIMEOUT_S = 5.0
+# MLflow retries HTTP requests 7 times with exponential backoff and a 120 s timeout by default:
+# minutes against a dead server. While a run is open these bounds apply unless already set.
+_HTTP_BOUNDS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+
+_ACTIVE: list[Tracker] = []
+_TIMINGS: defaultdict[str, list[float]] = defaultdict(list)
+
+
+class TrackingWarning(UserWarning):
+    """MLflow tracking failed and was disabled; the work itself goes on."""
+
+
+def flatten_dict(d: Mapping[Any, Any], sep: str = ".") -> dict[str, Any]:
+    """Flatten nested mappings: ``{"a": {"b": 1}}`` becomes ``{"a.b": 1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, Mapping):
+            flat.update({f"{key}{sep}{k}": v for k, v in flatten_dict(value, sep).items()})
+        else:
+            flat[str(key)] = value
+    return flat
+
+
+def _probe(uri: str) -> None:
+    """Raise quickly if an HTTP tracking server does not answer at all (any HTTP status will do)."""
+    if urlsplit(uri).scheme not in ("http", "https"):
+        return
+    with contextlib.suppress(urllib.error.HTTPError):
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=PROBE_TIMEOUT_S).close()
+
+
+@contextlib.contextmanager
+def _bounded_http() -> Iterator[None]:
+    """Set the `_HTTP_BOUNDS` variables that are not already set, for the duration."""
+    added = [name for name in _HTTP_BOUNDS if name not in os.environ]
+    os.environ.update({name: _HTTP_BOUNDS[name] for name in added})
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
+def _caller_stacklevel() -> int:
+    """The `warnings.warn` stacklevel of the first frame outside this module and contextlib."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back and frame.f_code.co_filename in (__file__, contextlib.__file__):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+class Tracker:
+    """One MLflow run; every method is a no-op once tracking is disabled."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.enabled = False
+        self._run_id: str | None = None
+        self._client: MlflowClient | None = None
+        self._warned = False
+        self._timing_steps: dict[str, int] = {}
+
+    @property
+    def run_id(self) -> str | None:
+        """The MLflow run id, None when tracking is disabled."""
+        return self._run_id if self.enabled else None
+
+    def _disable(self, err: BaseException) -> None:
+        if not self._warned:
+            warnings.warn(
+                f"MLflow tracking at {self.tracking_uri!r} failed ({type(err).__name__}: "
+                f"{str(err)[:500]}); tracking is disabled for this run, the work goes on",
+                TrackingWarning,
+                stacklevel=_caller_stacklevel(),
+            )
+            self._warned = True
+        self.enabled = False
+
+    def _call(self, client_method: str, *args: Any, **kwargs: Any) -> None:
+        """Call ``MlflowClient.<client_method>(run_id, ...)`` unless disabled; never raises."""
+        if not self.enabled:
+            return
+        try:
+            getattr(self._client, client_method)(self._run_id, *args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - a tracking failure must not stop the work
+            self._disable(err)
+
+    def _open(
+        self, experiment: str, run_name: str | None, tags: dict[str, Any], nested: bool
+    ) -> None:
+        try:
+            _probe(self.tracking_uri)
+            self._client = MlflowClient(self.tracking_uri)
+            found = self._client.get_experiment_by_name(experiment)
+            exp_id = found.experiment_id if found else self._client.create_experiment(experiment)
+            run = mlflow.start_run(
+                experiment_id=exp_id,
+                run_name=run_name,
+                nested=nested,
+                tags={str(k): str(v) for k, v in tags.items()},
+            )
+        except Exception as err:  # noqa: BLE001 - a tracking failure must not stop the work
+            self._disable(err)
+            return
+        self._run_id = run.info.run_id
+        self.enabled = True
+
+    def _close(self, status: str) -> None:
+        if self._run_id is None:
+            return
+        try:
+            mlflow.end_run(status)
+        except Exception as err:  # noqa: BLE001 - a tracking failure must not stop the work
+            self._disable(err)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log (nested) params as ``a.b.c`` keys with string values cut to MLflow's limit."""
+        flat = [Param(k, str(v)[:MAX_PARAM_VAL_LENGTH]) for k, v in flatten_dict(params).items()]
+        if flat:
+            self._call("log_batch", params=flat)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Log numeric metrics (0-dim tensors too) at ``step`` (0 when None)."""
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        if batch:
+            self._call("log_batch", metrics=batch)
+
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        """Upload a local file or folder as an artifact (under ``artifact_path``)."""
+        self._call("log_artifact", str(Path(path)), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """Store ``text`` as the artifact ``artifact_file`` (e.g. ``"results/summary.md"``)."""
+        self._call("log_text", text, artifact_file)
+
+    def _log_timing(self, name: str, seconds: float) -> None:
+        step = self._timing_steps.get(name, 0)
+        self._timing_steps[name] = step + 1
+        self.log_metrics({f"time/{name}_s": seconds}, step=step)
+
+
+@contextlib.contextmanager
+def start_run(
+    experiment: str,
+    run_name: str | None = None,
+    params: dict[str, Any] | None = None,
+    tags: dict[str, Any] | None = None,
+    nested: bool = False,
+) -> Iterator[Tracker]:
+    """Open an MLflow run in ``experiment`` and yield its `Tracker`; the run ends on exit.
+
+    The run is FINISHED, or FAILED if the body raised. While it is open the tracker is the one
+    `time_execution` logs to.
+    """
+    with _bounded_http():
+        tracker = Tracker(mlflow.get_tracking_uri())
+        tracker._open(experiment, run_name, tags or {}, nested)
+        tracker.log_params(params or {})
+        _ACTIVE.append(tracker)
+        status = "FAILED"
+        try:
+            yield tracker
+            status = "FINISHED"
+        finally:
+            _ACTIVE.remove(tracker)
+            tracker._close(status)
+
+
+def _sync_cuda() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def _record(name: str, seconds: float) -> None:
+    _TIMINGS[name].append(seconds)
+    if _ACTIVE:
+        _ACTIVE[-1]._log_timing(name, seconds)
+
+
+def time_execution(func: F | None = None, *, name: str | None = None) -> Any:
+    """Time each call (CUDA synchronised); log ``time/<name>_s`` as a series to the active run.
+
+    Use as ``@time_execution`` or ``@time_execution(name="epoch")``. Every duration is also kept
+    in `timings()`; an exception still records the time and then propagates.
+    """
+
+    def decorate(fn: F) -> F:
+        label = name or fn.__name__
+
+        @functools.wraps(fn)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            _sync_cuda()
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _sync_cuda()
+                _record(label, time.perf_counter() - start)
+
+        return timed  # type: ignore[return-value]
+
+    return decorate(func) if func is not None else decorate
+
+
+def timings() -> dict[str, list[float]]:
+    """Every duration recorded by `time_execution` in this process, by name (a copy)."""
+    return {label: list(values) for label, values in _TIMINGS.items()}
+
+
+def reset_timings() -> None:
+    """Forget the recorded durations."""
+    _TIMINGS.clear()

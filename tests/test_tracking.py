@@ -1,0 +1,281 @@
+"""MLflow tracking against real stores (local SQLite and a real `mlflow server`), and timing."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+from diffbench.tracking import (
+    Tracker,
+    TrackingWarning,
+    flatten_dict,
+    reset_timings,
+    start_run,
+    time_execution,
+    timings,
+)
+
+HTTP_BOUNDS = (
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+)
+
+
+def _use_tracking_uri(monkeypatch: pytest.MonkeyPatch, uri: str) -> None:
+    mlflow.set_tracking_uri(None)  # forget a URI set in-process, so the variable is used
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One SQLite store for the module: creating its tables takes seconds."""
+    return tmp_path_factory.mktemp("mlflow")
+
+
+@pytest.fixture
+def client(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MlflowClient]:
+    uri = f"sqlite:///{store_dir}/mlflow.db"
+    _use_tracking_uri(monkeypatch, uri)
+    monkeypatch.chdir(store_dir)  # the default artifact root is ./mlruns
+    reset_timings()
+    yield MlflowClient(uri)
+    reset_timings()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@time_execution
+def train_step(x: int) -> int:
+    """Docstring kept."""
+    return x + 1
+
+
+class Trainer:
+    @time_execution(name="epoch")
+    def run_epoch(self, fail: bool = False) -> str:
+        if fail:
+            raise RuntimeError("diverged")
+        return "done"
+
+
+def _history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def test_flatten_dict() -> None:
+    nested = {"model": {"unet": {"channels": [32, 64]}, "ema": 0.999}, 3: None}
+    assert flatten_dict(nested) == {
+        "model.unet.channels": [32, 64],
+        "model.ema": 0.999,
+        "3": None,
+    }
+    assert flatten_dict({"a": {"b": 1}}, sep="/") == {"a/b": 1}
+
+
+def test_run_logs_params_metrics_and_artifacts(client: MlflowClient, tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    report.write_text('{"fid": 3.2}')
+    params = {"model": {"channels": 32, "dropout": None}, "long": "x" * (MAX_PARAM_VAL_LENGTH + 9)}
+
+    with start_run("ddpm", run_name="smoke", params=params, tags={"paradigm": "ddpm"}) as tracker:
+        assert tracker.enabled and tracker.run_id
+        tracker.log_params({"sampler": {"steps": 50}})
+        for step, loss in enumerate([0.9, 0.5, 0.25]):
+            tracker.log_metrics({"loss": loss, "lr": 1e-3}, step=step)
+        tracker.log_artifact(report, artifact_path="results")
+        tracker.log_text("# Summary\n", "results/summary.md")
+
+    run = client.get_run(tracker.run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "smoke"
+    assert client.get_experiment(run.info.experiment_id).name == "ddpm"
+    assert run.data.params["model.channels"] == "32"
+    assert run.data.params["model.dropout"] == "None"
+    assert run.data.params["sampler.steps"] == "50"
+    assert run.data.params["long"] == "x" * MAX_PARAM_VAL_LENGTH
+    assert run.data.tags["paradigm"] == "ddpm"
+    assert _history(client, tracker.run_id, "loss") == [(0, 0.9), (1, 0.5), (2, 0.25)]
+    files = {f.path for f in client.list_artifacts(tracker.run_id, "results")}
+    assert files == {"results/report.json", "results/summary.md"}
+    local = client.download_artifacts(tracker.run_id, "results/summary.md", str(tmp_path))
+    assert Path(local).read_text() == "# Summary\n"
+
+
+def test_time_execution_logs_one_value_per_call(client: MlflowClient) -> None:
+    assert train_step.__name__ == "train_step" and train_step.__doc__ == "Docstring kept."
+    trainer = Trainer()
+
+    with start_run("timing") as tracker:
+        assert [train_step(i) for i in range(3)] == [1, 2, 3]
+        assert trainer.run_epoch() == "done"
+        with pytest.raises(RuntimeError, match="diverged"):
+            trainer.run_epoch(fail=True)
+
+    steps = _history(client, tracker.run_id, "time/train_step_s")
+    assert [step for step, _ in steps] == [0, 1, 2]
+    assert [step for step, _ in _history(client, tracker.run_id, "time/epoch_s")] == [0, 1]
+    recorded = timings()
+    assert len(recorded["train_step"]) == 3 and len(recorded["epoch"]) == 2
+    assert sorted(recorded["train_step"]) == sorted(value for _, value in steps)
+    assert all(value >= 0 for value in recorded["epoch"])
+
+
+def _all_runs(client: MlflowClient) -> list:
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def test_time_execution_without_a_run_only_records(client: MlflowClient) -> None:
+    runs_before = len(_all_runs(client))
+    train_step(0)
+    assert len(timings()["train_step"]) == 1
+    assert len(_all_runs(client)) == runs_before
+    assert mlflow.active_run() is None
+    reset_timings()
+    assert timings() == {}
+
+
+def test_failing_body_marks_run_failed(client: MlflowClient) -> None:
+    with pytest.raises(ValueError, match="boom"), start_run("failing") as tracker:
+        raise ValueError("boom")
+    assert client.get_run(tracker.run_id).info.status == "FAILED"
+    assert mlflow.active_run() is None
+
+
+def test_nested_runs_time_into_the_inner_run(client: MlflowClient) -> None:
+    with start_run("sweep", run_name="parent") as parent:
+        with start_run("sweep", run_name="child", nested=True) as child:
+            train_step(1)
+        train_step(2)
+
+    child_run = client.get_run(child.run_id)
+    assert child_run.data.tags["mlflow.parentRunId"] == parent.run_id
+    assert len(_history(client, child.run_id, "time/train_step_s")) == 1
+    assert len(_history(client, parent.run_id, "time/train_step_s")) == 1
+
+
+def test_mlflow_error_mid_run_warns_once_and_disables(client: MlflowClient) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with start_run("conflict", params={"lr": 1}) as tracker:
+            run_id = tracker.run_id
+            tracker.log_params({"lr": 2})  # MLflow refuses to change a logged param
+            assert not tracker.enabled and tracker.run_id is None
+            tracker.log_metrics({"loss": 1.0})
+            tracker.log_text("ignored", "ignored.txt")
+            train_step(0)
+
+    ours = [w for w in caught if issubclass(w.category, TrackingWarning)]
+    assert len(ours) == 1
+    assert os.environ["MLFLOW_TRACKING_URI"] in str(ours[0].message)
+    assert client.get_run(run_id).data.metrics == {}
+    assert client.list_artifacts(run_id) == []
+    assert len(timings()["train_step"]) == 1
+
+
+@pytest.mark.parametrize("uri", ["http://127.0.0.1:{port}", "nosuchscheme://store"])
+def test_unreachable_tracking_warns_once_and_work_goes_on(
+    uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = uri.format(port=_free_port())
+    _use_tracking_uri(monkeypatch, uri)
+    for name in HTTP_BOUNDS:
+        monkeypatch.delenv(name, raising=False)
+    reset_timings()
+    artifact = tmp_path / "a.txt"
+    artifact.write_text("a")
+
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with start_run("offline", params={"a": {"b": 1}}) as tracker:
+            results = [train_step(i) for i in range(3)]
+            tracker.log_metrics({"loss": 0.1}, step=1)
+            tracker.log_artifact(artifact)
+            tracker.log_text("t", "t.txt")
+    elapsed = time.perf_counter() - start
+
+    assert results == [1, 2, 3] and len(timings()["train_step"]) == 3
+    assert isinstance(tracker, Tracker) and not tracker.enabled and tracker.run_id is None
+    ours = [w for w in caught if issubclass(w.category, TrackingWarning)]
+    assert len(ours) == 1 and uri in str(ours[0].message)
+    assert elapsed < 15
+    assert not any(name in os.environ for name in HTTP_BOUNDS)
+
+
+def _wait_for_health(url: str, server: subprocess.Popen, log: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert server.poll() is None, f"mlflow server exited:\n{log.read_text()[-3000:]}"
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    pytest.fail(f"mlflow server not healthy after {timeout_s} s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """Stop the server's whole process group (its uvicorn worker included)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        server.wait(timeout=15)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGKILL)  # whatever did not stop
+    server.wait()
+
+
+def test_real_mlflow_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "server.log"
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", f"sqlite:///{tmp_path}/srv.db",
+        "--artifacts-destination", str(tmp_path / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        _wait_for_health(url, server, log, timeout_s=90)
+        _use_tracking_uri(monkeypatch, url)
+        with start_run("served", run_name="remote", params={"model": {"ch": 8}}) as tracker:
+            assert tracker.enabled
+            train_step(0)
+            tracker.log_metrics({"loss": 0.5}, step=3)
+            tracker.log_text("remote text", "notes/a.txt")
+
+        client = MlflowClient(url)
+        run = client.get_run(tracker.run_id)
+        assert run.info.status == "FINISHED" and run.data.params == {"model.ch": "8"}
+        assert _history(client, tracker.run_id, "loss") == [(3, 0.5)]
+        assert len(_history(client, tracker.run_id, "time/train_step_s")) == 1
+        local = client.download_artifacts(tracker.run_id, "notes/a.txt", str(tmp_path))
+        assert Path(local).read_text() == "remote text"
+    finally:
+        _stop(server)

@@ -1,0 +1,311 @@
+"""Training: every kind through the CLI on a few hundred real digits, MLflow, resume, torchrun."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from diffbench.checkpoints import load_checkpoint, load_metadata
+from diffbench.cli import main
+from diffbench.config import ConfigError, TrainConfig, load_train_config
+from diffbench.models import VAE, Classifier, ClassifierConfig, UNet, UNetConfig, VAEConfig
+from diffbench.train import Distributed, batch_indices, learning_rate_factor, update_ema
+
+TINY = [
+    "--steps",
+    "3",
+    "--batch-size",
+    "8",
+    "--set",
+    "train_images=300",
+    "--device",
+    "cpu",
+    "--set",
+    "log_every=1",
+]
+MODEL_CLASSES = {
+    "pixel": (UNet, UNetConfig),
+    "latent": (UNet, UNetConfig),
+    "vae": (VAE, VAEConfig),
+    "classifier": (Classifier, ClassifierConfig),
+}
+
+
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory):
+    """One local MLflow store for the module (creating a store takes seconds)."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        yield uri
+    mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="module")
+def trained(tracking_uri, tmp_path_factory, mnist_dir):
+    """Train each kind for 3 steps into one folder (the latent model on the VAE's latents)."""
+    out = tmp_path_factory.mktemp("runs")
+    for kind in ("vae", "pixel", "classifier", "latent"):
+        extra = ["--set", f"vae_checkpoint={out / 'vae.safetensors'}"] if kind == "latent" else []
+        if kind != "classifier":
+            extra += ["--set", "model.base_channels=8"]  # tiny networks: the loop is under test
+        assert (
+            main(
+                [
+                    "train",
+                    kind,
+                    "--out",
+                    str(out),
+                    "--data-dir",
+                    str(mnist_dir),
+                    "--set",
+                    f"experiment=test-train-{kind}",
+                    *TINY,
+                    *extra,
+                ]
+            )
+            == 0
+        )
+    return out
+
+
+@pytest.mark.parametrize("kind", ["pixel", "vae", "latent", "classifier"])
+def test_tiny_run_writes_a_loadable_checkpoint(trained, kind):
+    tensors, metadata = load_checkpoint(trained / f"{kind}.safetensors")
+    assert metadata["kind"] == kind and metadata["step"] == 3
+    assert metadata["train_seconds"] > 0 and metadata["images_per_second"] > 0
+    assert set(metadata["dataset_md5"]) == {
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    }
+    assert metadata["environment"]["torch"] == torch.__version__
+    assert "git_commit" in metadata["environment"]
+    module_class, config_class = MODEL_CLASSES[kind]
+    config = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in metadata["model_config"].items()
+    }
+    model = module_class(config_class(**config))
+    model.load_state_dict(tensors)  # strict: every weight present, nothing extra
+    assert metadata["stats"]["parameters"] == sum(p.numel() for p in model.parameters())
+    card = (trained / f"{kind}.md").read_text()
+    assert f"diffbench train {kind}" in card and "| steps | 3 |" in card
+    assert (trained / f"{kind}_samples.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("kind", ["pixel", "vae", "latent", "classifier"])
+def test_tiny_run_is_an_mlflow_run_with_params_metrics_and_timings(trained, tracking_uri, kind):
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(f"test-train-{kind}")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["steps"] == "3" and run.data.params["batch_size"] == "8"
+    assert int(run.data.params["model.parameters"]) > 0
+    for metric in (
+        "loss",
+        "images_per_second",
+        "lr",
+        "train_seconds",
+        "time/train_s",
+        "time/epoch_s",
+        "time/save_checkpoint_s",
+        "time/sample_s",
+    ):
+        assert metric in run.data.metrics, metric
+    assert len(client.get_metric_history(run.info.run_id, "loss")) == 3
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {f"{kind}.md", f"{kind}_samples.png"} <= artifacts
+
+
+def test_vae_measures_its_latent_scale_factor(trained):
+    tensors, _ = load_checkpoint(trained / "vae.safetensors")
+    assert float(tensors["scale_factor"]) != 1.0
+    latent_meta = load_metadata(trained / "latent.safetensors")
+    assert latent_meta["vae_checkpoint"].endswith("vae.safetensors")
+    assert latent_meta["latent_shape"] == [4, 7, 7]
+
+
+def test_resume_continues_to_the_same_weights(tracking_uri, tmp_path, mnist_dir):
+    """Stopped at step 3 and resumed to 6 equals 6 steps straight: weights, EMA, optimizer."""
+    common = [
+        "train",
+        "pixel",
+        "--data-dir",
+        str(mnist_dir),
+        "--steps",
+        "6",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--set",
+        "train_images=40",
+        "--set",
+        "experiment=test-resume",
+        "--set",
+        "warmup_steps=2",
+        "--set",
+        "model.base_channels=8",
+    ]
+    assert main([*common, "--out", str(tmp_path / "straight")]) == 0
+    assert main([*common, "--out", str(tmp_path / "resumed"), "--stop-at", "3"]) == 0
+    assert load_metadata(tmp_path / "resumed" / "pixel.safetensors")["step"] == 3
+    assert main([*common, "--out", str(tmp_path / "resumed"), "--resume"]) == 0
+    for name in ("pixel.safetensors", "pixel.state.safetensors"):
+        straight, meta = load_checkpoint(tmp_path / "straight" / name)
+        resumed, resumed_meta = load_checkpoint(tmp_path / "resumed" / name)
+        assert resumed_meta["step"] == meta["step"] == 6
+        assert straight.keys() == resumed.keys()
+        for key in straight:
+            assert torch.equal(straight[key], resumed[key]), (name, key)
+
+
+def test_two_process_torchrun_on_cpu(tmp_path, mnist_dir):
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "-m",
+            "diffbench",
+            "train",
+            "pixel",
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "ddp"),
+            "--data-dir",
+            str(mnist_dir),
+            "--set",
+            "train_images=64",
+            "--set",
+            "model.base_channels=8",
+            "--set",
+            "experiment=test-ddp",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metadata = load_metadata(tmp_path / "ddp" / "pixel.safetensors")
+    assert metadata["world_size"] == 2 and metadata["step"] == 2
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("test-ddp").experiment_id])
+    assert len(runs) == 1  # only rank 0 tracks
+
+
+def test_shards_are_disjoint_and_cover_each_epoch():
+    config = TrainConfig(kind="pixel", steps=10, batch_size=5)
+    seen = []
+    for rank in (0, 1):
+        ddp = Distributed(rank=rank, world_size=2)
+        seen += [batch_indices(20, config, ddp, step) for step in range(2)]
+    assert sorted(torch.cat(seen).tolist()) == list(range(20))
+    # The next epoch is a different permutation of the same examples.
+    later = batch_indices(20, config, Distributed(0, 2), 2)
+    assert not torch.equal(later, seen[0])
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor():
+    config = TrainConfig(kind="pixel", steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    factors = [learning_rate_factor(step, config) for step in range(101)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert factors[100] == pytest.approx(0.1)
+
+
+def test_ema_update_moves_toward_the_model():
+    ema, model = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    before = ema.weight.detach().clone()
+    update_ema(ema, model, decay=0.9, step=1000)
+    assert torch.allclose(ema.weight, 0.9 * before + 0.1 * model.weight)
+    update_ema(ema, model, decay=0.999, step=0)  # warm-up: decay' = 1/10
+    assert torch.allclose(
+        ema.weight, 0.1 * (0.9 * before + 0.1 * model.weight) + 0.9 * model.weight
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "steps=-1"], "steps: Input should be greater than or equal to 1 (got -1)"),
+        (["--set", "lr=fast"], "lr: Input should be a valid number"),
+        (["--set", "model.width=3"], "model: unknown key(s) ['width'] for UNetConfig"),
+        (["--set", "colour=red"], "colour: Extra inputs are not permitted"),
+        (["--set", "steps"], "--set expects key=value, got 'steps'"),
+        (["--config", "nowhere.yaml"], "config file nowhere.yaml does not exist"),
+    ],
+)
+def test_bad_config_is_one_clear_error(args, message, capsys):
+    assert main(["train", "pixel", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+
+
+def test_resume_without_state_and_latent_without_vae_are_clear_errors(tmp_path, mnist_dir, capsys):
+    assert (
+        main(
+            [
+                "train",
+                "pixel",
+                "--resume",
+                "--out",
+                str(tmp_path),
+                "--data-dir",
+                str(mnist_dir),
+                "--set",
+                "train_images=20",
+                "--batch-size",
+                "4",
+            ]
+        )
+        == 2
+    )
+    assert "--resume: no training state at" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "train",
+                "latent",
+                "--set",
+                "vae_checkpoint=null",
+                "--data-dir",
+                str(mnist_dir),
+                "--set",
+                "train_images=20",
+                "--batch-size",
+                "4",
+            ]
+        )
+        == 2
+    )
+    assert "needs vae_checkpoint" in capsys.readouterr().err
+
+
+def test_config_file_then_overrides_then_flags(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("kind: pixel\nsteps: 10\nbatch_size: 16\nmodel: {base_channels: 16}\n")
+    config = load_train_config(
+        "pixel", path, ["steps=20", "model.channel_mults=[1, 2]"], batch_size=4, seed=None
+    )
+    assert (config.steps, config.batch_size, config.seed) == (20, 4, 0)
+    assert config.build_model_config().channel_mults == (1, 2)
+    assert config.build_model_config().base_channels == 16
+    with pytest.raises(ConfigError, match="is for kind 'pixel', not 'vae'"):
+        load_train_config("vae", path)
