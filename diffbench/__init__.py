@@ -3,6 +3,7 @@
 from diffbench.data import MNISTNotFoundError, MNISTTensors, load_mnist
 from diffbench.sampling import DDIMSampler, DDPMSampler, Sampler, make_timesteps
 from diffbench.schedule import NoiseSchedule
+from diffbench.translate import Translator
 
 __version__ = "0.1.0"
 
@@ -15,4 +16,5 @@ __all__ = [
     "Sampler",
     "load_mnist",
     "make_timesteps",
+    "Translator",
 ]

@@ -9,6 +9,7 @@ splits one into a flat tensor dict plus a JSON-serialisable structure (kept in t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -39,6 +40,9 @@ def _atomic_target(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
     try:
         yield tmp
         with open(tmp, "rb+") as f:
@@ -117,6 +121,31 @@ def load_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """Read only the metadata of a checkpoint (the header; no tensor is loaded)."""
     with _open_checkpoint(path, "cpu") as (_, metadata):
         return metadata
+
+
+def model_metadata(model: Any) -> dict[str, Any]:
+    """What `load_model` needs to rebuild ``model``: its class name and dataclass config."""
+    return {"model_class": type(model).__name__, "model_config": dataclasses.asdict(model.cfg)}
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Any, dict]:
+    """Rebuild a diffbench model from a checkpoint whose metadata names its ``model_class`` and
+    ``model_config`` (as ``diffbench train`` writes them); returned in eval mode, frozen."""
+    from diffbench.models import MODEL_TYPES  # models sit below checkpoints; import on use
+
+    tensors, metadata = load_checkpoint(path, device)
+    if metadata.get("model_class") not in MODEL_TYPES:
+        raise ValueError(
+            f"{path} holds no known model: model_class {metadata.get('model_class')!r}; "
+            f"allowed: {sorted(MODEL_TYPES)}"
+        )
+    module_class, config_class = MODEL_TYPES[metadata["model_class"]]
+    config = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in metadata["model_config"].items()
+    }
+    model = module_class(config_class(**config)).to(device)
+    model.load_state_dict(tensors)
+    return model.eval().requires_grad_(False), metadata
 
 
 def _child(path: str, key: Any) -> str:

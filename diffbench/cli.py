@@ -7,8 +7,6 @@ import shlex
 import sys
 from pathlib import Path
 
-from diffbench.data import MNISTNotFoundError
-
 
 def _positive_int(text: str) -> int:
     try:
@@ -65,7 +63,68 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue from the training state in --out")
     train.add_argument("--stop-at", type=_positive_int, metavar="STEP",
                        help="stop after this step, checkpointed (continue later with --resume)")
+
+    evaluate = commands.add_parser("evaluate", help="fidelity of the shipped checkpoints as JSON")
+    evaluate.add_argument("--checkpoints", type=Path, default=Path("fixtures/checkpoints"))
+    evaluate.add_argument("--out", type=Path, default=Path("results/evaluate.json"))
+    evaluate.add_argument("--data-dir", help="MNIST folder (default: $DIFFBENCH_DATA_DIR)")
+    evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    evaluate.add_argument("--num-images", type=_positive_int, default=1000,
+                          help="test digits per system at the main strength (0.3)")
+    evaluate.add_argument("--ddpm-images", type=_positive_int, default=256,
+                          help="test digits for pixel DDPM-1000 at the main strength")
+    evaluate.add_argument("--sweep-images", type=_positive_int, default=256,
+                          help="test digits per system at the other strengths")
+    evaluate.add_argument("--sweep-ddpm-images", type=_positive_int, default=64)
+    evaluate.add_argument("--generation-samples", type=_positive_int, default=1000)
+    evaluate.add_argument("--seed", type=int, default=0)
+
+    compare = commands.add_parser(
+        "compare", help="the image-to-image benchmark: grid, table, plots, MLflow run"
+    )
+    compare.add_argument("--config", type=Path, help="YAML (default: configs/compare.yaml)")
+    compare.add_argument("--set", dest="overrides", action="append", default=[],
+                         metavar="KEY=VALUE", help="override a config key; repeatable")
+    compare.add_argument("--checkpoints", help="folder of trained checkpoints")
+    compare.add_argument("--out", help="output folder (default: results/)")
+    compare.add_argument("--strength", type=float, action="append",
+                         help="noise strength in (0, 1]; repeatable (default: 0.3 and 0.5)")
+    compare.add_argument("--steps", type=_positive_int, help="step count of the DDIM systems")
+    compare.add_argument("--num-images", type=_positive_int, help="test digits scored per run")
+    compare.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    compare.add_argument("--data-dir", help="MNIST folder (default: $DIFFBENCH_DATA_DIR)")
+    compare.add_argument("--seed", type=int)
     return parser
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from diffbench.compare import run_compare
+    from diffbench.config import load_compare_config
+
+    config = load_compare_config(
+        args.config, args.overrides, checkpoints=args.checkpoints, out=args.out,
+        strengths=args.strength, steps=args.steps, num_images=args.num_images,
+        device=args.device, data_dir=args.data_dir, seed=args.seed,
+    )
+    run_compare(config)
+    print(f"wrote {config.out}/results.json, results.md, i2i_comparison.png, pareto.png")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from diffbench.evaluate import evaluate, write_report
+    from diffbench.train import resolve_device
+
+    report = evaluate(
+        args.checkpoints, args.data_dir, str(resolve_device(args.device)), args.num_images,
+        args.ddpm_images, sweep_images=args.sweep_images,
+        sweep_ddpm_images=args.sweep_ddpm_images, generation_samples=args.generation_samples,
+        seed=args.seed,
+    )
+    write_report(report, args.out)
+    for goal in report["goals"]:
+        mark = "met " if goal["met"] else "MISS"
+        print(f"{mark}  {goal['goal']}: {goal['value']:.4f} (goal {goal['target']})")
+    print(f"wrote {args.out}")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -102,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.command_line = shlex.join(["diffbench", *argv])
     try:
-        {"demo": _demo, "train": _train}[args.command](args)
-    except (ValueError, MNISTNotFoundError) as error:
+        commands = {"demo": _demo, "train": _train, "evaluate": _evaluate, "compare": _compare}
+        commands[args.command](args)
+    except (ValueError, FileNotFoundError) as error:  # MNISTNotFoundError included
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -85,6 +85,33 @@ class TrainConfig(_Strict):
         return dataclasses.replace(base, **values)
 
 
+class SystemConfig(_Strict):
+    """One image-to-image system of a comparison."""
+
+    space: Literal["pixel", "latent"]
+    sampler: Literal["ddpm", "ddim"]
+    steps: int | None = Field(None, ge=1, description="null: 1000 for DDPM, 50 for DDIM")
+    eta: float = Field(0.0, ge=0, le=1)
+
+
+class CompareConfig(_Strict):
+    """``diffbench compare``: systems x strengths on the same test digits and seeds."""
+
+    checkpoints: str = "fixtures/checkpoints"
+    out: str = "results"
+    systems: list[SystemConfig] = Field(min_length=1)
+    strengths: list[Annotated[float, Field(gt=0, le=1)]] = Field([0.3, 0.5], min_length=1)
+    num_images: int = Field(64, ge=1, description="test digits scored per system and strength")
+    grid_images: int = Field(8, ge=1, description="rows of the comparison grid")
+    timing_batch: int = Field(8, ge=1, description="images per timed call")
+    repeats: int = Field(3, ge=1, description="timed calls per system and strength")
+    warmup: int = Field(1, ge=0, description="untimed calls per system before timing")
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data_dir: str | None = None
+    experiment: str = "diffbench-compare"
+
+
 def default_config_path(kind: str) -> Path:
     return CONFIG_DIR / f"train_{kind}.yaml"
 
@@ -99,12 +126,26 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
     except yaml.YAMLError as error:
         raise ConfigError(f"--set {assignment!r}: value is not valid YAML ({error})") from None
     *parents, leaf = key.strip().split(".")
-    node = raw
+    node: Any = raw
     for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"--set {assignment!r}: {part!r} is not a mapping")
-    node[leaf] = value
+        if isinstance(node, dict):
+            node = node.setdefault(part, {})
+        else:
+            node = node[_list_index(node, part, assignment)]
+        if not isinstance(node, dict | list):
+            raise ConfigError(f"--set {assignment!r}: {part!r} holds neither a mapping nor a list")
+    if isinstance(node, list):
+        node[_list_index(node, leaf, assignment)] = value
+    else:
+        node[leaf] = value
+
+
+def _list_index(items: list, part: str, assignment: str) -> int:
+    if not part.isdigit() or int(part) >= len(items):
+        raise ConfigError(
+            f"--set {assignment!r}: {part!r} is not an index of a {len(items)}-item list"
+        )
+    return int(part)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -138,6 +179,23 @@ def load_train_config(
         apply_override(raw, assignment)
     raw.update({key: value for key, value in flags.items() if value is not None})
     return validate(TrainConfig, raw)
+
+
+def load_compare_config(
+    path: str | Path | None = None, overrides: list[str] = (), **flags: Any
+) -> CompareConfig:
+    """configs/compare.yaml (or ``path``), then ``--set`` overrides, then CLI flags; the flag
+    ``steps`` sets the step count of every DDIM system."""
+    raw = load_yaml(path or CONFIG_DIR / "compare.yaml")
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    steps = flags.pop("steps", None)
+    if steps is not None:
+        for system in raw.get("systems", []):
+            if isinstance(system, dict) and system.get("sampler") == "ddim":
+                system["steps"] = steps
+    raw.update({key: value for key, value in flags.items() if value is not None})
+    return validate(CompareConfig, raw)
 
 
 def validate(model: type[BaseModel], raw: dict[str, Any]) -> Any:

@@ -17,7 +17,6 @@ the data; only rank 0 logs to MLflow and writes files.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
 import json
 import math
@@ -40,6 +39,8 @@ from diffbench.checkpoints import (
     environment_facts,
     load_checkpoint,
     load_metadata,
+    load_model,
+    model_metadata,
     pack_state,
     save_checkpoint,
     unpack_state,
@@ -47,7 +48,7 @@ from diffbench.checkpoints import (
 )
 from diffbench.config import ConfigError, TrainConfig
 from diffbench.data import dataset_md5s, load_mnist, resolve_data_dir
-from diffbench.models import VAE, Classifier, UNet, VAEConfig, model_stats
+from diffbench.models import VAE, Classifier, UNet, model_stats
 from diffbench.sampling import DDIMSampler
 from diffbench.schedule import NoiseSchedule
 from diffbench.tracking import start_run, time_execution
@@ -204,13 +205,11 @@ def build_task(config: TrainConfig, device: torch.device) -> Task:
 
 
 def load_vae(path: str | Path, device: torch.device | str = "cpu") -> VAE:
-    """A trained VAE from its checkpoint (config in the metadata), in eval mode."""
-    tensors, metadata = load_checkpoint(path, device=str(device))
+    """A trained VAE from its checkpoint, in eval mode."""
+    vae, metadata = load_model(path, device)
     if metadata.get("kind") != "vae":
         raise ConfigError(f"{path} is a {metadata.get('kind')!r} checkpoint, not a VAE")
-    vae = VAE(VAEConfig(**_tuples(metadata["model_config"]))).to(device)
-    vae.load_state_dict(tensors)
-    return vae.eval()
+    return vae
 
 
 @torch.inference_mode()
@@ -229,10 +228,6 @@ def encode_with_vae(
         "latent_shape": list(vae.latent_shape),
     }
     return (latents * vae.scale_factor).cpu(), facts
-
-
-def _tuples(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
 
 
 # -- files -----------------------------------------------------------------------------------
@@ -431,8 +426,7 @@ def prepare_run(
     metadata = {
         "name": checkpoint_paths(config)[0].stem,
         "kind": config.kind,
-        "model_class": type(model).__name__,
-        "model_config": dataclasses.asdict(config.build_model_config()),
+        **model_metadata(model),
         "schedule": config.schedule.model_dump() if task.schedule is not None else None,
         "config": config.model_dump(),
         "command": command,

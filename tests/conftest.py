@@ -31,3 +31,53 @@ def mnist_dir() -> Path:
         if candidate and (Path(candidate) / "t10k-images-idx3-ubyte.gz").is_file():
             return Path(candidate).resolve()
     pytest.skip("no MNIST folder: set DIFFBENCH_DATA_DIR to the four official .gz files")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory) -> Path:
+    """Random-init checkpoints of every model, tiny, in the layout `diffbench train` writes."""
+    import torch
+
+    from diffbench.checkpoints import model_metadata, save_checkpoint
+    from diffbench.models import (
+        VAE,
+        Classifier,
+        ClassifierConfig,
+        UNet,
+        UNetConfig,
+        VAEConfig,
+        model_stats,
+    )
+
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("tiny_checkpoints")
+    x, z, t = torch.zeros(1, 1, 28, 28), torch.zeros(1, 4, 7, 7), torch.zeros(1, dtype=torch.long)
+    classifier = ClassifierConfig(channels=(8, 16), num_groups=4)
+    models = {
+        "pixel": (UNet(UNetConfig(base_channels=8)), (x, t)),
+        "latent": (
+            UNet(UNetConfig(in_channels=4, image_size=7, base_channels=8, channel_mults=(1, 2))),
+            (z, t),
+        ),
+        "vae": (VAE(VAEConfig(base_channels=8)), (x,)),
+        "classifier": (Classifier(classifier), (x,)),
+        "noisy_classifier": (
+            Classifier(classifier.__class__(**{**classifier.__dict__, "noise_aware": True})),
+            (x, t),
+        ),
+    }
+    for name, (model, example) in models.items():
+        for parameter in model.parameters():  # zero-initialised output layers would hide bugs
+            if not parameter.any():
+                torch.nn.init.normal_(parameter, std=0.02)
+        metadata = {
+            **model_metadata(model),
+            "kind": "classifier" if "classifier" in name else name,
+            "name": name,
+            "stats": model_stats(model, *example).as_dict(),
+            "schedule": {"name": "linear", "num_timesteps": 1000},
+            "train_seconds": 1.5,
+            "step": 0,
+        }
+        save_checkpoint(directory / f"{name}.safetensors", model.state_dict(), metadata)
+    return directory

@@ -11,10 +11,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from diffbench.checkpoints import load_checkpoint, load_metadata
+from diffbench.checkpoints import load_checkpoint, load_metadata, load_model
 from diffbench.cli import main
 from diffbench.config import ConfigError, TrainConfig, load_train_config
-from diffbench.models import VAE, Classifier, ClassifierConfig, UNet, UNetConfig, VAEConfig
+from diffbench.models import VAE, Classifier, UNet
 from diffbench.train import Distributed, batch_indices, learning_rate_factor, update_ema
 
 TINY = [
@@ -29,12 +29,7 @@ TINY = [
     "--set",
     "log_every=1",
 ]
-MODEL_CLASSES = {
-    "pixel": (UNet, UNetConfig),
-    "latent": (UNet, UNetConfig),
-    "vae": (VAE, VAEConfig),
-    "classifier": (Classifier, ClassifierConfig),
-}
+MODEL_CLASSES = {"pixel": UNet, "latent": UNet, "vae": VAE, "classifier": Classifier}
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +84,8 @@ def test_tiny_run_writes_a_loadable_checkpoint(trained, kind):
     }
     assert metadata["environment"]["torch"] == torch.__version__
     assert "git_commit" in metadata["environment"]
-    module_class, config_class = MODEL_CLASSES[kind]
-    config = {
-        k: tuple(v) if isinstance(v, list) else v for k, v in metadata["model_config"].items()
-    }
-    model = module_class(config_class(**config))
-    model.load_state_dict(tensors)  # strict: every weight present, nothing extra
+    model, _ = load_model(trained / f"{kind}.safetensors")  # strict: no missing/extra weight
+    assert isinstance(model, MODEL_CLASSES[kind])
     assert metadata["stats"]["parameters"] == sum(p.numel() for p in model.parameters())
     card = (trained / f"{kind}.md").read_text()
     assert f"diffbench train {kind}" in card and "| steps | 3 |" in card

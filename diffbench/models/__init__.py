@@ -2,11 +2,19 @@
 
 from diffbench.models.classifier import Classifier, ClassifierConfig
 from diffbench.models.embedding import timestep_embedding
-from diffbench.models.stats import ModelStats, model_stats
+from diffbench.models.stats import ModelStats, flops_per_image, model_stats
 from diffbench.models.unet import UNet, UNetConfig
 from diffbench.models.vae import VAE, VAEConfig
 
+MODEL_TYPES = {
+    "UNet": (UNet, UNetConfig),
+    "VAE": (VAE, VAEConfig),
+    "Classifier": (Classifier, ClassifierConfig),
+}
+"""Model class name -> (module, config dataclass), for rebuilding models from checkpoints."""
+
 __all__ = [
+    "MODEL_TYPES",
     "VAE",
     "Classifier",
     "ClassifierConfig",
@@ -14,6 +22,7 @@ __all__ = [
     "UNet",
     "UNetConfig",
     "VAEConfig",
+    "flops_per_image",
     "model_stats",
     "timestep_embedding",
 ]

@@ -1,0 +1,261 @@
+"""``diffbench evaluate``: the fidelity of the shipped checkpoints on MNIST test digits.
+
+Measures, and writes as one JSON file: classifier accuracy; VAE reconstruction; image-to-image
+fidelity of the four systems (pixel DDPM-1000 / DDIM-50, latent DDPM-1000 / DDIM-50) at a main
+strength and a sweep of strengths, each beside the preservation ceiling; and generation from
+pure noise. Source digits are the first test digits; Frechet-distance references are the last
+5,000 test digits, disjoint from the sources for up to 5,000 of them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from diffbench.checkpoints import environment_facts, load_metadata, load_model, write_atomic_text
+from diffbench.data import load_mnist
+from diffbench.metrics import Judge, mse
+from diffbench.translate import Translator
+
+SYSTEMS = (("pixel", "ddpm"), ("pixel", "ddim"), ("latent", "ddpm"), ("latent", "ddim"))
+REFERENCE_SLICE = slice(5000, 10_000)
+
+
+@dataclass
+class Digits:
+    """Source digits, their labels, and classifier features of held-out real digits."""
+
+    images: Tensor
+    labels: Tensor
+    reference_features: Tensor
+
+
+def load_digits(judge: Judge, num_images: int, data_dir: str | None) -> Digits:
+    test = load_mnist("test", data_dir)
+    return Digits(
+        test.images[:num_images],
+        test.labels[:num_images],
+        judge.features(test.images[REFERENCE_SLICE]),
+    )
+
+
+def start_timestep(translator: Translator, strength: float) -> int:
+    """The timestep image-to-image noises to (the first one it denoises from)."""
+    return int(translator.sampler.img2img_timesteps(strength)[0])
+
+
+def translate(
+    translator: Translator,
+    images: Tensor,
+    strength: float,
+    seed: int,
+    batch_size: int = 250,
+    progress: bool = False,
+) -> Tensor:
+    """Translate ``images`` in batches; batch i draws from a generator seeded ``seed + i``, so
+    results do not depend on how many batches run before."""
+    outputs = []
+    batches = images.split(batch_size)
+    for i, batch in enumerate(tqdm(batches, desc=translator.name, disable=not progress)):
+        generator = torch.Generator().manual_seed(seed + i)
+        outputs.append(translator(batch, strength, generator=generator).cpu())
+    return torch.cat(outputs)
+
+
+def noised_inputs(translator: Translator, images: Tensor, strength: float, seed: int) -> Tensor:
+    """x_t at the translator's start timestep, in pixel space, with seeded noise."""
+    t = start_timestep(translator, strength)
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
+    return translator.sampler.schedule.add_noise(images, noise, t)
+
+
+@dataclass
+class SystemResult:
+    """One system at one strength: what ran and what it scored."""
+
+    name: str
+    space: str
+    sampler: str
+    steps: int
+    strength: float
+    num_images: int
+    start_timestep: int
+    mse: float
+    psnr: float
+    ssim: float
+    preservation: float
+    preservation_ceiling: float
+    frechet_distance: float
+    sec_per_image: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(data.pop("extra"))
+        return data
+
+
+def score_system(
+    translator: Translator,
+    judge: Judge,
+    digits: Digits,
+    strength: float,
+    seed: int,
+    progress: bool = False,
+) -> tuple[SystemResult, Tensor]:
+    """Translate the digits with one system at one strength and score the outputs.
+
+    The preservation ceiling is the noise-aware classifier's accuracy on the digits noised in
+    pixel space to the system's start timestep (for latent systems, a pixel-space stand-in for
+    the latent noise level at the same timestep).
+    """
+    start = time.perf_counter()
+    outputs = translate(translator, digits.images, strength, seed, progress=progress)
+    seconds = time.perf_counter() - start
+    t = start_timestep(translator, strength)
+    noised = noised_inputs(translator, digits.images, strength, seed)
+    timesteps = torch.full((len(noised),), t, dtype=torch.long)
+    scores = judge.score(outputs, digits.images, digits.labels, digits.reference_features)
+    result = SystemResult(
+        name=translator.name,
+        space=translator.space,
+        sampler=type(translator.sampler).__name__.removesuffix("Sampler").lower(),
+        steps=len(translator.sampler.img2img_timesteps(strength)),
+        strength=strength,
+        num_images=len(outputs),
+        start_timestep=t,
+        preservation_ceiling=judge.preservation_ceiling(noised, timesteps, digits.labels),
+        sec_per_image=seconds / len(outputs),
+        **scores,
+    )
+    return result, outputs
+
+
+@torch.inference_mode()
+def vae_reconstruction(checkpoints: Path, judge: Judge, images: Tensor, labels: Tensor) -> dict:
+    vae, _ = load_model(checkpoints / "vae.safetensors", judge.device)
+    reconstructions = torch.cat(
+        [vae.decode(vae.encode(b.to(judge.device))[0]).cpu() for b in images.split(500)]
+    )
+    return {
+        "num_images": len(images),
+        "reconstruction_mse": mse(reconstructions, images),
+        "preservation": judge.preservation(reconstructions, labels),
+    }
+
+
+@torch.inference_mode()
+def generation(translator: Translator, judge: Judge, num_samples: int, seed: int) -> dict:
+    """Samples from pure noise with the translator's sampler (strength 1.0 from noise alone)."""
+    vae = translator.vae
+    shape = vae.latent_shape if vae is not None else (1, 28, 28)
+    noise = torch.randn((num_samples, *shape), generator=torch.Generator().manual_seed(seed))
+    samples = []
+    for batch in noise.split(250):
+        x = translator.sampler.sample(translator.unet, batch.to(translator.device))
+        if vae is not None:
+            x = vae.decode(x / vae.scale_factor)
+        samples.append(x.clamp(-1, 1).cpu())
+    return {"name": translator.name, "num_samples": num_samples,
+            **judge.generation_quality(torch.cat(samples))}
+
+
+def evaluate(
+    checkpoints: str | Path = "fixtures/checkpoints",
+    data_dir: str | None = None,
+    device: str = "cpu",
+    num_images: int = 1000,
+    ddpm_images: int = 256,
+    main_strength: float = 0.3,
+    sweep: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9),
+    sweep_images: int = 256,
+    sweep_ddpm_images: int = 64,
+    generation_samples: int = 1000,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """All fidelity numbers of the shipped checkpoints (see the module docstring)."""
+    checkpoints = Path(checkpoints)
+    judge = Judge.from_checkpoints(checkpoints, device)
+    test = load_mnist("test", data_dir)
+    digits = load_digits(judge, max(num_images, ddpm_images, sweep_images), data_dir)
+    report: dict[str, Any] = {
+        "checkpoints": str(checkpoints),
+        "device": device,
+        "seed": seed,
+        "environment": environment_facts(),
+        "classifier": {"test_accuracy": judge.preservation(test.images, test.labels),
+                       "num_images": len(test.images)},
+        "vae": vae_reconstruction(checkpoints, judge, test.images, test.labels),
+        "train_seconds": {p.stem: load_metadata(p).get("train_seconds")
+                          for p in sorted(checkpoints.glob("*.safetensors"))
+                          if not p.name.endswith(".state.safetensors")},
+    }
+    results = []
+    for space, sampler in SYSTEMS:
+        translator = Translator.from_checkpoints(checkpoints, space, sampler, device=device)
+        for strength in sorted({main_strength, *sweep}):
+            main = strength == main_strength
+            pixel_ddpm = space == "pixel" and sampler == "ddpm"
+            count = (ddpm_images if pixel_ddpm else num_images) if main else (
+                sweep_ddpm_images if pixel_ddpm else sweep_images)
+            subset = Digits(digits.images[:count], digits.labels[:count],
+                            digits.reference_features)
+            result, _ = score_system(translator, judge, subset, strength, seed, progress)
+            results.append(result.as_dict())
+    report["img2img"] = results
+    report["generation"] = [
+        generation(Translator.from_checkpoints(checkpoints, space, "ddim", device=device),
+                   judge, generation_samples, seed)
+        for space in ("pixel", "latent")
+    ]
+    report["goals"] = check_goals(report, main_strength)
+    return report
+
+
+def write_report(report: dict[str, Any], path: str | Path) -> Path:
+    return write_atomic_text(path, json.dumps(report, indent=2) + "\n")
+
+
+# (system name, metric, comparison, target) at the main strength, from issue "Trained
+# checkpoints and the Translator".
+IMG2IMG_GOALS = [
+    ("DDIM-50", "preservation", ">=", 0.97),
+    ("DDIM-50", "mse", "<=", 0.04),
+    ("DDPM-1000", "preservation", ">=", 0.96),
+    ("DDPM-1000", "mse", "<=", 0.075),
+    ("LDM-DDIM-50", "preservation", ">=", 0.95),
+    ("LDM-DDPM-1000", "preservation", ">=", 0.95),
+]
+
+
+def check_goals(report: dict[str, Any], main_strength: float = 0.3) -> list[dict[str, Any]]:
+    """Every fidelity goal with its measured value and whether it holds."""
+    checks = [
+        ("classifier test accuracy", report["classifier"]["test_accuracy"], ">=", 0.99),
+        ("VAE reconstruction preservation", report["vae"]["preservation"], ">=", 0.98),
+    ]
+    main = {r["name"]: r for r in report["img2img"] if r["strength"] == main_strength}
+    checks += [
+        (f"{name} {metric} at strength {main_strength}", main[name][metric], op, target)
+        for name, metric, op, target in IMG2IMG_GOALS
+    ]
+    for gen in report["generation"]:
+        checks += [
+            (f"{gen['name']} generation: confident share", gen["confident_share"], ">=", 0.85),
+            (f"{gen['name']} generation: rarest digit share", gen["min_class_share"], ">=", 0.05),
+            (f"{gen['name']} generation: commonest digit share", gen["max_class_share"], "<=",
+             0.15),
+        ]
+    return [
+        {"goal": goal, "value": value, "target": f"{op} {target}",
+         "met": value >= target if op == ">=" else value <= target}
+        for goal, value, op, target in checks
+    ]

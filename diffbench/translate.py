@@ -1,0 +1,118 @@
+"""Translator: trained checkpoints -> one image-to-image callable, in pixel or latent space.
+
+Pixel space runs the sampler's ``img2img`` on the digits with the pixel UNet's EMA weights.
+Latent space (Rombach et al. 2022, "High-Resolution Image Synthesis with Latent Diffusion
+Models") encodes with the VAE (posterior mean times the stored scale factor), runs ``img2img``
+on the latents with the latent UNet and decodes. Weights load once; calls run under
+``torch.inference_mode`` on the chosen device.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from diffbench.checkpoints import load_model
+from diffbench.models import flops_per_image
+from diffbench.sampling import DDIMSampler, DDPMSampler, Sampler
+from diffbench.schedule import NoiseSchedule
+
+SPACES = ("pixel", "latent")
+SAMPLERS = ("ddpm", "ddim")
+IMAGE_SHAPE = (1, 28, 28)
+
+
+class Translator:
+    """``translator(x0, strength, generator=None) -> x``: noise to ``strength``, denoise back."""
+
+    def __init__(
+        self,
+        unet: torch.nn.Module,
+        sampler: Sampler,
+        vae: torch.nn.Module | None = None,
+        device: str | torch.device = "cpu",
+        facts: dict[str, Any] | None = None,
+    ) -> None:
+        self.unet, self.sampler, self.vae = unet, sampler, vae
+        self.device = torch.device(device)
+        self.space = "latent" if vae is not None else "pixel"
+        self.facts = facts or {}
+
+    @classmethod
+    def from_checkpoints(
+        cls,
+        directory: str | Path = "fixtures/checkpoints",
+        space: str = "pixel",
+        sampler: str = "ddpm",
+        num_steps: int | None = None,
+        eta: float = 0.0,
+        device: str | torch.device = "cpu",
+    ) -> Translator:
+        """Load ``pixel.safetensors`` (or ``latent.safetensors`` + ``vae.safetensors``) from
+        ``directory``. ``num_steps=None``: all timesteps for DDPM, 50 for DDIM."""
+        if space not in SPACES:
+            raise ValueError(f"unknown space {space!r}; allowed: {', '.join(SPACES)}")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+        if sampler == "ddpm" and eta != 0.0:
+            raise ValueError(f"eta applies to the DDIM sampler only, got eta={eta!r} with ddpm")
+        directory = Path(directory)
+        unet, metadata = load_model(directory / f"{space}.safetensors", device)
+        vae, vae_metadata = (None, {})
+        if space == "latent":
+            vae, vae_metadata = load_model(directory / "vae.safetensors", device)
+        schedule_config = metadata.get("schedule") or {"name": "linear", "num_timesteps": 1000}
+        schedule = NoiseSchedule.from_name(
+            schedule_config["name"], schedule_config["num_timesteps"]
+        )
+        chosen: Sampler = (
+            DDPMSampler(schedule, num_steps)
+            if sampler == "ddpm"
+            else DDIMSampler(schedule, 50 if num_steps is None else num_steps, eta=eta)
+        )
+        facts = {
+            "train_seconds": metadata["train_seconds"] + vae_metadata.get("train_seconds", 0.0),
+            "unet_parameters": metadata["stats"]["parameters"],
+            "vae_parameters": vae_metadata.get("stats", {}).get("parameters", 0),
+        }
+        return cls(unet, chosen, vae, device, facts)
+
+    @property
+    def name(self) -> str:
+        """E.g. ``DDIM-50`` (pixel) or ``LDM-DDPM-1000`` (latent)."""
+        kind = "DDPM" if isinstance(self.sampler, DDPMSampler) else "DDIM"
+        prefix = "LDM-" if self.space == "latent" else ""
+        return f"{prefix}{kind}-{self.sampler.num_steps}"
+
+    def flops_per_image(self, strength: float) -> int:
+        """Forward FLOPs of one translation at ``strength``: the UNet once per step taken, plus
+        the VAE's encode and decode in latent space."""
+        steps = len(self.sampler.img2img_timesteps(strength))
+        x = torch.zeros(1, *IMAGE_SHAPE, device=self.device)
+        t = torch.zeros(1, dtype=torch.long, device=self.device)
+        if self.vae is None:
+            return steps * flops_per_image(self.unet, x, t)
+        z = torch.zeros(1, *self.vae.latent_shape, device=self.device)
+        return (
+            flops_per_image(self.vae.encode, x)
+            + steps * flops_per_image(self.unet, z, t)
+            + flops_per_image(self.vae.decode, z)
+        )
+
+    @torch.inference_mode()
+    def __call__(
+        self, x0: Tensor, strength: float, generator: torch.Generator | None = None
+    ) -> Tensor:
+        if x0.dim() != 4 or tuple(x0.shape[1:]) != IMAGE_SHAPE:
+            raise ValueError(f"x0 must be [B, 1, 28, 28] in [-1, 1], got shape {tuple(x0.shape)}")
+        x0 = x0.to(self.device)
+        if self.vae is None:
+            return self.sampler.img2img(self.unet, x0, strength, generator=generator).clamp(-1, 1)
+        scale = self.vae.scale_factor
+        z0 = self.vae.encode(x0)[0] * scale
+        z = self.sampler.img2img(self.unet, z0, strength, generator=generator)
+        return self.vae.decode(z / scale).clamp(-1, 1)
+

@@ -1,0 +1,72 @@
+"""`diffbench compare` end to end on tiny random-init checkpoints and two real digits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from diffbench.cli import main
+from diffbench.compare import RESULT_KEYS
+from diffbench.report import CELL, GAP, HEADER
+
+
+@pytest.fixture(scope="module")
+def compared(tiny_checkpoints, mnist_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare")
+    uri = f"sqlite:///{out}/mlflow.db"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        code = main([
+            "compare", "--checkpoints", str(tiny_checkpoints), "--out", str(out / "results"),
+            "--data-dir", str(mnist_dir), "--num-images", "2", "--device", "cpu",
+            "--steps", "10", "--set", "grid_images=2", "--set", "timing_batch=2",
+            "--set", "repeats=2", "--set", "systems.0.steps=20", "--set", "systems.3.steps=20",
+        ])
+    assert code == 0
+    return out, uri
+
+
+def test_results_json_has_one_object_per_system_and_strength(compared):
+    out, _ = compared
+    results = json.loads((out / "results" / "results.json").read_text())
+    assert [(r["name"], r["strength"]) for r in results] == [
+        (name, s) for name in ("DDPM-20", "DDIM-10", "LDM-DDIM-10", "LDM-DDPM-20")
+        for s in (0.3, 0.5)
+    ]
+    for row in results:
+        assert set(RESULT_KEYS) <= set(row)
+        assert row["num_images"] == 2 and row["timing_repeats"] == 2
+        assert row["sec_per_image_min"] <= row["sec_per_image"] <= row["sec_per_image_max"]
+        assert 0 <= row["preservation"] <= 1 and row["train_seconds"] > 0
+    assert {r["space"] for r in results} == {"pixel", "latent"}
+    table = (out / "results" / "results.md").read_text()
+    assert table.count("\n") == 2 + len(results) and "LDM-DDPM-20" in table
+
+
+def test_grid_has_a_row_per_digit_and_a_column_per_image_kind(compared):
+    out, _ = compared
+    with Image.open(out / "results" / "i2i_comparison.png") as grid:
+        # Two blocks (strengths 0.3, 0.5) of 6 columns: source, noised, four systems; 2 rows.
+        assert grid.size == (2 * 6 * CELL + GAP, HEADER + 2 * CELL)
+    for name in ("pareto.png", "fidelity_vs_strength.png"):
+        assert (out / "results" / name).stat().st_size > 10_000
+
+
+def test_compare_is_an_mlflow_run_with_metrics_and_artifacts(compared):
+    _, uri = compared
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("diffbench-compare").experiment_id])
+    parent = next(r for r in runs if r.info.run_name == "compare")
+    assert parent.data.metrics["DDIM-10/s0.3/mse"] >= 0
+    assert "LDM-DDPM-20/s0.5/preservation_ceiling" in parent.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"results.json", "results.md", "i2i_comparison.png", "pareto.png"} <= artifacts
+    assert len(runs) == 5  # the parent and one nested run per system
+
+
+def test_bad_compare_config_is_one_clear_error(capsys, tiny_checkpoints):
+    assert main(["compare", "--strength", "0", "--checkpoints", str(tiny_checkpoints)]) == 2
+    assert capsys.readouterr().err.startswith("error: ")

@@ -1,0 +1,57 @@
+"""Fidelity metrics: each checked against a case whose answer is known."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from diffbench.metrics import Judge, frechet_distance, mse, psnr, ssim
+
+
+def images(seed: int, batch: int = 4) -> torch.Tensor:
+    return torch.rand(batch, 1, 28, 28, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_mse_and_psnr_of_a_constant_offset():
+    x = images(0)
+    assert mse(x + 0.1, x) == pytest.approx(0.01, rel=1e-5)
+    # PSNR = 10 log10(range^2 / mse) with range 2: 10 log10(4 / 0.01) = 26.02 dB
+    assert psnr(x + 0.1, x) == pytest.approx(10 * math.log10(400), rel=1e-5)
+
+
+def test_ssim_is_one_for_identical_images_and_falls_with_noise():
+    x = images(1)
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
+    assert ssim(x, x) == pytest.approx(1.0, abs=1e-6)
+    assert 1.0 > ssim(x + 0.1 * noise, x) > ssim(x + 0.5 * noise, x)
+    assert ssim(x + 0.1 * noise, x) == pytest.approx(ssim(x, x + 0.1 * noise), abs=1e-6)
+
+
+def test_frechet_distance_of_gaussians_with_known_answer():
+    """N(0, I) vs N(mu, 4 I) in d dims: ||mu||^2 + d (1 + 4 - 2 * 2) = ||mu||^2 + d."""
+    gen = torch.Generator().manual_seed(0)
+    d, n = 8, 200_000
+    a = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    mu = torch.full((d,), 0.5, dtype=torch.float64)
+    b = mu + 2 * torch.randn(n, d, generator=gen, dtype=torch.float64)
+    assert frechet_distance(a, b) == pytest.approx(d * 0.25 + d, rel=0.02)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_judge_counts_preservation_and_generation_shares(tiny_checkpoints):
+    judge = Judge.from_checkpoints(tiny_checkpoints)
+    x = images(3, batch=20)
+    predicted = judge.probabilities(x).argmax(1)
+    assert judge.preservation(x, predicted) == 1.0
+    assert judge.preservation(x, (predicted + 1) % 10) == 0.0
+    quality = judge.generation_quality(x, confidence=0.0)
+    assert quality["confident_share"] == 1.0
+    shares = torch.bincount(predicted, minlength=10).float() / 20
+    assert quality["max_class_share"] == pytest.approx(float(shares.max()))
+    assert quality["min_class_share"] == pytest.approx(float(shares.min()))
+    t = torch.full((20,), 300)
+    assert 0.0 <= judge.preservation_ceiling(x, t, predicted) <= 1.0
+    scores = judge.score(x, x, predicted, judge.features(images(4, batch=20)))
+    assert scores["mse"] == 0.0 and scores["preservation"] == 1.0 and scores["frechet_distance"] > 0
