@@ -2,6 +2,9 @@
 
 A torch environment is ~6 GB; to skip building one per session, run the sessions inside an
 environment you already prepared (`pip install -e ".[dev,parity]"`): `nox --no-venv -s tests`.
+
+Benchmarks save their JSON under .benchmarks/ (pytest-benchmark's storage); `bench-compare`
+compares a new run with the last saved one and fails on a median slower by more than 10%.
 """
 
 import sys
@@ -37,4 +40,27 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff: lint and import order."""
     install(session, "ruff")
-    session.run(tool(session, "ruff"), "check", "diffbench", "tests", "noxfile.py")
+    session.run(tool(session, "ruff"), "check", "diffbench", "tests", "benches", "noxfile.py")
+
+
+@nox.session
+def benches(session: nox.Session) -> None:
+    """The full benchmark suite on the shipped checkpoints; saves its JSON."""
+    install(session, "-e", DEV)
+    session.run(tool(session, "pytest"), "benches", "--benchmark-autosave", *session.posargs)
+
+
+@nox.session(name="benches-quick")
+def benches_quick(session: nox.Session) -> None:
+    """The CI subset (minutes): latency, fidelity gate, saved JSON."""
+    install(session, "-e", DEV)
+    session.run(tool(session, "pytest"), "benches", "-m", "quick", "--benchmark-autosave",
+                *session.posargs)
+
+
+@nox.session(name="bench-compare")
+def bench_compare(session: nox.Session) -> None:
+    """Run the suite again and compare with the last saved run (fails on +10% median)."""
+    install(session, "-e", DEV)
+    session.run(tool(session, "pytest"), "benches", "--benchmark-compare",
+                "--benchmark-compare-fail=median:10%", *session.posargs)

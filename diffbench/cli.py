@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--sweep-ddpm-images", type=_positive_int, default=64)
     evaluate.add_argument("--generation-samples", type=_positive_int, default=1000)
     evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--update-cards", action="store_true",
+                          help="write the numbers into the model cards beside the checkpoints")
 
     compare = commands.add_parser(
         "compare", help="the image-to-image benchmark: grid, table, plots, MLflow run"
@@ -121,6 +123,10 @@ def _evaluate(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     write_report(report, args.out)
+    if args.update_cards:
+        from diffbench.evaluate import update_cards
+
+        update_cards(report, args.checkpoints)
     for goal in report["goals"]:
         mark = "met " if goal["met"] else "MISS"
         print(f"{mark}  {goal['goal']}: {goal['value']:.4f} (goal {goal['target']})")

@@ -224,6 +224,65 @@ def write_report(report: dict[str, Any], path: str | Path) -> Path:
     return write_atomic_text(path, json.dumps(report, indent=2) + "\n")
 
 
+CARD_SECTION = "## Measured fidelity"
+
+
+def fidelity_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| system | strength | start t | digits | MSE | PSNR dB | SSIM | preservation | "
+             "ceiling | Frechet |", "|" + " --- |" * 10]
+    lines += [
+        f"| {r['name']} | {r['strength']:g} | {r['start_timestep']} | {r['num_images']} | "
+        f"{r['mse']:.4f} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['preservation']:.3f} | "
+        f"{r['preservation_ceiling']:.3f} | {r['frechet_distance']:.2f} |"
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def card_sections(report: dict[str, Any]) -> dict[str, str]:
+    """Card name -> the Markdown of its measured-fidelity section, from one report."""
+    rows = report["img2img"]
+    by_space = {space: [r for r in rows if r["space"] == space] for space in ("pixel", "latent")}
+    generation = {g["name"]: g for g in report["generation"]}
+    vae = report["vae"]
+
+    def generated(name: str) -> str:
+        g = generation[name]
+        return (f"Generation from pure noise ({name}, {g['num_samples']} samples): "
+                f"{g['confident_share']:.1%} classified with probability >= 0.9; digit shares "
+                f"from {g['min_class_share']:.1%} to {g['max_class_share']:.1%}.")
+
+    ceiling = [r for r in rows if r["name"] == "DDIM-50"]
+    return {
+        "classifier": f"Test accuracy on all {report['classifier']['num_images']} MNIST test "
+                      f"digits: {report['classifier']['test_accuracy']:.2%}.",
+        "noisy_classifier": "Preservation ceiling (accuracy on the noised test digits x_t):\n\n"
+                            + "\n".join(f"- strength {r['strength']:g} (t = "
+                                         f"{r['start_timestep']}): {r['preservation_ceiling']:.3f}"
+                                         for r in ceiling),
+        "vae": f"Reconstructions of all {vae['num_images']} test digits: MSE "
+               f"{vae['reconstruction_mse']:.4f}, preservation {vae['preservation']:.2%}.",
+        "pixel": fidelity_table(by_space["pixel"]) + "\n\n" + generated("DDIM-50"),
+        "latent": fidelity_table(by_space["latent"]) + "\n\n" + generated("LDM-DDIM-50"),
+    }
+
+
+def update_cards(report: dict[str, Any], checkpoints: str | Path) -> list[Path]:
+    """Replace (or add) the measured-fidelity section of each model card with this report's
+    numbers, so the cards quote what ``diffbench evaluate`` measured."""
+    updated = []
+    for name, body in card_sections(report).items():
+        path = Path(checkpoints) / f"{name}.md"
+        if not path.is_file():
+            continue
+        text = path.read_text().split(CARD_SECTION)[0].rstrip()
+        source = (f"Measured by `diffbench evaluate` on {report['device']} (seed "
+                  f"{report['seed']}; see evaluation.json beside this card).")
+        write_atomic_text(path, f"{text}\n\n{CARD_SECTION}\n\n{source}\n\n{body}\n")
+        updated.append(path)
+    return updated
+
+
 # (system name, metric, comparison, target) at the main strength, from issue "Trained
 # checkpoints and the Translator".
 IMG2IMG_GOALS = [

@@ -49,7 +49,7 @@ from diffbench.checkpoints import (
 from diffbench.config import ConfigError, TrainConfig
 from diffbench.data import dataset_md5s, load_mnist, resolve_data_dir
 from diffbench.models import VAE, Classifier, UNet, model_stats
-from diffbench.sampling import DDIMSampler
+from diffbench.sampling import DDIMSampler, randn_like
 from diffbench.schedule import NoiseSchedule
 from diffbench.tracking import start_run, time_execution
 
@@ -166,20 +166,25 @@ class Task:
     def loss(self, model: nn.Module, batch: Tensor, labels: Tensor, gen: torch.Generator) -> Tensor:
         kind = self.config.kind
         if kind in ("pixel", "latent"):
-            t = torch.randint(0, self.schedule.num_timesteps, (len(batch),), generator=gen,
-                              device=gen.device).to(batch.device)
-            eps = torch.randn(batch.shape, generator=gen, device=gen.device).to(batch.device)
-            return F.mse_loss(model(self.schedule.add_noise(batch, eps, t), t), eps)
+            x_t, t, eps = self.noised(batch, self.schedule.num_timesteps, gen)
+            return F.mse_loss(model(x_t, t), eps)
         if kind == "vae":
             reconstruction, mean, logvar = model(batch, generator=gen)
             kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
             return F.mse_loss(reconstruction, batch) + self.config.kl_weight * kl
         if self.config.noise_max_timestep:
-            t = torch.randint(0, self.config.noise_max_timestep, (len(batch),), generator=gen,
-                              device=gen.device).to(batch.device)
-            eps = torch.randn(batch.shape, generator=gen, device=gen.device).to(batch.device)
-            return F.cross_entropy(model(self.schedule.add_noise(batch, eps, t), t), labels)
+            x_t, t, _ = self.noised(batch, self.config.noise_max_timestep, gen)
+            return F.cross_entropy(model(x_t, t), labels)
         return F.cross_entropy(model(batch), labels)
+
+    def noised(
+        self, batch: Tensor, max_timestep: int, gen: torch.Generator
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(x_t, t, eps) with t ~ U{0, .., max_timestep - 1} and eps ~ N(0, I) per example."""
+        t = torch.randint(0, max_timestep, (len(batch),), generator=gen, device=gen.device)
+        eps = randn_like(batch, gen)
+        t = t.to(batch.device)
+        return self.schedule.add_noise(batch, eps, t), t, eps
 
 
 def build_task(config: TrainConfig, device: torch.device) -> Task:
@@ -356,10 +361,7 @@ def sample_grid(task: Task, model: nn.Module, path: Path, device: torch.device) 
         inputs, labels = test.images.to(device), test.labels.to(device)
         t = None
         if config.noise_max_timestep:
-            t = torch.randint(0, config.noise_max_timestep, (len(inputs),), generator=gen)
-            t = t.to(device)
-            noise = torch.randn(inputs.shape, generator=gen).to(device)
-            inputs = task.schedule.add_noise(inputs, noise, t)
+            inputs, t, _ = task.noised(inputs, config.noise_max_timestep, gen)
         correct = model(inputs, t).argmax(1) == labels
         extra["test_accuracy_first_1000"] = round(float(correct.float().mean()), 4)
         wrong = inputs[~correct][:32]
@@ -477,31 +479,37 @@ def fit(run: Run, end: int) -> None:
     bar.close()
 
 
+def train_step(run: Run, index: Tensor, generator: torch.Generator) -> Tensor:
+    """One optimizer step on the examples ``index``: learning rate for the step, loss (bf16
+    autocast on CUDA), backward, gradient clipping, AdamW, EMA. Returns the loss."""
+    task, config, step = run.task, run.task.config, run.progress.step
+    for group in run.optimizer.param_groups:
+        group["lr"] = config.lr * learning_rate_factor(step, config)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if run.device.type == "cuda" else nullcontext()
+    )
+    with autocast:
+        loss = task.loss(run.trainable, task.inputs[index], task.labels[index], generator)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip)
+    run.optimizer.step()
+    if run.ema is not None:
+        update_ema(run.ema, run.model, config.ema_decay, step)
+    return loss
+
+
 @time_execution(name="epoch")
 def run_epoch(run: Run, epoch_end: int, bar: tqdm) -> None:
     """Steps up to ``epoch_end`` (the end of this pass over the shard, or of the run)."""
     task, progress, config = run.task, run.progress, run.task.config
     window_start, window_images = time.perf_counter(), 0
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if run.device.type == "cuda"
-        else nullcontext()
-    )
     run.trainable.train()
     while progress.step < epoch_end:
         step_start = time.perf_counter()
         index = batch_indices(len(task.inputs), config, run.ddp, progress.step).to(run.device)
         generator = step_generator(config.seed, run.ddp.rank, progress.step, run.device)
-        for group in run.optimizer.param_groups:
-            group["lr"] = config.lr * learning_rate_factor(progress.step, config)
-        with autocast:
-            loss = task.loss(run.trainable, task.inputs[index], task.labels[index], generator)
-        run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip)
-        run.optimizer.step()
-        if run.ema is not None:
-            update_ema(run.ema, run.model, config.ema_decay, progress.step)
+        loss = train_step(run, index, generator)
         progress.step += 1
         progress.train_seconds += time.perf_counter() - step_start
         window_images += len(index) * run.ddp.world_size

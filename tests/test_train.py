@@ -250,42 +250,10 @@ def test_bad_config_is_one_clear_error(args, message, capsys):
 
 
 def test_resume_without_state_and_latent_without_vae_are_clear_errors(tmp_path, mnist_dir, capsys):
-    assert (
-        main(
-            [
-                "train",
-                "pixel",
-                "--resume",
-                "--out",
-                str(tmp_path),
-                "--data-dir",
-                str(mnist_dir),
-                "--set",
-                "train_images=20",
-                "--batch-size",
-                "4",
-            ]
-        )
-        == 2
-    )
+    small = ["--data-dir", str(mnist_dir), "--set", "train_images=20", "--batch-size", "4"]
+    assert main(["train", "pixel", "--resume", "--out", str(tmp_path), *small]) == 2
     assert "--resume: no training state at" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "train",
-                "latent",
-                "--set",
-                "vae_checkpoint=null",
-                "--data-dir",
-                str(mnist_dir),
-                "--set",
-                "train_images=20",
-                "--batch-size",
-                "4",
-            ]
-        )
-        == 2
-    )
+    assert main(["train", "latent", "--set", "vae_checkpoint=null", *small]) == 2
     assert "needs vae_checkpoint" in capsys.readouterr().err
 
 

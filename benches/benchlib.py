@@ -1,0 +1,107 @@
+"""What the benchmarks share: devices, the session's checkpoints, digits and classifiers."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffbench.evaluate import Digits, load_digits, score_system
+from diffbench.gate import FidelityBaseline
+from diffbench.metrics import Judge
+from diffbench.translate import Translator
+
+REPO = Path(__file__).resolve().parents[1]
+FIDELITY_IMAGES = 32  # test digits scored per (system, strength); the timed batches are slices
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=CUDA)]
+
+
+class BenchEnv:
+    """Shared by every benchmark of a session: checkpoints, digits, classifiers, baseline."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.checkpoints = Path(config.getoption("--checkpoints"))
+        if not (self.checkpoints / "pixel.safetensors").is_file():
+            pytest.exit(f"no trained checkpoints in {self.checkpoints} (--checkpoints DIR)", 2)
+        self.data_dir = os.environ.get("DIFFBENCH_DATA_DIR")
+        self.update_baseline = config.getoption("--update-fidelity-baseline")
+        self.baseline = FidelityBaseline(config.getoption("--fidelity-baseline"))
+        profile = config.getoption("--profile")
+        self.profile_dir = Path(profile) if profile else None
+        self._translators: dict[tuple, Translator] = {}
+        self._judges: dict[str, Judge] = {}
+        self._digits: dict[str, Digits] = {}
+        self._fidelity: dict[tuple, dict[str, float]] = {}
+
+    def judge(self, device: str) -> Judge:
+        if device not in self._judges:
+            self._judges[device] = Judge.from_checkpoints(self.checkpoints, device)
+        return self._judges[device]
+
+    def digits(self, device: str) -> Digits:
+        """The fixed batch of real test digits (the first ones), the same for every case."""
+        if device not in self._digits:
+            self._digits[device] = load_digits(self.judge(device), FIDELITY_IMAGES, self.data_dir)
+        return self._digits[device]
+
+    def translator(self, space: str, sampler: str, steps: int, device: str) -> Translator:
+        key = (space, sampler, steps, device)
+        if key not in self._translators:
+            self._translators[key] = Translator.from_checkpoints(
+                self.checkpoints, space, sampler, num_steps=steps, device=device
+            )
+        return self._translators[key]
+
+    def fidelity(self, translator: Translator, strength: float, device: str) -> dict[str, float]:
+        """mse, psnr, ssim, preservation and the ceiling of one system at one strength, on the
+        fixed digits (scored once per session, shared by every batch size)."""
+        key = (translator.name, strength, device)
+        if key not in self._fidelity:
+            result, _ = score_system(translator, self.judge(device), self.digits(device),
+                                     strength, seed=0)
+            row = result.as_dict()
+            self._fidelity[key] = {k: row[k] for k in
+                                   ("mse", "psnr", "ssim", "preservation", "preservation_ceiling")}
+        return self._fidelity[key]
+
+    def gate(self, case: str, measured: dict[str, float]) -> list[str]:
+        """Check ``measured`` against the baseline (or record it with --update-...)."""
+        if self.update_baseline:
+            self.baseline.record(case, measured)
+            return []
+        return self.baseline.check(case, measured)
+
+    def profile(self, case: str, fn) -> None:
+        """One more call of ``fn`` under torch.profiler, traced to <dir>/<case>/ (TensorBoard's
+        layout); the timed calls are never profiled."""
+        if self.profile_dir is None:
+            return
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if torch.cuda.is_available():
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        handler = torch.profiler.tensorboard_trace_handler(str(self.profile_dir / sanitize(case)))
+        with torch.profiler.profile(activities=activities, record_shapes=True,
+                                    on_trace_ready=handler):
+            fn()
+
+
+def sanitize(name: str) -> str:
+    """A name MLflow and file systems accept: [ ] and the like become '/' or '_'."""
+    return re.sub(r"[^\w\-./ ]", "_", name.replace("[", "/").rstrip("]"))
+
+
+def synchronized(fn, device: str):
+    """``fn`` followed by a device sync, so the clock stops when the GPU is done."""
+    if device != "cuda":
+        return fn
+
+    def call():
+        out = fn()
+        torch.cuda.synchronize()
+        return out
+
+    return call

@@ -1,0 +1,75 @@
+"""Fixtures and options of the benchmark suite (pytest-benchmark).
+
+Options: ``--checkpoints DIR`` (default fixtures/checkpoints), ``--mlflow`` (or
+``DIFFBENCH_MLFLOW=1``: one MLflow run per session with every benchmark's statistics and
+extra_info, and the benchmark JSON as an artifact), ``--profile DIR`` (a torch.profiler trace per
+benchmark, for TensorBoard's profiler plugin and Perfetto), ``--update-fidelity-baseline``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from typing import Any
+
+import pytest
+
+from benchlib import REPO, BenchEnv, sanitize
+from diffbench.checkpoints import write_atomic_text
+from diffbench.tracking import start_run
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("diffbench")
+    group.addoption("--checkpoints", default=str(REPO / "fixtures" / "checkpoints"),
+                    help="folder of trained checkpoints (default: fixtures/checkpoints)")
+    group.addoption("--mlflow", action="store_true",
+                    default=os.environ.get("DIFFBENCH_MLFLOW") == "1",
+                    help="log the session to MLflow (also DIFFBENCH_MLFLOW=1)")
+    group.addoption("--profile", metavar="DIR", default=None,
+                    help="write a torch.profiler trace per benchmark under DIR")
+    group.addoption("--fidelity-baseline", default=str(REPO / "benches" / "fidelity_baseline.json"))
+    group.addoption("--update-fidelity-baseline", action="store_true",
+                    help="record this run's fidelity as the new baseline instead of checking it")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--mlflow") and not (
+        config.getoption("benchmark_json") or config.getoption("benchmark_autosave")
+        or config.getoption("benchmark_save")
+    ):
+        config.option.benchmark_autosave = True  # the JSON reaches disk whatever MLflow does
+
+
+@pytest.fixture(scope="session")
+def bench_env(request: pytest.FixtureRequest) -> BenchEnv:
+    env = BenchEnv(request.config)
+    yield env
+    if env.update_baseline:
+        env.baseline.save()
+
+
+@pytest.hookimpl
+def pytest_benchmark_update_json(
+    config: pytest.Config, benchmarks: list, output_json: dict[str, Any]
+) -> None:
+    """With --mlflow: write the JSON under results/benchmarks/ first, then log the session."""
+    if not config.getoption("--mlflow"):
+        return
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = write_atomic_text(REPO / "results" / "benchmarks" / f"bench-{stamp}.json",
+                             json.dumps(output_json, indent=2))
+    machine = output_json.get("machine_info", {})
+    params = {"machine": machine.get("node"), "cpu": machine.get("cpu", {}).get("brand_raw"),
+              "commit": output_json.get("commit_info", {}).get("id"),
+              "benchmarks": len(output_json["benchmarks"])}
+    with start_run("diffbench-benches", run_name=f"benches-{stamp}", params=params) as run:
+        for bench in output_json["benchmarks"]:
+            prefix = sanitize(bench["fullname"].split("::")[-1])
+            stats = {k: v for k, v in bench["stats"].items()
+                     if k in ("min", "max", "mean", "median", "stddev", "iqr", "ops", "rounds")}
+            extra = {k: v for k, v in bench.get("extra_info", {}).items()
+                     if isinstance(v, int | float) and not isinstance(v, bool)}
+            run.log_metrics({f"{prefix}/{k}": v for k, v in {**stats, **extra}.items()})
+        run.log_artifact(path)

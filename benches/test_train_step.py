@@ -1,0 +1,36 @@
+"""One training step of each model (forward, backward, clipping, AdamW, EMA): images/s."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchlib import DEVICES, synchronized
+from diffbench.config import load_train_config
+from diffbench.train import Distributed, prepare_run, train_step
+
+BATCH = 64
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [pytest.param("pixel", marks=pytest.mark.quick), "vae", "latent", "classifier"],
+)
+@pytest.mark.parametrize("device", DEVICES)
+def test_train_step(benchmark, bench_env, device, kind):
+    overrides = [f"train_images={BATCH}", f"batch_size={BATCH}", f"device={device}",
+                 f"vae_checkpoint={bench_env.checkpoints / 'vae.safetensors'}"]
+    if bench_env.data_dir:
+        overrides.append(f"data_dir={bench_env.data_dir}")
+    config = load_train_config(kind, overrides=overrides)
+    run = prepare_run(config, torch.device(device), Distributed(), resume=False, command="bench")
+    index = torch.arange(BATCH, device=device)
+    generator = torch.Generator(device).manual_seed(0)
+    benchmark.group = "train step"
+    benchmark.pedantic(synchronized(lambda: train_step(run, index, generator), device),
+                       rounds=5, warmup_rounds=1, iterations=1)
+    benchmark.extra_info.update(
+        batch=BATCH, device=device, images_per_second=BATCH / benchmark.stats.stats.median,
+        **run.metadata["stats"],
+    )
+    bench_env.profile(f"train-{device}-{kind}", lambda: train_step(run, index, generator))

@@ -1,0 +1,69 @@
+"""The fidelity regression gate: measured fidelity against a baseline kept in the repository.
+
+A case fails when its MSE rose by more than ``mse_rel`` (relative) plus ``mse_abs`` (absolute),
+or its preservation fell by more than ``preservation_abs``. The messages name the case and both
+numbers. Timing regressions are pytest-benchmark's business (``--benchmark-compare-fail``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from diffbench.checkpoints import write_atomic_text
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    mse_rel: float = 0.10
+    mse_abs: float = 0.002
+    preservation_abs: float = 0.035
+
+    def __str__(self) -> str:
+        return (f"mse may rise by {self.mse_rel:.0%} + {self.mse_abs}, preservation may fall by "
+                f"{self.preservation_abs}")
+
+
+def check_case(
+    case: str, measured: dict[str, float], baseline: dict[str, float], tolerance: Tolerance
+) -> list[str]:
+    """The regressions of one case (empty when it is within tolerance)."""
+    problems = []
+    mse_limit = baseline["mse"] * (1 + tolerance.mse_rel) + tolerance.mse_abs
+    if measured["mse"] > mse_limit:
+        problems.append(
+            f"{case}: mse {measured['mse']:.5f} is worse than the baseline {baseline['mse']:.5f} "
+            f"(limit {mse_limit:.5f})"
+        )
+    floor = baseline["preservation"] - tolerance.preservation_abs
+    if measured["preservation"] < floor:
+        problems.append(
+            f"{case}: preservation {measured['preservation']:.4f} is worse than the baseline "
+            f"{baseline['preservation']:.4f} (limit {floor:.4f})"
+        )
+    return problems
+
+
+class FidelityBaseline:
+    """Case name -> {"mse", "preservation"}, stored as JSON."""
+
+    def __init__(self, path: str | Path, tolerance: Tolerance = Tolerance()) -> None:
+        self.path = Path(path)
+        self.tolerance = tolerance
+        self.cases: dict[str, dict[str, float]] = (
+            json.loads(self.path.read_text()) if self.path.is_file() else {}
+        )
+
+    def check(self, case: str, measured: dict[str, float]) -> list[str]:
+        """Regressions of ``case``; a case the baseline does not know has none."""
+        if case not in self.cases:
+            return []
+        return check_case(case, measured, self.cases[case], self.tolerance)
+
+    def record(self, case: str, measured: dict[str, float]) -> None:
+        self.cases[case] = {"mse": measured["mse"], "preservation": measured["preservation"]}
+
+    def save(self) -> Path:
+        text = json.dumps(dict(sorted(self.cases.items())), indent=2) + "\n"
+        return write_atomic_text(self.path, text)

@@ -1,0 +1,38 @@
+"""The fidelity gate fails a planted regression with a message naming the case and numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+from diffbench.gate import FidelityBaseline, Tolerance, check_case
+
+BASE = {"mse": 0.0300, "preservation": 0.9700}
+
+
+def test_within_tolerance_passes():
+    assert check_case("pixel-ddim-50-s0.3", {"mse": 0.0320, "preservation": 0.95}, BASE,
+                      Tolerance()) == []
+
+
+@pytest.mark.parametrize(
+    "measured, expected",
+    [
+        ({"mse": 0.0400, "preservation": 0.97},
+         "pixel-ddim-50-s0.3: mse 0.04000 is worse than the baseline 0.03000 (limit 0.03500)"),
+        ({"mse": 0.0300, "preservation": 0.90},
+         "pixel-ddim-50-s0.3: preservation 0.9000 is worse than the baseline 0.9700 "
+         "(limit 0.9350)"),
+    ],
+)
+def test_planted_regression_fails_naming_case_and_both_numbers(measured, expected):
+    assert check_case("pixel-ddim-50-s0.3", measured, BASE, Tolerance()) == [expected]
+
+
+def test_baseline_round_trip_and_unknown_cases(tmp_path):
+    baseline = FidelityBaseline(tmp_path / "baseline.json")
+    assert baseline.check("new-case", {"mse": 9.0, "preservation": 0.0}) == []
+    baseline.record("a", {"mse": 0.03, "preservation": 0.97, "psnr": 20.0})
+    baseline.save()
+    reloaded = FidelityBaseline(tmp_path / "baseline.json")
+    assert reloaded.cases == {"a": {"mse": 0.03, "preservation": 0.97}}
+    assert len(reloaded.check("a", {"mse": 1.0, "preservation": 0.0})) == 2
