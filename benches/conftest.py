@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,7 +59,7 @@ def pytest_benchmark_update_json(
     if not config.getoption("--mlflow"):
         return
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = write_atomic_text(REPO / "results" / "benchmarks" / f"bench-{stamp}.json",
+    path = write_atomic_text(Path("results") / "benchmarks" / f"bench-{stamp}.json",
                              json.dumps(output_json, indent=2))
     machine = output_json.get("machine_info", {})
     params = {"machine": machine.get("node"), "cpu": machine.get("cpu", {}).get("brand_raw"),

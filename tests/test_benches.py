@@ -1,0 +1,64 @@
+"""The benchmark suite's plumbing, run for real on tiny checkpoints: JSON with extra_info,
+MLflow export, profiler traces, and the fidelity gate failing a planted regression."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+REPO = Path(__file__).resolve().parents[1]
+IMG2IMG = "benches/test_img2img.py::test_img2img[cpu-pixel-ddim-10-s0.3-b1]"
+VAE = "benches/test_vae.py::test_vae[cpu-encode-1]"
+
+
+def run_benches(tmp_path, checkpoints, mnist_dir, *args):
+    env = dict(os.environ, DIFFBENCH_DATA_DIR=str(mnist_dir),
+               MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--rootdir={REPO}",
+         "--checkpoints", str(checkpoints), *(str(REPO / a) for a in (IMG2IMG, VAE)), *args],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )
+
+
+def test_bench_session_writes_json_mlflow_run_and_traces(tiny_checkpoints, mnist_dir, tmp_path):
+    result = run_benches(
+        tmp_path, tiny_checkpoints, mnist_dir, "--mlflow", "--profile", str(tmp_path / "traces"),
+        "--benchmark-json", str(tmp_path / "bench.json"),
+        "--fidelity-baseline", str(tmp_path / "baseline.json"), "--update-fidelity-baseline",
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    benchmarks = json.loads((tmp_path / "bench.json").read_text())["benchmarks"]
+    img2img = next(b for b in benchmarks if b["name"].startswith("test_img2img"))
+    for key in ("mse", "psnr", "ssim", "preservation", "preservation_ceiling", "steps",
+                "strength", "batch", "device", "parameters", "flops_per_image"):
+        assert key in img2img["extra_info"], key
+    assert img2img["extra_info"]["steps"] == 3 and img2img["extra_info"]["batch"] == 1
+    # --mlflow: the JSON reached disk, then one run holds every statistic and the JSON.
+    (saved,) = (tmp_path / "results" / "benchmarks").glob("bench-*.json")
+    assert len(json.loads(saved.read_text())["benchmarks"]) == 2
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("diffbench-benches").experiment_id])
+    assert "test_img2img/cpu-pixel-ddim-10-s0.3-b1/median" in run.data.metrics
+    assert "test_vae/cpu-encode-1/flops_per_image" in run.data.metrics
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == [saved.name]
+    # --profile: one TensorBoard-layout trace folder per benchmark.
+    traces = sorted(p.parent.name for p in (tmp_path / "traces").rglob("*.pt.trace.json"))
+    assert traces == ["img2img-cpu-pixel-ddim-10-s0.3-b1", "vae-cpu-encode-b1"]
+    baseline = json.loads((tmp_path / "baseline.json").read_text())
+    assert set(baseline) == {"cpu-pixel-ddim-10-s0.3"}
+
+
+def test_fidelity_gate_fails_a_planted_regression(tiny_checkpoints, mnist_dir, tmp_path):
+    planted = {"cpu-pixel-ddim-10-s0.3": {"mse": 0.0, "preservation": 1.0}}
+    (tmp_path / "baseline.json").write_text(json.dumps(planted))
+    result = run_benches(tmp_path, tiny_checkpoints, mnist_dir,
+                         "--fidelity-baseline", str(tmp_path / "baseline.json"))
+    assert result.returncode == 1
+    assert "fidelity regression: cpu-pixel-ddim-10-s0.3: mse" in result.stdout
+    assert "worse than the baseline 0.00000" in result.stdout
