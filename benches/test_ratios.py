@@ -1,0 +1,108 @@
+"""Speed ratios measured side by side in one run, on the same digits (absolute times on shared
+machines are noise; ratios much less so). Each is reported with the numbers behind it, in
+``extra_info`` and on the terminal; the goals are reported, not asserted.
+
+1. DDIM-50 against DDPM-1000 (pixel): speed-up per image and the MSE ratio.
+2. LDM-DDIM-50 (VAE encode and decode included) against pixel DDIM-50, and the preservation gap.
+3. Sampling overhead: DDIM-50's time outside the network's forward passes; the UNet's achieved
+   FLOP rate against this machine's fp32 matmul rate.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from benchlib import DEVICES, synchronized
+from diffbench.compare import measure_latency
+
+STRENGTH = 0.3
+BATCH = 64
+
+
+def report(benchmark, title: str, numbers: dict[str, float]) -> None:
+    benchmark.extra_info.update(numbers)
+    lines = [f"{title}:"] + [f"    {k} = {v:.4g}" for k, v in numbers.items()]
+    print("\n" + "\n".join(lines))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_ddim_against_ddpm(benchmark, bench_env, device):
+    ddim = bench_env.translator("pixel", "ddim", 50, device)
+    ddpm = bench_env.translator("pixel", "ddpm", 1000, device)
+    images = bench_env.digits(device).images[:BATCH]
+    benchmark.group = "ratios"
+    benchmark.pedantic(synchronized(lambda: ddim(images.to(device), STRENGTH), device),
+                       rounds=3, warmup_rounds=1, iterations=1)
+    ddim_s = benchmark.stats.stats.median / len(images)
+    ddpm_s = measure_latency(ddpm, images, STRENGTH, seed=0, repeats=1)["sec_per_image"]
+    ddim_mse = bench_env.fidelity(ddim, STRENGTH, device)["mse"]
+    ddpm_mse = bench_env.fidelity(ddpm, STRENGTH, device)["mse"]
+    report(benchmark, "DDIM-50 vs DDPM-1000 (goal: >= 18x faster, mse within 10%)", {
+        "ddim_sec_per_image": ddim_s, "ddpm_sec_per_image": ddpm_s,
+        "speedup": ddpm_s / ddim_s, "ddim_mse": ddim_mse, "ddpm_mse": ddpm_mse,
+        "mse_ratio": ddim_mse / ddpm_mse,
+    })
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_latent_against_pixel(benchmark, bench_env, device):
+    latent = bench_env.translator("latent", "ddim", 50, device)
+    pixel = bench_env.translator("pixel", "ddim", 50, device)
+    images = bench_env.digits(device).images[:BATCH]
+    benchmark.group = "ratios"
+    benchmark.pedantic(synchronized(lambda: latent(images.to(device), STRENGTH), device),
+                       rounds=5, warmup_rounds=1, iterations=1)
+    latent_s = benchmark.stats.stats.median / len(images)
+    pixel_s = measure_latency(pixel, images, STRENGTH, seed=0, repeats=3)["sec_per_image"]
+    latent_p = bench_env.fidelity(latent, STRENGTH, device)["preservation"]
+    pixel_p = bench_env.fidelity(pixel, STRENGTH, device)["preservation"]
+    report(benchmark, "LDM-DDIM-50 vs pixel DDIM-50 (goal: >= 4x faster, <= 2 points lower)", {
+        "latent_sec_per_image": latent_s, "pixel_sec_per_image": pixel_s,
+        "speedup": pixel_s / latent_s, "latent_preservation": latent_p,
+        "pixel_preservation": pixel_p, "preservation_gap_points": 100 * (pixel_p - latent_p),
+    })
+
+
+def _seconds(fn, device: str, repeats: int = 5) -> float:
+    """Median wall seconds of ``fn`` (synchronised), after one warm-up call."""
+    call = synchronized(fn, device)
+    call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_sampling_overhead_and_network_efficiency(benchmark, bench_env, device):
+    translator = bench_env.translator("pixel", "ddim", 50, device)
+    images = bench_env.digits(device).images[:BATCH].to(device)
+    timesteps = translator.sampler.img2img_timesteps(STRENGTH).tolist()
+    t_batches = [torch.full((len(images),), t, device=device) for t in timesteps]
+
+    @torch.inference_mode()
+    def forwards_only():
+        for t in t_batches:
+            translator.unet(images, t)
+
+    benchmark.group = "ratios"
+    benchmark.pedantic(synchronized(lambda: translator(images, STRENGTH), device),
+                       rounds=5, warmup_rounds=1, iterations=1)
+    total = benchmark.stats.stats.median
+    network = _seconds(forwards_only, device)
+    size = 1024
+    a = torch.randn(size, size, device=device)
+    matmul = _seconds(lambda: a @ a, device, repeats=20)
+    matmul_rate = 2 * size**3 / matmul
+    unet_rate = translator.flops_per_image(STRENGTH) * len(images) / network
+    report(benchmark, "DDIM-50 overhead (goal <= 5%) and UNet efficiency (goal >= 30%)", {
+        "total_seconds": total, "network_seconds": network,
+        "overhead_share": max(0.0, 1 - network / total),
+        "matmul_gflops": matmul_rate / 1e9, "unet_gflops": unet_rate / 1e9,
+        "unet_share_of_matmul": unet_rate / matmul_rate,
+    })
