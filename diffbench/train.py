@@ -344,7 +344,7 @@ def sample_grid(task: Task, model: nn.Module, path: Path, device: torch.device) 
     model.eval()
     extra: dict[str, Any] = {}
     if config.kind in ("pixel", "latent"):
-        sampler = DDIMSampler(task.schedule, num_steps=50)
+        sampler = DDIMSampler(task.schedule, num_steps=50, clip_sample=config.kind == "pixel")
         shape = (16, *task.inputs.shape[1:])
         x = sampler.sample(model, torch.randn(shape, generator=gen).to(device))
         if config.kind == "latent":

@@ -68,10 +68,14 @@ class Translator:
         schedule = NoiseSchedule.from_name(
             schedule_config["name"], schedule_config["num_timesteps"]
         )
+        # x0 predictions are clipped to the data range in pixel space only: latents are not
+        # bounded to [-1, 1] (diffusers' latent pipelines also run with clip_sample=False).
+        clip = space == "pixel"
         chosen: Sampler = (
-            DDPMSampler(schedule, num_steps)
+            DDPMSampler(schedule, num_steps, clip_sample=clip)
             if sampler == "ddpm"
-            else DDIMSampler(schedule, 50 if num_steps is None else num_steps, eta=eta)
+            else DDIMSampler(schedule, 50 if num_steps is None else num_steps, eta=eta,
+                             clip_sample=clip)
         )
         facts = {
             "train_seconds": metadata["train_seconds"] + vae_metadata.get("train_seconds", 0.0),
