@@ -23,6 +23,8 @@ def test_translation_keeps_shape_and_range(tiny_checkpoints, space, sampler):
     assert out.shape == (3, 1, 28, 28) and out.dtype == torch.float32
     assert float(out.min()) >= -1 and float(out.max()) <= 1
     assert not torch.equal(out, digits())
+    # x0 is clipped to the data range in pixel space only: latents are not bounded.
+    assert translator.sampler.clip_sample is (space == "pixel")
 
 
 @pytest.mark.parametrize("space", ["pixel", "latent"])
