@@ -73,9 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="test digits per system at the main strength (0.3)")
     evaluate.add_argument("--ddpm-images", type=_positive_int, default=256,
                           help="test digits for pixel DDPM-1000 at the main strength")
-    evaluate.add_argument("--sweep-images", type=_positive_int, default=256,
+    evaluate.add_argument("--sweep-images", type=_positive_int, default=128,
                           help="test digits per system at the other strengths")
-    evaluate.add_argument("--sweep-ddpm-images", type=_positive_int, default=64)
+    evaluate.add_argument("--sweep-ddpm-images", type=_positive_int, default=32)
     evaluate.add_argument("--generation-samples", type=_positive_int, default=1000)
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--update-cards", action="store_true",
