@@ -28,16 +28,21 @@ def report(benchmark, title: str, numbers: dict[str, float]) -> None:
     print("\n" + "\n".join(lines))
 
 
+def side_by_side(benchmark, bench_env, device, timed, other, rounds, other_repeats):
+    """Seconds per image of ``timed`` (the benchmark itself) and ``other``, same digits."""
+    images = bench_env.digits(device).images[:BATCH]
+    benchmark.group = "ratios"
+    benchmark.pedantic(synchronized(lambda: timed(images.to(device), STRENGTH), device),
+                       rounds=rounds, warmup_rounds=1, iterations=1)
+    other_s = measure_latency(other, images, STRENGTH, seed=0, repeats=other_repeats)
+    return benchmark.stats.stats.median / len(images), other_s["sec_per_image"]
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_ddim_against_ddpm(benchmark, bench_env, device):
     ddim = bench_env.translator("pixel", "ddim", 50, device)
     ddpm = bench_env.translator("pixel", "ddpm", 1000, device)
-    images = bench_env.digits(device).images[:BATCH]
-    benchmark.group = "ratios"
-    benchmark.pedantic(synchronized(lambda: ddim(images.to(device), STRENGTH), device),
-                       rounds=3, warmup_rounds=1, iterations=1)
-    ddim_s = benchmark.stats.stats.median / len(images)
-    ddpm_s = measure_latency(ddpm, images, STRENGTH, seed=0, repeats=1)["sec_per_image"]
+    ddim_s, ddpm_s = side_by_side(benchmark, bench_env, device, ddim, ddpm, 3, 1)
     ddim_mse = bench_env.fidelity(ddim, STRENGTH, device)["mse"]
     ddpm_mse = bench_env.fidelity(ddpm, STRENGTH, device)["mse"]
     report(benchmark, "DDIM-50 vs DDPM-1000 (goal: >= 18x faster, mse within 10%)", {
@@ -51,12 +56,7 @@ def test_ddim_against_ddpm(benchmark, bench_env, device):
 def test_latent_against_pixel(benchmark, bench_env, device):
     latent = bench_env.translator("latent", "ddim", 50, device)
     pixel = bench_env.translator("pixel", "ddim", 50, device)
-    images = bench_env.digits(device).images[:BATCH]
-    benchmark.group = "ratios"
-    benchmark.pedantic(synchronized(lambda: latent(images.to(device), STRENGTH), device),
-                       rounds=5, warmup_rounds=1, iterations=1)
-    latent_s = benchmark.stats.stats.median / len(images)
-    pixel_s = measure_latency(pixel, images, STRENGTH, seed=0, repeats=3)["sec_per_image"]
+    latent_s, pixel_s = side_by_side(benchmark, bench_env, device, latent, pixel, 5, 3)
     latent_p = bench_env.fidelity(latent, STRENGTH, device)["preservation"]
     pixel_p = bench_env.fidelity(pixel, STRENGTH, device)["preservation"]
     report(benchmark, "LDM-DDIM-50 vs pixel DDIM-50 (goal: >= 4x faster, <= 2 points lower)", {
