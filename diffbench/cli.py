@@ -46,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=0)
 
-    train = commands.add_parser("train", help="train one model: pixel, vae, latent or classifier")
-    train.add_argument("kind", choices=["pixel", "vae", "latent", "classifier"])
+    train = commands.add_parser("train", help="train one model: pixel, vae, latent, classifier or peer")
+    train.add_argument("kind", choices=["pixel", "vae", "latent", "classifier", "peer"])
     train.add_argument(
         "--config", type=Path, help="YAML config (default: configs/train_<kind>.yaml)"
     )

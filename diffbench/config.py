@@ -14,15 +14,16 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from diffbench.models import ClassifierConfig, UNetConfig, VAEConfig
+from diffbench.models import ClassifierConfig, PeerConfig, UNetConfig, VAEConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-KINDS = ("pixel", "vae", "latent", "classifier")
+KINDS = ("pixel", "vae", "latent", "classifier", "peer")
 MODEL_CONFIGS = {
     "pixel": UNetConfig,
     "latent": UNetConfig,
     "vae": VAEConfig,
     "classifier": ClassifierConfig,
+    "peer": PeerConfig,
 }
 
 
@@ -44,7 +45,7 @@ class ScheduleConfig(_Strict):
 class TrainConfig(_Strict):
     """One training run of one model kind."""
 
-    kind: Literal["pixel", "vae", "latent", "classifier"]
+    kind: Literal["pixel", "vae", "latent", "classifier", "peer"]
     name: str | None = Field(None, description="checkpoint file stem; default: the kind")
     steps: int = Field(ge=1, description="optimizer steps (per process under DDP)")
     batch_size: int = Field(128, ge=1, description="images per step and process")
@@ -54,6 +55,9 @@ class TrainConfig(_Strict):
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine decay floor, times lr")
     grad_clip: float = Field(1.0, gt=0)
     ema_decay: float = Field(0.999, ge=0, lt=1, description="diffusion models only")
+    time_budget_s: float | None = Field(
+        None, gt=0, description="also stop once this many seconds of training have run"
+    )
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(25, ge=1)
     seed: int = 0

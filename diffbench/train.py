@@ -1,10 +1,11 @@
-"""Training: pixel UNet, VAE, latent UNet and classifier, one loop, DDP under torchrun.
+"""Training: pixel UNet, VAE, latent UNet, classifier and the diffusers peer, one loop, DDP
+under torchrun.
 
 Every run uses AdamW with linear warm-up then cosine decay (Loshchilov & Hutter 2017/2019),
 gradient-norm clipping, bf16 autocast on CUDA, and for diffusion models an EMA of the weights
 (used at inference; Ho et al. 2020, appendix B). Losses:
 
-* pixel / latent: the "simple" DDPM objective ||eps - eps_theta(x_t, t)||^2 (Ho et al. eq. 14);
+* pixel / latent / peer: the "simple" DDPM objective ||eps - eps_theta(x_t, t)||^2 (Ho et al. eq. 14);
 * vae: reconstruction MSE + ``kl_weight`` * KL(q(z|x) || N(0, I)) (Rombach et al. 2022, sec. 3);
 * classifier: cross-entropy, on x_t at t < ``noise_max_timestep`` when noise-aware.
 
@@ -48,7 +49,8 @@ from diffbench.checkpoints import (
 )
 from diffbench.config import ConfigError, TrainConfig
 from diffbench.data import dataset_md5s, load_mnist, resolve_data_dir
-from diffbench.models import VAE, Classifier, UNet, model_stats
+from diffbench.models import VAE, Classifier, PeerUNet, UNet, model_stats
+from diffbench.models.peer import crop_from_peer, pad_to_peer
 from diffbench.sampling import DDIMSampler, randn_like
 from diffbench.schedule import NoiseSchedule
 from diffbench.tracking import start_run, time_execution
@@ -58,7 +60,9 @@ MODEL_CLASSES: dict[str, type[nn.Module]] = {
     "latent": UNet,
     "vae": VAE,
     "classifier": Classifier,
+    "peer": PeerUNet,
 }
+DIFFUSION_KINDS = ("pixel", "latent", "peer")
 
 
 # -- small pieces ----------------------------------------------------------------------------
@@ -161,11 +165,11 @@ class Task:
 
     @property
     def is_diffusion(self) -> bool:
-        return self.config.kind in ("pixel", "latent")
+        return self.config.kind in DIFFUSION_KINDS
 
     def loss(self, model: nn.Module, batch: Tensor, labels: Tensor, gen: torch.Generator) -> Tensor:
         kind = self.config.kind
-        if kind in ("pixel", "latent"):
+        if kind in DIFFUSION_KINDS:
             x_t, t, eps = self.noised(batch, self.schedule.num_timesteps, gen)
             return F.mse_loss(model(x_t, t), eps)
         if kind == "vae":
@@ -196,6 +200,8 @@ def build_task(config: TrainConfig, device: torch.device) -> Task:
     inputs = train.images
     if config.kind == "latent":
         inputs, facts = encode_with_vae(config, train.images, device)
+    if config.kind == "peer":
+        inputs = pad_to_peer(train.images)
     if config.kind == "classifier" and config.noise_max_timestep:
         if not model_config.noise_aware:
             raise ConfigError("noise_max_timestep needs model.noise_aware: true")
@@ -204,7 +210,7 @@ def build_task(config: TrainConfig, device: torch.device) -> Task:
                 f"noise_max_timestep {config.noise_max_timestep} exceeds the schedule's "
                 f"{schedule.num_timesteps} timesteps"
             )
-    uses_schedule = config.kind in ("pixel", "latent") or config.noise_max_timestep
+    uses_schedule = config.kind in DIFFUSION_KINDS or config.noise_max_timestep
     return Task(config, model, inputs.to(device), train.labels.to(device),
                 schedule if uses_schedule else None, facts)
 
@@ -343,13 +349,15 @@ def sample_grid(task: Task, model: nn.Module, path: Path, device: torch.device) 
     test = load_mnist("test", config.data_dir, limit=1000)
     model.eval()
     extra: dict[str, Any] = {}
-    if config.kind in ("pixel", "latent"):
-        sampler = DDIMSampler(task.schedule, num_steps=50, clip_sample=config.kind == "pixel")
+    if task.is_diffusion:
+        sampler = DDIMSampler(task.schedule, num_steps=50, clip_sample=config.kind != "latent")
         shape = (16, *task.inputs.shape[1:])
         x = sampler.sample(model, torch.randn(shape, generator=gen).to(device))
         if config.kind == "latent":
             vae = load_vae(config.vae_checkpoint, device)
             x = vae.decode(x / vae.scale_factor)
+        if config.kind == "peer":
+            x = crop_from_peer(x)
         images = x.clamp(-1, 1)
     elif config.kind == "vae":
         source = test.images[:16].to(device)
@@ -417,6 +425,9 @@ def prepare_run(
     config: TrainConfig, device: torch.device, ddp: Distributed, resume: bool, command: str
 ) -> Run:
     """Model, EMA, optimizer and metadata, restored from the training state on ``resume``."""
+    if config.time_budget_s is not None and ddp.world_size > 1:
+        raise ConfigError("time_budget_s needs a single process (ranks' clocks differ); "
+                          "under torchrun set steps instead")
     torch.manual_seed(config.seed)
     task = build_task(config, device)
     model = task.model
@@ -470,13 +481,18 @@ def _example_args(task: Task, example: Tensor) -> tuple[Tensor, ...]:
 
 @time_execution(name="train")
 def fit(run: Run, end: int) -> None:
-    """Epochs until step ``end``."""
+    """Epochs until step ``end``, or until ``time_budget_s`` seconds of training have run."""
     config = run.task.config
     bar = tqdm(total=end, initial=run.progress.step, disable=not run.ddp.is_main, desc=config.kind)
     per_epoch = steps_per_epoch(len(run.task.inputs), config.batch_size, run.ddp.world_size)
-    while run.progress.step < end:
+    while run.progress.step < end and not out_of_time(run):
         run_epoch(run, min(end, (run.progress.step // per_epoch + 1) * per_epoch), bar)
     bar.close()
+
+
+def out_of_time(run: Run) -> bool:
+    budget = run.task.config.time_budget_s
+    return budget is not None and run.progress.train_seconds >= budget
 
 
 def train_step(run: Run, index: Tensor, generator: torch.Generator) -> Tensor:
@@ -505,7 +521,7 @@ def run_epoch(run: Run, epoch_end: int, bar: tqdm) -> None:
     task, progress, config = run.task, run.progress, run.task.config
     window_start, window_images = time.perf_counter(), 0
     run.trainable.train()
-    while progress.step < epoch_end:
+    while progress.step < epoch_end and not out_of_time(run):
         step_start = time.perf_counter()
         index = batch_indices(len(task.inputs), config, run.ddp, progress.step).to(run.device)
         generator = step_generator(config.seed, run.ddp.rank, progress.step, run.device)
