@@ -58,6 +58,14 @@ def benches_quick(session: nox.Session) -> None:
                 *session.posargs)
 
 
+@nox.session(name="benches-peer")
+def benches_peer(session: nox.Session) -> None:
+    """The opt-in group: diffbench against the diffusers peer (needs its checkpoint)."""
+    install(session, "-e", DEV)
+    session.run(tool(session, "pytest"), "benches", "-m", "peer", "--benchmark-autosave",
+                *session.posargs)
+
+
 @nox.session(name="bench-compare")
 def bench_compare(session: nox.Session) -> None:
     """Run the suite again and compare with the last saved run (fails on +10% median)."""

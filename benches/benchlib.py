@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from diffbench.compare import measure_latency
+from diffbench.config import load_train_config
 from diffbench.evaluate import Digits, load_digits, score_system
 from diffbench.gate import FidelityBaseline
 from diffbench.metrics import Judge
+from diffbench.train import Distributed, Run, prepare_run
 from diffbench.translate import Translator
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = 64  # the fixed batch of real test digits; timed batches are its first 1, 16 or 64
 FIDELITY_IMAGES = 32  # of which the first 32 are scored per (system, strength)
+SCORED_IMAGES = 256  # digits scored where a ratio compares preservation (one digit: 0.4 points)
+STRENGTH = 0.3  # the ratio benches' image-to-image strength and batch (issue 7's setting)
+BATCH = 64
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=CUDA)]
 
@@ -35,7 +42,7 @@ class BenchEnv:
         self.profile_dir = Path(profile) if profile else None
         self._translators: dict[tuple, Translator] = {}
         self._judges: dict[str, Judge] = {}
-        self._digits: dict[str, Digits] = {}
+        self._digits: dict[tuple[str, int], Digits] = {}
         self._fidelity: dict[tuple, dict[str, float]] = {}
 
     def judge(self, device: str) -> Judge:
@@ -43,11 +50,12 @@ class BenchEnv:
             self._judges[device] = Judge.from_checkpoints(self.checkpoints, device)
         return self._judges[device]
 
-    def digits(self, device: str) -> Digits:
-        """The fixed batch of real test digits (the first ones), the same for every case."""
-        if device not in self._digits:
-            self._digits[device] = load_digits(self.judge(device), DIGITS, self.data_dir)
-        return self._digits[device]
+    def digits(self, device: str, count: int = DIGITS) -> Digits:
+        """The first ``count`` real test digits, the same for every case."""
+        if (device, count) not in self._digits:
+            judge = self.judge(device)
+            self._digits[device, count] = load_digits(judge, count, self.data_dir)
+        return self._digits[device, count]
 
     def translator(self, space: str, sampler: str, steps: int, device: str) -> Translator:
         key = (space, sampler, steps, device)
@@ -57,13 +65,25 @@ class BenchEnv:
             )
         return self._translators[key]
 
-    def fidelity(self, translator: Translator, strength: float, device: str) -> dict[str, float]:
+    def train_run(self, kind: str, device: str, batch: int) -> Run:
+        """A fresh training run of ``kind`` (its shipped config) on the first ``batch`` images."""
+        overrides = [f"train_images={batch}", f"batch_size={batch}", f"device={device}",
+                     f"vae_checkpoint={self.checkpoints / 'vae.safetensors'}"]
+        if self.data_dir:
+            overrides.append(f"data_dir={self.data_dir}")
+        config = load_train_config(kind, overrides=overrides)
+        return prepare_run(config, torch.device(device), Distributed(), resume=False,
+                           command="bench")
+
+    def fidelity(
+        self, translator: Translator, strength: float, device: str, count: int = FIDELITY_IMAGES
+    ) -> dict[str, float]:
         """mse, psnr, ssim, preservation and the ceiling of one system at one strength, on the
-        fixed digits (scored once per session, shared by every batch size)."""
-        key = (translator.name, strength, device)
+        first ``count`` test digits (scored once per session, shared by every batch size)."""
+        key = (translator.name, strength, device, count)
         if key not in self._fidelity:
-            digits = self.digits(device)
-            scored = Digits(digits.images[:FIDELITY_IMAGES], digits.labels[:FIDELITY_IMAGES],
+            digits = self.digits(device, max(count, DIGITS))
+            scored = Digits(digits.images[:count], digits.labels[:count],
                             digits.reference_features)
             result, _ = score_system(translator, self.judge(device), scored, strength, seed=0)
             row = result.as_dict()
@@ -108,3 +128,33 @@ def synchronized(fn, device: str):
         return out
 
     return call
+
+
+def median_seconds(fn, device: str, repeats: int = 5) -> float:
+    """Median wall seconds of ``fn`` (synchronised), after one warm-up call."""
+    call = synchronized(fn, device)
+    call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def side_by_side(benchmark, bench_env, device, timed, other, rounds, other_repeats):
+    """Seconds per image of ``timed`` (the benchmark itself) and ``other`` on the same ``BATCH``
+    digits at ``STRENGTH``, one after the other in this process."""
+    images = bench_env.digits(device).images[:BATCH]
+    benchmark.group = "ratios"
+    benchmark.pedantic(synchronized(lambda: timed(images.to(device), STRENGTH), device),
+                       rounds=rounds, warmup_rounds=1, iterations=1)
+    other_s = measure_latency(other, images, STRENGTH, seed=0, repeats=other_repeats)
+    return benchmark.stats.stats.median / len(images), other_s["sec_per_image"]
+
+
+def report(benchmark, title: str, numbers: dict[str, float]) -> None:
+    """Record ``numbers`` in the benchmark's extra_info and print them under ``title``."""
+    benchmark.extra_info.update(numbers)
+    lines = [f"{title}:"] + [f"    {k} = {v:.4g}" for k, v in numbers.items()]
+    print("\n" + "\n".join(lines))

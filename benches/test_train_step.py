@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from benchlib import DEVICES, synchronized
-from diffbench.config import load_train_config
-from diffbench.train import Distributed, prepare_run, train_step
+from diffbench.train import train_step
 
 BATCH = 64
 
@@ -18,12 +17,7 @@ BATCH = 64
 )
 @pytest.mark.parametrize("device", DEVICES)
 def test_train_step(benchmark, bench_env, device, kind):
-    overrides = [f"train_images={BATCH}", f"batch_size={BATCH}", f"device={device}",
-                 f"vae_checkpoint={bench_env.checkpoints / 'vae.safetensors'}"]
-    if bench_env.data_dir:
-        overrides.append(f"data_dir={bench_env.data_dir}")
-    config = load_train_config(kind, overrides=overrides)
-    run = prepare_run(config, torch.device(device), Distributed(), resume=False, command="bench")
+    run = bench_env.train_run(kind, device, BATCH)
     index = torch.arange(BATCH, device=device)
     generator = torch.Generator(device).manual_seed(0)
     benchmark.group = "train step"

@@ -1,9 +1,10 @@
 """The peer a user would reach for instead: diffusers' ``UNet2DModel`` on 32x32 padded MNIST.
 
-Block channels 32-64-64, one ResNet block per level, no attention (about 1.06M parameters),
-the size class of diffbench's pixel UNet. MNIST's 28x28 digits are padded by 2 pixels of
-background (-1) to the power-of-two size diffusers' down/up blocks expect, the usual recipe
-(e.g. diffusers' unconditional training example with ``transforms.Pad``). Needs the optional
+Block channels 32-64-64, one ResNet block per level, no attention in the down and up blocks
+(``DownBlock2D`` / ``UpBlock2D``; diffusers' default mid block keeps its one self-attention at
+8x8): 1,062,497 parameters, the size class of diffbench's pixel UNet. MNIST's 28x28 digits
+are padded by 2 pixels of background (-1) to the power-of-two size diffusers' down/up blocks
+expect, the usual recipe (``transforms.Pad(2)`` before normalising). Needs the optional
 ``diffusers`` dependency (``pip install diffbench[parity]``).
 """
 

@@ -1,0 +1,100 @@
+"""The peer system: a diffusers ``UNet2DModel`` driven by diffusers' ``DDIMScheduler``.
+
+What a user would write instead of diffbench, following diffusers' img2img pipelines: pad the
+digits to 32x32, ``scheduler.set_timesteps(n)``, keep the last ``min(int(n * strength), n)``
+timesteps, ``scheduler.add_noise`` at the first of them, then ``unet(x, t).sample`` and
+``scheduler.step(...).prev_sample`` per step; crop back to 28x28. The same call interface as
+:class:`diffbench.translate.Translator`, so the benches time and score both alike. Needs the
+optional ``diffusers`` dependency (``pip install diffbench[parity]``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from diffbench.checkpoints import load_model
+from diffbench.models import PeerUNet, flops_per_image
+from diffbench.models.peer import crop_from_peer, pad_to_peer
+from diffbench.sampling import img2img_num_steps
+
+IMAGE_SHAPE = (1, 28, 28)
+
+
+class PeerTranslator:
+    """``peer(x0, strength, generator=None) -> x``, as :class:`~diffbench.translate.Translator`."""
+
+    space = "pixel"
+
+    def __init__(
+        self,
+        unet: PeerUNet,
+        schedule: dict[str, Any],
+        num_steps: int = 50,
+        device: str | torch.device = "cpu",
+        facts: dict[str, Any] | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        """``channels_last``: a lever diffusers users rarely pull on CPU, off by default; the
+        benches also time the peer with it, to tell layout from architecture."""
+        from diffusers import DDIMScheduler
+
+        if schedule["name"] != "linear":
+            raise ValueError(f"the peer runs the linear schedule only, not {schedule['name']!r}")
+        self.num_steps = num_steps
+        self.unet = unet.to(memory_format=torch.channels_last) if channels_last else unet
+        self.device = torch.device(device)
+        # diffusers' defaults: linear betas 1e-4..0.02, clip_sample=True, leading spacing.
+        self.scheduler = DDIMScheduler(num_train_timesteps=schedule["num_timesteps"])
+        self.scheduler.set_timesteps(num_steps, device=self.device)
+        self.facts = facts or {}
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path = "fixtures/checkpoints/peer.safetensors",
+        num_steps: int = 50,
+        device: str | torch.device = "cpu",
+        channels_last: bool = False,
+    ) -> PeerTranslator:
+        unet, metadata = load_model(path, device)
+        if not isinstance(unet, PeerUNet):
+            raise ValueError(f"{path} holds a {type(unet).__name__}, not the diffusers peer")
+        facts = {"train_seconds": metadata["train_seconds"],
+                 "unet_parameters": metadata["stats"]["parameters"]}
+        return cls(unet, metadata["schedule"], num_steps, device, facts, channels_last)
+
+    @property
+    def name(self) -> str:
+        return f"diffusers-DDIM-{self.num_steps}"
+
+    def img2img_timesteps(self, strength: float) -> Tensor:
+        """The scheduler's last ``min(int(n * strength), n)`` timesteps (diffusers' img2img)."""
+        steps = img2img_num_steps(self.num_steps, strength)
+        return self.scheduler.timesteps[self.num_steps - steps :]
+
+    def flops_per_image(self, strength: float) -> int:
+        """Forward FLOPs of one translation: the UNet once per step, at 32x32."""
+        x = torch.zeros(1, 1, 32, 32, device=self.device)
+        t = torch.zeros(1, dtype=torch.long, device=self.device)
+        return len(self.img2img_timesteps(strength)) * flops_per_image(self.unet, x, t)
+
+    @torch.inference_mode()
+    def __call__(
+        self, x0: Tensor, strength: float, generator: torch.Generator | None = None
+    ) -> Tensor:
+        from diffusers.utils.torch_utils import randn_tensor
+
+        if x0.dim() != 4 or tuple(x0.shape[1:]) != IMAGE_SHAPE:
+            raise ValueError(f"x0 must be [B, 1, 28, 28] in [-1, 1], got shape {tuple(x0.shape)}")
+        timesteps = self.img2img_timesteps(strength)
+        x0 = pad_to_peer(x0.to(self.device))
+        noise = randn_tensor(x0.shape, generator=generator, device=self.device, dtype=x0.dtype)
+        x = self.scheduler.add_noise(x0, noise, timesteps[:1])
+        for t in timesteps:
+            eps = self.unet.unet(x, t).sample
+            x = self.scheduler.step(eps, t, x).prev_sample
+        return crop_from_peer(x).clamp(-1, 1)
