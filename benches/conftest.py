@@ -43,6 +43,16 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.benchmark_autosave = True  # the JSON reaches disk whatever MLflow does
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The peer group is opt-in: it runs only when ``-m`` names it (e.g. ``-m peer``)."""
+    if "peer" in (config.getoption("markexpr") or ""):
+        return
+    opt_in = pytest.mark.skip(reason="opt-in bench group: run with -m peer")
+    for item in items:
+        if item.get_closest_marker("peer"):
+            item.add_marker(opt_in)
+
+
 @pytest.fixture(scope="session")
 def bench_env(request: pytest.FixtureRequest) -> BenchEnv:
     env = BenchEnv(request.config)
@@ -55,7 +65,23 @@ def bench_env(request: pytest.FixtureRequest) -> BenchEnv:
 def pytest_benchmark_update_json(
     config: pytest.Config, benchmarks: list, output_json: dict[str, Any]
 ) -> None:
-    """With --mlflow: write the JSON under results/benchmarks/ first, then log the session."""
+    """Record what reproduces the run under the JSON's "diffbench" key (seed, torch, devices,
+    sha256 of each checkpoint file); with --mlflow, write the JSON under results/benchmarks/
+    first, then log the session (a dead tracking server costs a warning, not the JSON)."""
+    from diffbench.checkpoints import checkpoint_sha256, environment_facts
+
+    checkpoints = config.getoption("--checkpoints")
+    facts = environment_facts()
+    output_json["diffbench"] = {
+        "seed": 0,  # every benchmark draws from torch.Generator().manual_seed(0)
+        "torch": facts["torch"],
+        "devices": sorted({(b.get("params") or {}).get("device", "cpu")
+                           for b in output_json["benchmarks"]}),
+        "cuda_device": facts["cuda_device"],
+        "checkpoints": str(checkpoints),
+        "checkpoint_sha256": checkpoint_sha256(checkpoints),
+        "environment": facts,
+    }
     if not config.getoption("--mlflow"):
         return
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -24,6 +26,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 METADATA_KEY = "diffbench"
+DIGEST_KEY = "diffbench_sha256"  # sha256 of the tensors (names, dtypes, shapes, bytes) at save
+MIN_FREE_BYTES = 64 * 2**20  # what an output folder must have free before a job starts
 
 _TENSOR, _TUPLE, _DICT = "tensor", "tuple", "dict"
 _SCALARS = (bool, int, float, str, type(None))
@@ -60,6 +64,79 @@ def write_atomic_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+def check_writable_dir(path: str | os.PathLike, min_free_bytes: int = MIN_FREE_BYTES) -> Path:
+    """Create the folder ``path`` if needed and prove that a file can be written and synced in
+    it with ``min_free_bytes`` to spare; else raise a ValueError naming it. Run before long work.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".diffbench-probe-") as probe:
+            probe.write(b"diffbench")
+            probe.flush()
+            os.fsync(probe.fileno())
+        free = shutil.disk_usage(path).free
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise ValueError(
+            f"output folder {path} is not writable ({reason}); "
+            f"allowed: a folder this user can create and write files in"
+        ) from None
+    if free < min_free_bytes:
+        raise ValueError(
+            f"output folder {path} has {free / 2**20:.1f} MiB free; at least "
+            f"{min_free_bytes / 2**20:.0f} MiB is needed: free space or choose another folder"
+        )
+    return path
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The sha256 hex digest of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_sha256(directory: str | os.PathLike, names: list[str] | None = None) -> dict:
+    """File name -> sha256 of ``names`` in ``directory`` (default: every inference checkpoint,
+    ``*.safetensors`` but not ``*.state.safetensors``)."""
+    directory = Path(directory)
+    if names is None:
+        names = sorted(p.name for p in directory.glob("*.safetensors")
+                       if not p.name.endswith(".state.safetensors"))
+    return {name: sha256_file(directory / name) for name in names}
+
+
+def require_checkpoints(directory: str | os.PathLike, names: list[str]) -> Path:
+    """Raise a FileNotFoundError naming ``directory`` unless it holds every file of ``names``."""
+    directory = Path(directory)
+    expected = (f"a folder holding {', '.join(names)} as `diffbench train` writes them "
+                f"(the trained ones ship in fixtures/checkpoints)")
+    if not directory.is_dir():
+        raise FileNotFoundError(
+            f"checkpoints folder {directory} does not exist; expected {expected}"
+        )
+    missing = [name for name in names if not (directory / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"checkpoints folder {directory} lacks {', '.join(missing)}; expected {expected} "
+            f"(only safetensors files are read)"
+        )
+    return directory
+
+
+def _tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
 def _cpu_contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Detached contiguous CPU tensors; one sharing storage with an earlier one is cloned."""
     out: dict[str, torch.Tensor] = {}
@@ -78,9 +155,10 @@ def _cpu_contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 def save_checkpoint(
     path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]
 ) -> Path:
-    """Save ``tensors`` and JSON-serialisable ``metadata`` to a safetensors file, atomically."""
-    header = {METADATA_KEY: json.dumps(metadata)}
+    """Save ``tensors`` and JSON-serialisable ``metadata`` to a safetensors file, atomically,
+    with a sha256 of the tensors that loading checks."""
     cpu_tensors = _cpu_contiguous(tensors)
+    header = {METADATA_KEY: json.dumps(metadata), DIGEST_KEY: _tensor_digest(cpu_tensors)}
     with _atomic_target(path) as tmp:
         save_file(cpu_tensors, tmp, metadata=header)
     return Path(path)
@@ -88,7 +166,11 @@ def save_checkpoint(
 
 @contextlib.contextmanager
 def _open_checkpoint(path: str | os.PathLike, device: str) -> Iterator[tuple[Any, dict]]:
-    """Open a diffbench checkpoint: yield the safetensors handle and the decoded metadata."""
+    """Open a diffbench checkpoint: yield the safetensors handle and the decoded metadata.
+
+    Only the safetensors format is parsed (a JSON header, then raw tensor bytes): a pickle, a
+    truncated file or a mangled header is rejected here and never executed.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {path}")
@@ -96,7 +178,8 @@ def _open_checkpoint(path: str | os.PathLike, device: str) -> Iterator[tuple[Any
     try:
         handle = safe_open(str(path), framework="pt", device=device)
     except (SafetensorError, OSError) as err:
-        raise ValueError(f"{path} is not {expected}: {err}") from err
+        raise ValueError(f"{path} is not {expected} (truncated, corrupt or another format): "
+                         f"{err}") from err
     with handle:
         raw = (handle.metadata() or {}).get(METADATA_KEY)
         if raw is None:
@@ -111,10 +194,23 @@ def _open_checkpoint(path: str | os.PathLike, device: str) -> Iterator[tuple[Any
 def load_checkpoint(
     path: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Load all tensors (onto ``device``) and the metadata of a checkpoint."""
-    with _open_checkpoint(path, str(device)) as (handle, metadata):
+    """Load all tensors (onto ``device``) and the metadata of a checkpoint; a checkpoint saved
+    with a tensor digest must match it (else a ValueError names the file)."""
+    with _open_checkpoint(path, "cpu") as (handle, metadata):
         names = handle.keys()  # a safe_open handle is not iterable
-        return {name: handle.get_tensor(name) for name in names}, metadata
+        try:
+            tensors = {name: handle.get_tensor(name) for name in names}
+        except SafetensorError as err:
+            raise ValueError(f"{path} is a corrupt safetensors file: {err}") from err
+        recorded = (handle.metadata() or {}).get(DIGEST_KEY)
+    if recorded is not None and _tensor_digest(tensors) != recorded:
+        raise ValueError(
+            f"{path} is corrupt: its tensors do not match the sha256 recorded when it was saved; "
+            f"restore the file or retrain it"
+        )
+    if torch.device(device).type != "cpu":
+        tensors = {name: tensor.to(device) for name, tensor in tensors.items()}
+    return tensors, metadata
 
 
 def load_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -140,11 +236,19 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
             f"allowed: {sorted(MODEL_TYPES)}"
         )
     module_class, config_class = MODEL_TYPES[metadata["model_class"]]
-    config = {
-        k: tuple(v) if isinstance(v, list) else v for k, v in metadata["model_config"].items()
-    }
-    model = module_class(config_class(**config)).to(device)
-    model.load_state_dict(tensors)
+    try:
+        config = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in metadata["model_config"].items()
+        }
+        model = module_class(config_class(**config)).to(device)
+        model.load_state_dict(tensors)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+        detail = " ".join(str(err).split())[:500]
+        raise ValueError(
+            f"{path} does not match the {metadata['model_class']} config in its metadata "
+            f"({type(err).__name__}: {detail}); allowed: weights whose names and shapes are "
+            f"those of the recorded model_config"
+        ) from err
     return model.eval().requires_grad_(False), metadata
 
 

@@ -1,4 +1,5 @@
-"""The ``diffbench`` command. Bad input exits with status 2 and one ``error:`` line."""
+"""The ``diffbench`` command. Bad input exits with status 2 and one ``error:`` line on stderr
+(naming the value and what is allowed, no traceback), found before any long work starts."""
 
 from __future__ import annotations
 
@@ -6,6 +7,30 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+
+MAX_SEED = 2**32 - 1
+EVALUATE_CHECKPOINTS = ["classifier", "pixel", "latent", "vae"]
+
+
+class UsageError(Exception):
+    """A command line argparse rejects (its message is the `error:` line)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one `error:` line and exit status 2 (via `main`)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _seed(text: str) -> int:
+    try:
+        value: int | None = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed in [0, {MAX_SEED}], got {text!r}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -19,7 +44,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="diffbench",
         description="Compare DDPM, DDIM and latent diffusion on MNIST image-to-image translation.",
     )
@@ -44,9 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="noise strength in (0, 1]; repeatable (default 0.3 and 0.5)",
     )
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=_seed, default=0)
 
-    train = commands.add_parser("train", help="train one model: pixel, vae, latent, classifier or peer")
+    train = commands.add_parser("train", help="train one model (a kind below)")
     train.add_argument("kind", choices=["pixel", "vae", "latent", "classifier", "peer"])
     train.add_argument(
         "--config", type=Path, help="YAML config (default: configs/train_<kind>.yaml)"
@@ -58,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="folder for the checkpoint, its training state and card")
     train.add_argument("--data-dir", help="MNIST folder (default: $DIFFBENCH_DATA_DIR or download)")
     train.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    train.add_argument("--seed", type=int)
+    train.add_argument("--seed", type=_seed)
     train.add_argument("--resume", action="store_true",
                        help="continue from the training state in --out")
     train.add_argument("--stop-at", type=_positive_int, metavar="STEP",
@@ -77,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="test digits per system at the other strengths")
     evaluate.add_argument("--sweep-ddpm-images", type=_positive_int, default=32)
     evaluate.add_argument("--generation-samples", type=_positive_int, default=1000)
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--seed", type=_seed, default=0)
     evaluate.add_argument("--update-cards", action="store_true",
                           help="write the numbers into the model cards beside the checkpoints")
 
@@ -95,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--num-images", type=_positive_int, help="test digits scored per run")
     compare.add_argument("--device", choices=["auto", "cpu", "cuda"])
     compare.add_argument("--data-dir", help="MNIST folder (default: $DIFFBENCH_DATA_DIR)")
-    compare.add_argument("--seed", type=int)
+    compare.add_argument("--seed", type=_seed)
     return parser
 
 
@@ -113,11 +138,22 @@ def _compare(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from diffbench.checkpoints import check_writable_dir, load_model, require_checkpoints
     from diffbench.evaluate import evaluate, write_report
     from diffbench.train import resolve_device
 
+    device = str(resolve_device(args.device))
+    if args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a folder; allowed: a file path for the JSON report")
+    check_writable_dir(args.out.parent)
+    names = [f"{name}.safetensors" for name in EVALUATE_CHECKPOINTS]
+    require_checkpoints(args.checkpoints, names)
+    for name in names:  # each one loads into its model now, not after minutes of work
+        load_model(args.checkpoints / name)
+    if args.update_cards:
+        check_writable_dir(args.checkpoints)
     report = evaluate(
-        args.checkpoints, args.data_dir, str(resolve_device(args.device)), args.num_images,
+        args.checkpoints, args.data_dir, device, args.num_images,
         args.ddpm_images, sweep_images=args.sweep_images,
         sweep_ddpm_images=args.sweep_ddpm_images, generation_samples=args.generation_samples,
         seed=args.seed,
@@ -145,14 +181,20 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
+    from diffbench.checkpoints import check_writable_dir
     from diffbench.demo import run_demo
+    from diffbench.sampling import img2img_num_steps
 
+    strengths = tuple(args.strength or (0.3, 0.5))
+    for strength in strengths:  # DDIM-50 and DDPM-1000 must each take a step
+        img2img_num_steps(50, strength)
+    check_writable_dir(args.out)
     results = run_demo(
         args.out,
         args.data_dir,
         args.num_images,
         args.num_references,
-        tuple(args.strength or (0.3, 0.5)),
+        strengths,
         args.seed,
     )
     print(f"{'sampler':<10} {'strength':>8} {'steps':>6} {'sec/image':>10} {'mse':>8}")
@@ -162,16 +204,34 @@ def _demo(args: argparse.Namespace) -> None:
     print(f"wrote {args.out / 'demo_grid.png'}")
 
 
+def _error(message: object) -> None:
+    """Print ``message`` as one ``error:`` line on stderr."""
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; 0 on success, 2 for bad input, 128 + N when stopped by signal N."""
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
-    args.command_line = shlex.join(["diffbench", *argv])
     try:
+        args = build_parser().parse_args(argv)
+        args.command_line = shlex.join(["diffbench", *argv])
         commands = {"demo": _demo, "train": _train, "evaluate": _evaluate, "compare": _compare}
         commands[args.command](args)
-    except (ValueError, FileNotFoundError) as error:  # MNISTNotFoundError included
-        print(f"error: {error}", file=sys.stderr)
+    except (UsageError, ValueError, FileNotFoundError) as error:  # MNISTNotFoundError included
+        _error(error)
         return 2
+    except KeyboardInterrupt:
+        _error("interrupted (SIGINT); files already written are complete")
+        return 128 + 2
+    except OSError as error:  # the machine, not the input: a full disk, a vanished folder
+        _error(f"{error}; files already written are complete (every write is atomic)")
+        return 1
+    except Exception as error:
+        status = getattr(error, "exit_status", None)  # e.g. train's TrainingInterrupted
+        if status is None:
+            raise
+        _error(error)
+        return status
     return 0
 
 

@@ -5,6 +5,11 @@ For every system and strength: fidelity on ``num_images`` test digits (scored by
 ``torch.inference_mode``, the device synchronised before the clock stops, the same digits and
 seeds for every system, median and spread of ``repeats`` calls). Results reach disk (JSON,
 Markdown, PNGs) before MLflow is tried.
+
+Everything that can be checked is checked before the work starts: the device, a writable
+output folder, every checkpoint loading into its model, every strength giving a step. Each row
+of results.json records what reproduces it: seed, device, torch version and the sha256 of every
+checkpoint file the row used.
 """
 
 from __future__ import annotations
@@ -17,7 +22,12 @@ from typing import Any
 
 import torch
 
-from diffbench.checkpoints import write_atomic_text
+from diffbench.checkpoints import (
+    check_writable_dir,
+    checkpoint_sha256,
+    require_checkpoints,
+    write_atomic_text,
+)
 from diffbench.config import CompareConfig
 from diffbench.evaluate import Digits, load_digits, noised_inputs, score_system, start_timestep
 from diffbench.metrics import Judge
@@ -59,21 +69,44 @@ def measure_latency(
     }
 
 
+def checkpoint_files(config: CompareConfig) -> list[str]:
+    """The checkpoint files the comparison reads (the noise-aware classifier when present)."""
+    names = ["classifier.safetensors"]
+    if (Path(config.checkpoints) / "noisy_classifier.safetensors").is_file():
+        names.append("noisy_classifier.safetensors")
+    spaces = {system.space for system in config.systems}
+    names += [f"{space}.safetensors" for space in ("pixel", "latent") if space in spaces]
+    return names + (["vae.safetensors"] if "latent" in spaces else [])
+
+
 def run_compare(config: CompareConfig) -> list[dict[str, Any]]:
     """Run the comparison and write results.json, results.md, i2i_comparison.png, pareto.png
     (and fidelity_vs_strength.png for several strengths) into ``config.out``; log to MLflow."""
     device = resolve_device(config.device)
+    check_writable_dir(config.out)
+    names = checkpoint_files(config)
+    require_checkpoints(config.checkpoints, names)
     judge = Judge.from_checkpoints(config.checkpoints, device)
+    translators = [
+        Translator.from_checkpoints(
+            config.checkpoints, system.space, system.sampler, system.steps, system.eta, device
+        )
+        for system in config.systems
+    ]
+    for translator in translators:
+        for strength in config.strengths:
+            translator.sampler.img2img_timesteps(strength)  # a ValueError now, not mid-run
+    hashes = checkpoint_sha256(config.checkpoints, names)
+    provenance = {"seed": config.seed, "device": str(device), "torch": torch.__version__}
     digits = load_digits(judge, max(config.num_images, config.grid_images), config.data_dir)
     scored = Digits(digits.images[: config.num_images], digits.labels[: config.num_images],
                     digits.reference_features)
     grid_columns: dict[float, list[tuple[str, torch.Tensor]]] = {s: [] for s in config.strengths}
-    results, translators = [], []
-    for system in config.systems:
-        translator = Translator.from_checkpoints(
-            config.checkpoints, system.space, system.sampler, system.steps, system.eta, device
-        )
-        translators.append(translator)
+    results = []
+    for translator in translators:
+        used = [name for name in names if name.startswith(("classifier", "noisy_classifier"))]
+        used += [f"{translator.space}.safetensors"]
+        used += ["vae.safetensors"] if translator.space == "latent" else []
         timing_images = digits.images[: config.timing_batch]
         for _ in range(config.warmup):
             translator(timing_images.to(device), config.strengths[0],
@@ -85,6 +118,7 @@ def run_compare(config: CompareConfig) -> list[dict[str, Any]]:
                                        config.repeats))
             row["train_seconds"] = translator.facts["train_seconds"]
             row["flops_per_image"] = translator.flops_per_image(strength)
+            row.update(provenance, checkpoint_sha256={name: hashes[name] for name in used})
             results.append(row)
             grid_columns[strength].append((translator.name, outputs[: config.grid_images]))
             print(f"{translator.name:>14} strength {strength:.2f}: "
@@ -135,6 +169,8 @@ def track(config: CompareConfig, results: list[dict[str, Any]], files: list[Path
     """One MLflow run with every metric and the files, plus a nested run per system whose
     metrics are stepped by strength x 100 (so MLflow charts them against strength)."""
     with start_run(config.experiment, run_name="compare", params=config.model_dump()) as run:
+        if not run.enabled:
+            return  # tracking is unavailable and has warned once; the files are on disk
         for row in results:
             prefix = f"{row['name']}/s{row['strength']:g}/"
             run.log_metrics({prefix + k: v for k, v in row.items()

@@ -8,11 +8,12 @@ naming the key, the value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from diffbench.models import ClassifierConfig, PeerConfig, UNetConfig, VAEConfig
 
@@ -25,6 +26,10 @@ MODEL_CONFIGS = {
     "classifier": ClassifierConfig,
     "peer": PeerConfig,
 }
+MAX_SEED = 2**32 - 1
+_FINITE = ConfigDict(allow_inf_nan=False)
+# What parsing YAML text can raise: its own errors, and e.g. ValueError for the date 2024-13-45.
+_YAML_ERRORS = (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError)
 
 
 class ConfigError(ValueError):
@@ -32,7 +37,7 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ScheduleConfig(_Strict):
@@ -60,7 +65,7 @@ class TrainConfig(_Strict):
     )
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(25, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data_dir: str | None = None
     out: str = "runs"
@@ -76,16 +81,26 @@ class TrainConfig(_Strict):
     )
 
     def build_model_config(self) -> Any:
-        """The model's dataclass config built from ``model`` (lists become tuples)."""
+        """The model's dataclass config built from ``model``, each value checked against its
+        field's type (lists become tuples)."""
         cls = MODEL_CONFIGS[self.kind]
         fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(self.model) - fields)
+        unknown = sorted(map(str, set(self.model) - fields))
         if unknown:
             raise ConfigError(
                 f"model: unknown key(s) {unknown} for {cls.__name__}; allowed: {sorted(fields)}"
             )
+        hints = typing.get_type_hints(cls)
+        values = {}
+        for key, value in self.model.items():
+            try:
+                values[key] = TypeAdapter(hints[key], config=_FINITE).validate_python(value)
+            except ValidationError as error:
+                raise ConfigError(
+                    f"model.{key}: {error.errors()[0]['msg']} (got {_short(value)}); "
+                    f"allowed: {_type_name(hints[key])}"
+                ) from None
         base = UNetConfig.latent() if self.kind == "latent" else cls()
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in self.model.items()}
         return dataclasses.replace(base, **values)
 
 
@@ -110,7 +125,7 @@ class CompareConfig(_Strict):
     timing_batch: int = Field(8, ge=1, description="images per timed call")
     repeats: int = Field(3, ge=1, description="timed calls per system and strength")
     warmup: int = Field(1, ge=0, description="untimed calls per system before timing")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data_dir: str | None = None
     experiment: str = "diffbench-compare"
@@ -127,13 +142,17 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         raise ConfigError(f"--set expects key=value, got {assignment!r}")
     try:
         value = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"--set {assignment!r}: value is not valid YAML ({error})") from None
+    except _YAML_ERRORS as error:
+        raise ConfigError(
+            f"--set {assignment!r}: value is not valid YAML ({_yaml_problem(error)})"
+        ) from None
     *parents, leaf = key.strip().split(".")
     node: Any = raw
     for part in parents:
         if isinstance(node, dict):
-            node = node.setdefault(part, {})
+            if node.get(part) is None:  # absent, or an empty YAML entry (`model:`)
+                node[part] = {}
+            node = node[part]
         else:
             node = node[_list_index(node, part, assignment)]
         if not isinstance(node, dict | list):
@@ -145,7 +164,7 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
 
 
 def _list_index(items: list, part: str, assignment: str) -> int:
-    if not part.isdigit() or int(part) >= len(items):
+    if not (part.isascii() and part.isdigit()) or int(part) >= len(items):
         raise ConfigError(
             f"--set {assignment!r}: {part!r} is not an index of a {len(items)}-item list"
         )
@@ -153,16 +172,41 @@ def _list_index(items: list, part: str, assignment: str) -> int:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML file (safe loader: plain data only, never Python objects)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        raise ConfigError(f"config file {path} does not exist; allowed: a YAML file of config keys")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {path} cannot be read as UTF-8 text: {error}") from None
+    except _YAML_ERRORS as error:
+        raise ConfigError(
+            f"config file {path} is not valid YAML ({_yaml_problem(error)}); "
+            f"allowed: a YAML mapping of config keys"
+        ) from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} must hold a mapping, got {type(raw).__name__}")
+        raise ConfigError(
+            f"config file {path} must hold a mapping of config keys, got {type(raw).__name__}"
+        )
     return raw
+
+
+def _yaml_problem(error: Exception) -> str:
+    """One line: what the YAML parser found wrong, and where."""
+    problem = getattr(error, "problem", None) or str(error)
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return " ".join(f"{problem}{where}".split())
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) if isinstance(hint, type) else str(hint)
 
 
 def load_train_config(
@@ -194,8 +238,8 @@ def load_compare_config(
     for assignment in overrides:
         apply_override(raw, assignment)
     steps = flags.pop("steps", None)
-    if steps is not None:
-        for system in raw.get("systems", []):
+    if steps is not None and isinstance(raw.get("systems"), list):
+        for system in raw["systems"]:
             if isinstance(system, dict) and system.get("sampler") == "ddim":
                 system["steps"] = steps
     raw.update({key: value for key, value in flags.items() if value is not None})
@@ -207,11 +251,45 @@ def validate(model: type[BaseModel], raw: dict[str, Any]) -> Any:
     try:
         config = model.model_validate(raw)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']} (got {e.get('input')!r})"
-            for e in error.errors()
-        )
+        problems = "; ".join(_describe(model, e) for e in error.errors())
         raise ConfigError(f"invalid config: {problems}") from None
     if hasattr(config, "build_model_config"):
         config.build_model_config()  # unknown model keys fail now, not mid-run
     return config
+
+
+def _describe(model: type[BaseModel], error: dict[str, Any]) -> str:
+    """One pydantic error as ``key: problem (got value)``, plus the allowed keys for an unknown
+    key."""
+    loc = error["loc"]
+    key = ".".join(map(str, loc)) or "<root>"
+    text = f"{key}: {error['msg']} (got {_short(error.get('input'))})"
+    if error["type"] == "extra_forbidden":
+        allowed = _fields_at(model, loc[:-1])
+        if allowed:
+            text += f"; allowed keys: {', '.join(allowed)}"
+    return text
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str] | None:
+    """The field names of the config model at ``loc`` (a pydantic error location) in ``model``."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        inner = _model_in(field.annotation) if field is not None else None
+        if inner is None:
+            return None
+        model = inner
+    return sorted(model.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The config model class inside a field's annotation (``list[SystemConfig]`` too)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None

@@ -5,7 +5,8 @@ Every run uses AdamW with linear warm-up then cosine decay (Loshchilov & Hutter 
 gradient-norm clipping, bf16 autocast on CUDA, and for diffusion models an EMA of the weights
 (used at inference; Ho et al. 2020, appendix B). Losses:
 
-* pixel / latent / peer: the "simple" DDPM objective ||eps - eps_theta(x_t, t)||^2 (Ho et al. eq. 14);
+* pixel / latent / peer: the "simple" DDPM objective ||eps - eps_theta(x_t, t)||^2
+  (Ho et al. eq. 14);
 * vae: reconstruction MSE + ``kl_weight`` * KL(q(z|x) || N(0, I)) (Rombach et al. 2022, sec. 3);
 * classifier: cross-entropy, on x_t at t < ``noise_max_timestep`` when noise-aware.
 
@@ -13,18 +14,27 @@ Reproducible and exactly resumable without saving RNG streams: the batch order c
 permutation seeded by (seed, epoch) and every other random draw of step ``s`` on rank ``r`` from
 a generator seeded by (seed, r, s). Under ``torchrun`` each process trains on its own shard of
 the data; only rank 0 logs to MLflow and writes files.
+
+Interruptions lose at most the step in flight: checkpoints are written atomically, and in a
+single process SIGINT or SIGTERM lets the current step finish, saves it and raises
+:class:`TrainingInterrupted` (``--resume`` continues from there).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
 import math
 import os
+import signal
+import sys
+import threading
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +47,7 @@ from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
 from diffbench.checkpoints import (
+    check_writable_dir,
     environment_facts,
     load_checkpoint,
     load_metadata,
@@ -72,8 +83,48 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for but no CUDA device is available")
+        raise ConfigError(
+            "device 'cuda' was asked for but no CUDA device is available; allowed here: cpu, auto"
+        )
     return torch.device(name)
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM stopped training after a completed step, which was checkpointed."""
+
+    def __init__(self, signum: int, step: int, path: Path) -> None:
+        self.signum, self.step, self.path = signum, step, path
+        self.exit_status = 128 + signum  # the shell's convention for "stopped by signal N"
+        super().__init__(
+            f"training interrupted by {signal.Signals(signum).name} after step {step}; "
+            f"checkpoint saved to {path}; continue with --resume"
+        )
+
+
+@contextlib.contextmanager
+def graceful_stop(enabled: bool = True) -> Iterator[list[int]]:
+    """While active, SIGINT and SIGTERM are only recorded in the yielded list (the loop checks
+    it after each step); a second signal of a kind gets the previous handling at once."""
+    received: list[int] = []
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    kinds = (signal.SIGINT, signal.SIGTERM)
+    previous = {kind: signal.getsignal(kind) for kind in kinds}
+
+    def record(signum: int, frame: Any) -> None:
+        received.append(signum)
+        signal.signal(signum, previous[signum] or signal.SIG_DFL)
+        print(f"\n{signal.Signals(signum).name}: finishing the current step, then saving a "
+              f"checkpoint (send it again to stop at once)", file=sys.stderr, flush=True)
+
+    for kind in kinds:
+        signal.signal(kind, record)
+    try:
+        yield received
+    finally:
+        for kind, handler in previous.items():
+            signal.signal(kind, handler or signal.SIG_DFL)
 
 
 @dataclass(frozen=True)
@@ -101,7 +152,7 @@ def init_distributed(device: torch.device) -> Distributed:
 def step_generator(seed: int, rank: int, step: int, device: torch.device) -> torch.Generator:
     """The generator for every random draw of one step on one rank; the global RNG (dropout)
     is reseeded from the same number."""
-    step_seed = (seed * 1_000_003 + rank) * 1_000_003 + step
+    step_seed = ((seed * 1_000_003 + rank) * 1_000_003 + step) % 2**63  # within torch's range
     torch.manual_seed(step_seed)
     generator = torch.Generator(device)
     generator.manual_seed(step_seed)
@@ -193,7 +244,10 @@ class Task:
 
 def build_task(config: TrainConfig, device: torch.device) -> Task:
     model_config = config.build_model_config()
-    model = MODEL_CLASSES[config.kind](model_config).to(device)
+    try:
+        model = MODEL_CLASSES[config.kind](model_config).to(device)
+    except (ValueError, RuntimeError, TypeError, IndexError, ZeroDivisionError) as error:
+        raise ConfigError(f"model: {model_config} cannot be built ({error})") from error
     train = load_mnist("train", config.data_dir, limit=config.train_images)
     schedule = NoiseSchedule.from_name(config.schedule.name, config.schedule.num_timesteps)
     facts: dict[str, Any] = {}
@@ -273,6 +327,7 @@ class Run:
     device: torch.device
     metadata: dict[str, Any]
     tracker: Any = None  # a diffbench.tracking.Tracker on rank 0, else None
+    stop_signals: list[int] = field(default_factory=list)  # SIGINT/SIGTERM received so far
 
     @property
     def inference_model(self) -> nn.Module:
@@ -300,11 +355,18 @@ def restore_training(run: Run) -> None:
     if not state_path.is_file():
         raise ConfigError(f"--resume: no training state at {state_path} to continue from")
     tensors, metadata = load_checkpoint(state_path, device=str(run.device))
-    state = unpack_state(tensors, metadata["structure"])
-    run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    if run.ema is not None:
-        run.ema.load_state_dict(state["ema"])
+    try:
+        state = unpack_state(tensors, metadata["structure"])
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        if run.ema is not None:
+            run.ema.load_state_dict(state["ema"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        detail = " ".join(str(error).split())[:300]
+        raise ConfigError(
+            f"--resume: the training state {state_path} does not match this run's config "
+            f"({type(error).__name__}: {detail}); resume with the config it was saved with"
+        ) from error
     run.progress = Progress(metadata["step"], metadata["train_seconds"], metadata["final_loss"],
                             metadata["images_per_second"])
 
@@ -399,6 +461,7 @@ def train(
     """Train ``config.kind`` for ``config.steps`` steps (stopping early after ``stop_at``,
     checkpointed, as an interruption would) and return the inference checkpoint's path."""
     device = resolve_device(config.device)
+    check_writable_dir(config.out)
     ddp = init_distributed(device)
     if device.type == "cuda":
         device = torch.device("cuda", ddp.local_rank)
@@ -414,7 +477,9 @@ def train(
                        tags={"kind": config.kind, "resumed": str(resume)}) as tracker:
             run.tracker = tracker
             tracker.log_params({f"model.{k}": v for k, v in run.metadata["stats"].items()})
-            fit(run, end)
+            with graceful_stop(enabled=ddp.world_size == 1) as received:
+                run.stop_signals = received
+                fit(run, end)
             return finish(run)
     finally:
         if ddp.world_size > 1:
@@ -435,7 +500,10 @@ def prepare_run(
     if ddp.world_size > 1:
         device_ids = [device.index] if device.type == "cuda" else None
         trainable = DistributedDataParallel(model, device_ids=device_ids)
-    stats = model_stats(model, *_example_args(task, task.inputs[:2]))
+    try:
+        stats = model_stats(model, *_example_args(task, task.inputs[:2]))
+    except (ValueError, RuntimeError, IndexError) as error:
+        raise ConfigError(f"model: {task.model.cfg} does not run on this data ({error})") from error
     metadata = {
         "name": checkpoint_paths(config)[0].stem,
         "kind": config.kind,
@@ -485,9 +553,14 @@ def fit(run: Run, end: int) -> None:
     config = run.task.config
     bar = tqdm(total=end, initial=run.progress.step, disable=not run.ddp.is_main, desc=config.kind)
     per_epoch = steps_per_epoch(len(run.task.inputs), config.batch_size, run.ddp.world_size)
-    while run.progress.step < end and not out_of_time(run):
+    while run.progress.step < end and not out_of_time(run) and not run.stop_signals:
         run_epoch(run, min(end, (run.progress.step // per_epoch + 1) * per_epoch), bar)
     bar.close()
+    if run.stop_signals:
+        if run.ddp.is_main:
+            save_training(run)
+        raise TrainingInterrupted(run.stop_signals[0], run.progress.step,
+                                  checkpoint_paths(config)[1])
 
 
 def out_of_time(run: Run) -> bool:
@@ -521,7 +594,7 @@ def run_epoch(run: Run, epoch_end: int, bar: tqdm) -> None:
     task, progress, config = run.task, run.progress, run.task.config
     window_start, window_images = time.perf_counter(), 0
     run.trainable.train()
-    while progress.step < epoch_end and not out_of_time(run):
+    while progress.step < epoch_end and not out_of_time(run) and not run.stop_signals:
         step_start = time.perf_counter()
         index = batch_indices(len(task.inputs), config, run.ddp, progress.step).to(run.device)
         generator = step_generator(config.seed, run.ddp.rank, progress.step, run.device)

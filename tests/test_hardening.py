@@ -1,0 +1,630 @@
+"""Hardening (issue 8): bad input is one clear error, untrusted files are never unpickled,
+faults lose nothing, runs are reproducible, and fuzzed configs and sampler arguments fail only
+with a ValueError."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from diffbench.checkpoints import (
+    check_writable_dir,
+    load_checkpoint,
+    load_metadata,
+    load_model,
+    save_checkpoint,
+    sha256_file,
+)
+from diffbench.cli import main
+from diffbench.config import (
+    CompareConfig,
+    TrainConfig,
+    load_compare_config,
+    load_train_config,
+)
+from diffbench.evaluate import load_digits, score_system
+from diffbench.metrics import Judge
+from diffbench.models import UNet, UNetConfig
+from diffbench.sampling import DDIMSampler, DDPMSampler
+from diffbench.schedule import NoiseSchedule
+from diffbench.tracking import TrackingWarning
+from diffbench.translate import Translator
+
+REPO = Path(__file__).resolve().parents[1]
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+
+
+def closed_port() -> int:
+    """A local TCP port nothing listens on (connections to it are refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def assert_one_error(code: int, err: str, *fragments: str) -> str:
+    """Exit status 2 and exactly one stderr line, `error: ...`, containing every fragment."""
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+# -- 1. bad input: every command, one `error:` line, exit status 2 ----------------------------
+
+
+@pytest.fixture
+def unwritable(tmp_path):
+    """An output folder that cannot be created: under a read-only folder, or for root (who
+    may write anywhere else) under /sys."""
+    if os.geteuid() != 0:
+        parent = tmp_path / "read-only"
+        parent.mkdir()
+        parent.chmod(0o555)
+        yield parent / "out"
+        parent.chmod(0o755)
+        return
+    target = Path("/sys/diffbench-hardening-out")
+    try:
+        target.mkdir()
+    except OSError:
+        yield target
+        return
+    target.rmdir()
+    pytest.skip("/sys is writable on this machine; no read-only folder to test with")
+
+
+@pytest.fixture
+def places(tmp_path, mnist_dir, tiny_checkpoints, unwritable, monkeypatch):
+    """The paths the bad-input cases name, by placeholder (and no MLflow store to write to)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{closed_port()}")
+    (tmp_path / "empty").mkdir()
+    incomplete = tmp_path / "incomplete"
+    incomplete.mkdir()
+    shutil.copy(tiny_checkpoints / "classifier.safetensors", incomplete)
+    (tmp_path / "malformed.yaml").write_text("steps: [1, 2\nlr: 0.1\n")
+    (tmp_path / "list.yaml").write_text("- steps\n- 3\n")
+    return {
+        "mnist": str(mnist_dir),
+        "ckpt": str(tiny_checkpoints),
+        "tmp": str(tmp_path),
+        "nomnist": str(tmp_path / "empty"),
+        "incomplete": str(incomplete),
+        "ro": str(unwritable),
+    }
+
+
+DEMO = "demo --data-dir {mnist} --out {tmp}/demo --num-references 10"
+TRAIN = (
+    "train pixel --data-dir {mnist} --out {tmp}/run --device cpu --set train_images=16 "
+    "--batch-size 4 --set steps=1"
+)
+EVALUATE = "evaluate --checkpoints {ckpt} --data-dir {mnist} --device cpu --out {tmp}/e.json"
+COMPARE = (
+    "compare --checkpoints {ckpt} --data-dir {mnist} --device cpu --out {tmp}/compare "
+    "--steps 10 --num-images 2"
+)
+
+
+def cli(template: str, **paths: object) -> list[str]:
+    """``template`` split into words, each formatted with ``paths`` (which may hold spaces)."""
+    return [word.format(**paths) for word in template.split()]
+
+
+BAD_INPUT = [
+    # demo
+    (DEMO + " --strength 1.5", ["strength must be a number in (0, 1], got 1.5"]),
+    (DEMO + " --strength 0", ["strength must be a number in (0, 1], got 0.0"]),
+    (DEMO + " --strength 0.01", ["strength 0.01 leaves no denoising step", "0.02"]),
+    (DEMO + " --num-images 0", ["--num-images: expected a positive integer, got 0"]),
+    (DEMO + " --seed -1", ["--seed: expected a seed in [0, 4294967295], got '-1'"]),
+    (DEMO + " --steps 3", ["unrecognized arguments: --steps 3"]),
+    (DEMO + " --data-dir {nomnist}", ["MNIST not found in {nomnist}", "train-images"]),
+    (DEMO + " --out {ro}", ["output folder {ro} is not writable", "allowed:"]),
+    # train
+    ("train gan", ["argument kind: invalid choice: 'gan'", "'pixel'"]),
+    (TRAIN + " --steps 0", ["--steps: expected a positive integer, got 0"]),
+    (TRAIN + " --set steps=0", ["steps: Input should be greater than or equal to 1 (got 0)"]),
+    (
+        TRAIN + " --set schedule.name=quadratic",
+        ["schedule.name: Input should be 'linear', 'scaled_linear' or 'cosine' (got 'quadratic')"],
+    ),
+    (
+        TRAIN + " --set colour=red",
+        [
+            "colour: Extra inputs are not permitted (got 'red')",
+            "allowed keys: batch_size, checkpoint_every",
+        ],
+    ),
+    (TRAIN + " --set schedule.steps=5", ["allowed keys: name, num_timesteps"]),
+    (TRAIN + " --set lr=fast", ["lr: Input should be a valid number", "(got 'fast')"]),
+    (TRAIN + " --set lr=.inf", ["lr: Input should be a finite number (got inf)"]),
+    (
+        TRAIN + " --set model.base_channels=wide",
+        ["model.base_channels: Input should be a valid integer", "(got 'wide'); allowed: int"],
+    ),
+    (TRAIN + " --set model.num_groups=3", ["model: UNetConfig(", "cannot be built"]),
+    (TRAIN + " --set seed=-1", ["seed: Input should be greater than or equal to 0"]),
+    (TRAIN + " --config {tmp}/none.yaml", ["config file {tmp}/none.yaml does not exist"]),
+    (
+        TRAIN + " --config {tmp}/malformed.yaml",
+        ["config file {tmp}/malformed.yaml is not valid YAML", "line 2", "allowed: a YAML mapping"],
+    ),
+    (TRAIN + " --config {tmp}/list.yaml", ["must hold a mapping of config keys, got list"]),
+    (TRAIN + " --device tpu", ["argument --device: invalid choice: 'tpu'", "'cpu'"]),
+    pytest.param(
+        TRAIN + " --device cuda", ["device 'cuda'", "no CUDA device", "cpu"], marks=NO_CUDA
+    ),
+    (TRAIN + " --data-dir {nomnist}", ["MNIST not found in {nomnist}"]),
+    (TRAIN + " --out {ro}", ["output folder {ro} is not writable"]),
+    (TRAIN + " --resume", ["--resume: no training state at {tmp}/run/pixel.state.safetensors"]),
+    (
+        TRAIN.replace("pixel", "latent --set vae_checkpoint={tmp}/vae.safetensors", 1),
+        ["no checkpoint file at {tmp}/vae.safetensors"],
+    ),
+    # evaluate
+    (
+        EVALUATE + " --checkpoints {tmp}/nowhere",
+        ["checkpoints folder {tmp}/nowhere does not exist", "pixel.safetensors"],
+    ),
+    (
+        EVALUATE + " --checkpoints {incomplete}",
+        ["lacks pixel.safetensors, latent.safetensors, vae.safetensors"],
+    ),
+    pytest.param(EVALUATE + " --device cuda", ["no CUDA device"], marks=NO_CUDA),
+    (EVALUATE + " --out {ro}/evaluate.json", ["output folder {ro} is not writable"]),
+    (EVALUATE + " --out {tmp}", ["--out {tmp} is a folder; allowed: a file path"]),
+    (EVALUATE + " --data-dir {nomnist}", ["MNIST not found in {nomnist}"]),
+    (EVALUATE + " --sweep-images -3", ["expected a positive integer, got -3"]),
+    # compare
+    (COMPARE + " --strength 1.5", ["strengths.0: Input should be less than or equal to 1"]),
+    (COMPARE + " --strength 0.05", ["strength 0.05 leaves no denoising step out of 10"]),
+    (COMPARE + " --steps 0", ["--steps: expected a positive integer, got 0"]),
+    (
+        COMPARE + " --set systems.0.sampler=euler",
+        ["systems.0.sampler: Input should be 'ddpm' or 'ddim' (got 'euler')"],
+    ),
+    (COMPARE + " --set systems.0.space=video", ["Input should be 'pixel' or 'latent'"]),
+    (COMPARE + " --set systems.0.colour=red", ["allowed keys: eta, sampler, space, steps"]),
+    (COMPARE + " --set systems.0.steps=5000", ["num_steps must be in [1, 1000], got 5000"]),
+    (COMPARE + " --set timing_batch=many", ["timing_batch: Input should be a valid integer"]),
+    (COMPARE + " --set systems.9.steps=3", ["'9' is not an index of a 4-item list"]),
+    (COMPARE + " --config {tmp}/malformed.yaml", ["is not valid YAML"]),
+    (COMPARE + " --checkpoints {tmp}/nowhere", ["checkpoints folder {tmp}/nowhere does not"]),
+    (COMPARE + " --checkpoints {incomplete}", ["lacks pixel.safetensors"]),
+    pytest.param(COMPARE + " --device cuda", ["no CUDA device"], marks=NO_CUDA),
+    (COMPARE + " --data-dir {nomnist}", ["MNIST not found in {nomnist}"]),
+    (COMPARE + " --out {ro}", ["output folder {ro} is not writable"]),
+]
+
+
+@pytest.mark.parametrize("args, fragments", BAD_INPUT)
+def test_bad_input_is_one_error_line_and_exit_status_2(args, fragments, places, capsys):
+    code = main(cli(args, **places))
+    captured = capsys.readouterr()
+    assert_one_error(code, captured.err, *(f.format(**places) for f in fragments))
+    assert "wrote" not in captured.out
+
+
+def test_output_folder_checks_catch_full_and_unusable_folders(tmp_path):
+    assert check_writable_dir(tmp_path / "new" / "out").is_dir()
+    assert list((tmp_path / "new" / "out").iterdir()) == []  # the probe file is gone
+    with pytest.raises(ValueError, match=r"has [\d.]+ MiB free; at least \d+ MiB is needed"):
+        check_writable_dir(tmp_path, min_free_bytes=2**62)  # as a full disk looks
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=rf"output folder {tmp_path}/file/out is not writable"):
+        check_writable_dir(tmp_path / "file" / "out")
+
+
+# -- 2. untrusted files -----------------------------------------------------------------------
+
+
+class Payload:
+    """Unpickling this creates ``marker``: proof that a file was unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def test_the_payload_would_write_its_marker_if_unpickled(tmp_path):
+    marker = tmp_path / "proof"
+    pickle.loads(pickle.dumps(Payload(marker)))
+    assert marker.exists()  # so its absence below means nothing was unpickled
+
+
+def test_planted_pickles_are_never_unpickled(tiny_checkpoints, mnist_dir, tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    planted = tmp_path / "planted"
+    shutil.copytree(tiny_checkpoints, planted)
+    (planted / "pixel.safetensors").write_bytes(pickle.dumps(Payload(marker)))
+    torch.save({"state_dict": Payload(marker)}, planted / "latent.safetensors")
+    for name in ("pixel.pt", "pixel.ckpt", "pixel.pth"):
+        torch.save(Payload(marker), planted / name)
+    for name in ("pixel", "latent"):
+        for load in (load_checkpoint, load_metadata, load_model):
+            with pytest.raises(ValueError, match=rf"{name}.safetensors is not a safetensors file"):
+                load(planted / f"{name}.safetensors")
+    code = main(cli(COMPARE, ckpt=planted, mnist=mnist_dir, tmp=tmp_path))
+    assert_one_error(code, capsys.readouterr().err, f"{planted}/pixel.safetensors is not a")
+    # Only pickles where the checkpoint should be: it is missing, and nothing is unpickled.
+    only_pickles = tmp_path / "only_pickles"
+    only_pickles.mkdir()
+    shutil.copy(tiny_checkpoints / "classifier.safetensors", only_pickles)
+    for name in ("pixel.pt", "pixel.ckpt", "pixel.bin"):
+        torch.save(Payload(marker), only_pickles / name)
+    code = main(cli(EVALUATE, ckpt=only_pickles, mnist=mnist_dir, tmp=tmp_path))
+    assert_one_error(code, capsys.readouterr().err, "lacks pixel.safetensors")
+    assert not marker.exists()
+
+
+def test_truncated_and_corrupted_checkpoints_are_rejected_naming_the_file(
+    tiny_checkpoints, tmp_path
+):
+    data = (tiny_checkpoints / "pixel.safetensors").read_bytes()
+    header_end = 8 + int.from_bytes(data[:8], "little")
+    damaged = {
+        "truncated.safetensors": (data[: len(data) // 2], "is not a safetensors file"),
+        "header-only.safetensors": (data[:header_end], "is not a safetensors file"),
+        "stub.safetensors": (data[:5], "is not a safetensors file"),
+        "empty.safetensors": (b"", "is not a safetensors file"),
+        "bad-header.safetensors": (data[:8] + b"\xff" * 16 + data[24:], "is not a safetensors"),
+        "flipped.safetensors": (
+            data[:-10] + bytes([data[-10] ^ 0xFF]) + data[-9:],
+            "is corrupt: its tensors do not match the sha256",
+        ),
+    }
+    for name, (content, message) in damaged.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=rf"{tmp_path / name} {message}"):
+            load_model(tmp_path / name)
+    assert load_model(tiny_checkpoints / "pixel.safetensors")[0].cfg.base_channels == 8
+
+
+def test_checkpoint_that_does_not_match_its_config_is_a_clear_error(
+    tiny_checkpoints, mnist_dir, tmp_path, capsys
+):
+    unet = UNet(UNetConfig(base_channels=8))
+    metadata = load_metadata(tiny_checkpoints / "pixel.safetensors")
+    metadata["model_config"]["base_channels"] = 16  # the weights are of an 8-channel UNet
+    mismatched = tmp_path / "mismatched"
+    shutil.copytree(tiny_checkpoints, mismatched)
+    save_checkpoint(mismatched / "pixel.safetensors", unet.state_dict(), metadata)
+    with pytest.raises(ValueError, match="pixel.safetensors does not match the UNet config") as e:
+        load_model(mismatched / "pixel.safetensors")
+    assert "size mismatch" in str(e.value) and "\n" not in str(e.value)
+    metadata["model_config"] = {**metadata["model_config"], "base_channels": 8, "depth": 3}
+    save_checkpoint(mismatched / "pixel.safetensors", unet.state_dict(), metadata)
+    with pytest.raises(ValueError, match="does not match the UNet config.*depth"):
+        load_model(mismatched / "pixel.safetensors")
+    code = main(cli(COMPARE, ckpt=mismatched, mnist=mnist_dir, tmp=tmp_path))
+    assert_one_error(code, capsys.readouterr().err, f"{mismatched}/pixel.safetensors does not")
+
+
+# -- 3. faults lose nothing -------------------------------------------------------------------
+
+
+def test_sigterm_mid_training_saves_the_last_step_and_resume_finishes(tmp_path, mnist_dir):
+    """A SIGTERM lets the step in flight finish, checkpoints it and exits 143; --resume then
+    reaches exactly the weights of an uninterrupted run."""
+    steps = 60
+    args = cli(
+        "train pixel --data-dir {mnist} --steps {steps} --batch-size 8 --device cpu "
+        "--set train_images=256 --set checkpoint_every=2 --set warmup_steps=2 "
+        "--set log_every=50 --set model.base_channels=8 --set experiment=test-sigterm",
+        mnist=mnist_dir,
+        steps=steps,
+    )
+    run_dir = tmp_path / "interrupted"
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{closed_port()}")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "diffbench", *args, "--out", str(run_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    state = run_dir / "pixel.state.safetensors"
+    deadline = time.monotonic() + 180
+    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: training interrupted by SIGTERM after step "), err[-3000:]
+    step = int(last.split("after step ")[1].split(";")[0])
+    assert 2 <= step < steps and f"checkpoint saved to {state}" in last
+    assert load_metadata(state)["step"] == load_metadata(run_dir / "pixel.safetensors")["step"]
+    assert load_metadata(state)["step"] == step  # the last completed step, not the last multiple
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+        with pytest.warns(TrackingWarning):
+            assert main([*args, "--out", str(run_dir), "--resume"]) == 0
+        with pytest.warns(TrackingWarning):
+            assert main([*args, "--out", str(tmp_path / "straight")]) == 0
+    resumed, resumed_meta = load_checkpoint(run_dir / "pixel.state.safetensors")
+    straight, straight_meta = load_checkpoint(tmp_path / "straight" / "pixel.state.safetensors")
+    assert resumed_meta["step"] == straight_meta["step"] == steps
+    assert resumed.keys() == straight.keys()
+    assert all(torch.equal(resumed[k], straight[k]) for k in straight)
+
+
+@pytest.fixture(scope="module")
+def one_system_config(tmp_path_factory):
+    """The cheapest comparison: pixel DDIM-10 at strength 0.3 on two digits."""
+    path = tmp_path_factory.mktemp("config") / "compare.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "systems": [{"space": "pixel", "sampler": "ddim", "steps": 10}],
+                "strengths": [0.3],
+                "num_images": 2,
+                "grid_images": 2,
+                "timing_batch": 2,
+                "repeats": 1,
+                "warmup": 0,
+                "seed": 7,
+                "device": "cpu",
+            }
+        )
+    )
+    return path
+
+
+def test_compare_with_a_dead_tracking_server_writes_results_and_warns_once(
+    one_system_config, tiny_checkpoints, mnist_dir, tmp_path, monkeypatch, capsys
+):
+    """Two runs against a server that refuses connections: exit 0, one warning each, the
+    files on disk, identical metrics, and what reproduces them recorded in results.json."""
+    uri = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    rows = []
+    for run in ("first", "second"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            template = (
+                "compare --config {config} --checkpoints {ckpt} --data-dir {mnist} --out {out}"
+            )
+            code = main(
+                cli(
+                    template,
+                    config=one_system_config,
+                    ckpt=tiny_checkpoints,
+                    mnist=mnist_dir,
+                    out=tmp_path / run,
+                )
+            )
+        assert code == 0, capsys.readouterr().err
+        ours = [w for w in caught if issubclass(w.category, TrackingWarning)]
+        assert len(ours) == 1 and uri in str(ours[0].message)
+        for name in ("results.md", "i2i_comparison.png", "pareto.png"):
+            assert (tmp_path / run / name).stat().st_size > 0
+        (row,) = json.loads((tmp_path / run / "results.json").read_text())
+        rows.append(row)
+    first, second = rows
+    assert first["seed"] == 7 and first["device"] == "cpu" and first["torch"] == torch.__version__
+    used = ("classifier.safetensors", "noisy_classifier.safetensors", "pixel.safetensors")
+    assert first["checkpoint_sha256"] == {n: sha256_file(tiny_checkpoints / n) for n in used}
+    timing = {"sec_per_image", "sec_per_image_min", "sec_per_image_max"}
+    assert {k: v for k, v in first.items() if k not in timing} == {
+        k: v for k, v in second.items() if k not in timing
+    }
+
+
+def test_benches_with_a_dead_tracking_server_still_write_their_json(
+    tiny_checkpoints, mnist_dir, tmp_path
+):
+    uri = f"http://127.0.0.1:{closed_port()}"
+    env = dict(os.environ, DIFFBENCH_DATA_DIR=str(mnist_dir), MLFLOW_TRACKING_URI=uri)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            f"--rootdir={REPO}",
+            "--checkpoints",
+            str(tiny_checkpoints),
+            "--mlflow",
+            "--benchmark-json",
+            str(tmp_path / "bench.json"),
+            str(REPO / "benches" / "test_vae.py") + "::test_vae[cpu-encode-1]",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "TrackingWarning" in output and uri in output
+    (saved,) = (tmp_path / "results" / "benchmarks").glob("bench-*.json")  # before MLflow
+    for path in (saved, tmp_path / "bench.json"):
+        report = json.loads(path.read_text())
+        assert len(report["benchmarks"]) == 1
+        facts = report["diffbench"]
+        assert facts["seed"] == 0 and facts["torch"] == torch.__version__
+        assert facts["devices"] == ["cpu"] and facts["checkpoints"] == str(tiny_checkpoints)
+        assert facts["checkpoint_sha256"] == {
+            p.name: sha256_file(p) for p in sorted(tiny_checkpoints.glob("*.safetensors"))
+        }
+
+
+# -- 4. reproducible --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("space", ["pixel", "latent"])
+def test_ddim_outputs_and_metrics_are_bitwise_identical_across_runs(
+    tiny_checkpoints, mnist_dir, space
+):
+    runs = []
+    for _ in range(2):
+        translator = Translator.from_checkpoints(tiny_checkpoints, space, "ddim", num_steps=10)
+        judge = Judge.from_checkpoints(tiny_checkpoints)
+        digits = load_digits(judge, 4, str(mnist_dir))
+        result, outputs = score_system(translator, judge, digits, 0.5, seed=3)
+        runs.append((result.as_dict(), outputs))
+    (first, out_a), (second, out_b) = runs
+    assert torch.equal(out_a, out_b)
+    first.pop("sec_per_image"), second.pop("sec_per_image")
+    assert first == second and first["num_images"] == 4
+
+
+# -- 5. fuzzing: every failure is a ValueError ------------------------------------------------
+
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12)
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+TRAIN_KEYS = [
+    *TrainConfig.model_fields,
+    "schedule.name",
+    "schedule.num_timesteps",
+    "model.base_channels",
+    "model.channel_mults",
+    "model.attention_levels",
+]
+COMPARE_KEYS = [
+    *CompareConfig.model_fields,
+    "systems.0.steps",
+    "systems.1.sampler",
+    "systems.0",
+    "systems.2.eta",
+]
+
+
+def overrides(keys: list[str]):
+    """``--set`` strings: a known or random key, and a YAML value or random text."""
+    key = st.sampled_from(keys) | st.text(max_size=10)
+    value = VALUES.map(lambda v: yaml.safe_dump(v, default_flow_style=True).strip())
+    return st.lists(
+        st.tuples(key, value | st.text(max_size=12)).map("=".join) | st.text(), max_size=3
+    )
+
+
+def _write(text: str) -> Path:
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False, encoding="utf-8") as f:
+        f.write(text)
+    return Path(f.name)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    kind=st.sampled_from(["pixel", "vae", "latent", "classifier", "peer"]),
+    mapping=st.dictionaries(
+        st.sampled_from(TRAIN_KEYS[:-5]) | st.text(max_size=8), VALUES, max_size=5
+    ),
+    raw_text=st.none() | st.text(max_size=40),
+    sets=overrides(TRAIN_KEYS),
+)
+def test_fuzzed_train_configs_are_valid_or_a_config_error(kind, mapping, raw_text, sets):
+    default = {"kind": kind, "steps": 3, **mapping}
+    path = _write(raw_text if raw_text is not None else yaml.safe_dump(default))
+    try:
+        config = load_train_config(kind, path, sets, steps=None)
+    except ValueError:
+        return
+    finally:
+        path.unlink()
+    assert isinstance(config, TrainConfig) and config.kind == kind and config.steps >= 1
+    assert config.build_model_config() is not None
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    mapping=st.dictionaries(
+        st.sampled_from(COMPARE_KEYS[:-4]) | st.text(max_size=8), VALUES, max_size=4
+    ),
+    sets=overrides(COMPARE_KEYS),
+    steps=st.none() | st.integers(1, 2000),
+)
+def test_fuzzed_compare_configs_are_valid_or_a_config_error(mapping, sets, steps):
+    path = _write(
+        yaml.safe_dump({**yaml.safe_load((REPO / "configs/compare.yaml").read_text()), **mapping})
+    )
+    try:
+        config = load_compare_config(path, sets, steps=steps)
+    except ValueError:
+        return
+    finally:
+        path.unlink()
+    assert all(0 < s <= 1 for s in config.strengths) and config.systems
+
+
+def tiny_eps(x, t):
+    """A model that predicts zero noise (any callable model(x_t, t) -> eps will do)."""
+    return torch.zeros_like(x)
+
+
+NUMBERS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 120)
+    | st.text(max_size=3)
+    | st.floats(-2, 2)
+    | st.just(float("nan"))
+    | st.sampled_from([float("inf"), 10**30])
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    timesteps=st.integers(1, 100),
+    ddim=st.booleans(),
+    num_steps=NUMBERS,
+    eta=NUMBERS,
+    spacing=st.sampled_from(["leading", "trailing", "linspace", "uniform", ""]),
+    variance=st.sampled_from(["fixed_small", "fixed_large", "learned"]),
+    clip=st.booleans(),
+    strength=NUMBERS,
+)
+def test_fuzzed_sampler_arguments_work_or_raise_value_error(
+    timesteps, ddim, num_steps, eta, spacing, variance, clip, strength
+):
+    schedule = NoiseSchedule.linear(timesteps, beta_end=0.2)
+    x0 = torch.linspace(-1, 1, 32).reshape(2, 1, 4, 4)
+    try:
+        if ddim:
+            sampler = DDIMSampler(schedule, num_steps, eta=eta, spacing=spacing, clip_sample=clip)
+        else:
+            sampler = DDPMSampler(
+                schedule, num_steps, variance=variance, spacing=spacing, clip_sample=clip
+            )
+        out = sampler.img2img(tiny_eps, x0, strength, generator=torch.Generator().manual_seed(0))
+    except ValueError:
+        return
+    assert out.shape == x0.shape and torch.isfinite(out).all()
+    assert 1 <= len(sampler.img2img_timesteps(strength)) <= sampler.num_steps <= timesteps
