@@ -45,7 +45,7 @@ def rounds_for(steps_run: int, batch: int) -> int:
     return 2 if work >= 2000 else 3 if work >= 200 else 10
 
 
-@pytest.mark.parametrize("space, sampler, steps, strength, batch", cases())
+@pytest.mark.parametrize("space, sampler, steps, strength, batch", list(cases()))
 @pytest.mark.parametrize("device", DEVICES)
 def test_img2img(benchmark, bench_env, device, space, sampler, steps, strength, batch):
     translator = bench_env.translator(space, sampler, steps, device)

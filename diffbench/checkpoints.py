@@ -224,6 +224,16 @@ def model_metadata(model: Any) -> dict[str, Any]:
     return {"model_class": type(model).__name__, "model_config": dataclasses.asdict(model.cfg)}
 
 
+def require_metadata(path: str | os.PathLike, metadata: dict[str, Any], *keys: str) -> None:
+    """Raise a ValueError naming ``path`` unless its metadata has every key of ``keys``."""
+    missing = [key for key in keys if key not in metadata]
+    if missing:
+        raise ValueError(
+            f"{path} lacks the metadata {', '.join(missing)}; allowed: a finished checkpoint "
+            f"as `diffbench train` writes it"
+        )
+
+
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Any, dict]:
     """Rebuild a diffbench model from a checkpoint whose metadata names its ``model_class`` and
     ``model_config`` (as ``diffbench train`` writes them); returned in eval mode, frozen."""

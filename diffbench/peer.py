@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffbench.checkpoints import load_model
+from diffbench.checkpoints import load_model, require_metadata
 from diffbench.models import PeerUNet, flops_per_image
 from diffbench.models.peer import crop_from_peer, pad_to_peer
 from diffbench.sampling import img2img_num_steps
@@ -61,6 +61,7 @@ class PeerTranslator:
         channels_last: bool = False,
     ) -> PeerTranslator:
         unet, metadata = load_model(path, device)
+        require_metadata(path, metadata, "train_seconds", "stats", "schedule")
         if not isinstance(unet, PeerUNet):
             raise ValueError(f"{path} holds a {type(unet).__name__}, not the diffusers peer")
         facts = {"train_seconds": metadata["train_seconds"],

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffbench.checkpoints import load_model
+from diffbench.checkpoints import load_model, require_metadata
 from diffbench.models import flops_per_image
 from diffbench.sampling import DDIMSampler, DDPMSampler, Sampler
 from diffbench.schedule import NoiseSchedule
@@ -66,9 +66,11 @@ class Translator:
             raise ValueError(f"eta applies to the DDIM sampler only, got eta={eta!r} with ddpm")
         directory = Path(directory)
         unet, metadata = load_model(directory / f"{space}.safetensors", device)
+        require_metadata(directory / f"{space}.safetensors", metadata, "train_seconds", "stats")
         vae, vae_metadata = (None, {})
         if space == "latent":
             vae, vae_metadata = load_model(directory / "vae.safetensors", device)
+            require_metadata(directory / "vae.safetensors", vae_metadata, "train_seconds", "stats")
         schedule_config = metadata.get("schedule") or {"name": "linear", "num_timesteps": 1000}
         schedule = NoiseSchedule.from_name(
             schedule_config["name"], schedule_config["num_timesteps"]
@@ -85,7 +87,7 @@ class Translator:
         facts = {
             "train_seconds": metadata["train_seconds"] + vae_metadata.get("train_seconds", 0.0),
             "unet_parameters": metadata["stats"]["parameters"],
-            "vae_parameters": vae_metadata.get("stats", {}).get("parameters", 0),
+            "vae_parameters": vae_metadata["stats"]["parameters"] if vae is not None else 0,
         }
         return cls(unet, chosen, vae, device, facts)
 

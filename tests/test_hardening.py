@@ -321,6 +321,18 @@ def test_checkpoint_that_does_not_match_its_config_is_a_clear_error(
     assert_one_error(code, capsys.readouterr().err, f"{mismatched}/pixel.safetensors does not")
 
 
+def test_checkpoint_without_training_metadata_is_a_clear_error(tiny_checkpoints, tmp_path):
+    """Weights that load but lack what `diffbench train` records (a foreign file)."""
+    unet = UNet(UNetConfig(base_channels=8))
+    metadata = load_metadata(tiny_checkpoints / "pixel.safetensors")
+    foreign = tmp_path / "foreign"
+    shutil.copytree(tiny_checkpoints, foreign)
+    del metadata["train_seconds"], metadata["stats"]
+    save_checkpoint(foreign / "pixel.safetensors", unet.state_dict(), metadata)
+    with pytest.raises(ValueError, match="pixel.safetensors lacks the metadata train_seconds, st"):
+        Translator.from_checkpoints(foreign, "pixel", "ddim", 10)
+
+
 # -- 3. faults lose nothing -------------------------------------------------------------------
 
 
