@@ -20,8 +20,7 @@ from diffbench.checkpoints import load_model, require_metadata
 from diffbench.models import PeerUNet, flops_per_image
 from diffbench.models.peer import crop_from_peer, pad_to_peer
 from diffbench.sampling import img2img_num_steps
-
-IMAGE_SHAPE = (1, 28, 28)
+from diffbench.translate import check_digits
 
 
 class PeerTranslator:
@@ -89,8 +88,7 @@ class PeerTranslator:
     ) -> Tensor:
         from diffusers.utils.torch_utils import randn_tensor
 
-        if x0.dim() != 4 or tuple(x0.shape[1:]) != IMAGE_SHAPE:
-            raise ValueError(f"x0 must be [B, 1, 28, 28] in [-1, 1], got shape {tuple(x0.shape)}")
+        check_digits(x0)
         timesteps = self.img2img_timesteps(strength)
         x0 = pad_to_peer(x0.to(self.device))
         noise = randn_tensor(x0.shape, generator=generator, device=self.device, dtype=x0.dtype)

@@ -25,6 +25,12 @@ SAMPLERS = ("ddpm", "ddim")
 IMAGE_SHAPE = (1, 28, 28)
 
 
+def check_digits(x0: Tensor) -> None:
+    """Raise a ValueError unless ``x0`` is a batch of MNIST digits, [B, 1, 28, 28]."""
+    if x0.dim() != 4 or tuple(x0.shape[1:]) != IMAGE_SHAPE:
+        raise ValueError(f"x0 must be [B, 1, 28, 28] in [-1, 1], got shape {tuple(x0.shape)}")
+
+
 class Translator:
     """``translator(x0, strength, generator=None) -> x``: noise to ``strength``, denoise back."""
 
@@ -117,8 +123,7 @@ class Translator:
     def __call__(
         self, x0: Tensor, strength: float, generator: torch.Generator | None = None
     ) -> Tensor:
-        if x0.dim() != 4 or tuple(x0.shape[1:]) != IMAGE_SHAPE:
-            raise ValueError(f"x0 must be [B, 1, 28, 28] in [-1, 1], got shape {tuple(x0.shape)}")
+        check_digits(x0)
         x0 = x0.to(self.device)
         if self.vae is None:
             return self.sampler.img2img(self.unet, x0, strength, generator=generator).clamp(-1, 1)
