@@ -37,13 +37,16 @@ class BenchEnv:
             pytest.exit(f"no trained checkpoints in {self.checkpoints} (--checkpoints DIR)", 2)
         self.data_dir = os.environ.get("DIFFBENCH_DATA_DIR")
         self.update_baseline = config.getoption("--update-fidelity-baseline")
-        self.baseline = FidelityBaseline(config.getoption("--fidelity-baseline"))
+        self._baseline_paths = {"cpu": Path(config.getoption("--fidelity-baseline")),
+                                "cuda": Path(config.getoption("--fidelity-baseline-cuda"))}
+        self._baselines: dict[str, FidelityBaseline] = {}
         profile = config.getoption("--profile")
         self.profile_dir = Path(profile) if profile else None
         self._translators: dict[tuple, Translator] = {}
         self._judges: dict[str, Judge] = {}
         self._digits: dict[tuple[str, int], Digits] = {}
         self._fidelity: dict[tuple, dict[str, float]] = {}
+        self._recording: set[str] = set()
 
     def judge(self, device: str) -> Judge:
         if device not in self._judges:
@@ -91,12 +94,29 @@ class BenchEnv:
                                    ("mse", "psnr", "ssim", "preservation", "preservation_ceiling")}
         return self._fidelity[key]
 
-    def gate(self, case: str, measured: dict[str, float]) -> list[str]:
-        """Check ``measured`` against the baseline (or record it with --update-...)."""
-        if self.update_baseline:
-            self.baseline.record(case, measured)
+    def baseline(self, device: str) -> FidelityBaseline:
+        """The device's fidelity baseline. It must exist, except with --update-... and for
+        CUDA the first time the CUDA cases run on a GPU, when this run records it."""
+        if device not in self._baselines:
+            path = self._baseline_paths[device]
+            first_gpu_run = device == "cuda" and not path.exists()
+            self._baselines[device] = FidelityBaseline(
+                path, create=self.update_baseline or first_gpu_run)
+            if self.update_baseline or first_gpu_run:
+                self._recording.add(device)
+        return self._baselines[device]
+
+    def gate(self, case: str, measured: dict[str, float], device: str = "cpu") -> list[str]:
+        """Check ``measured`` against the device's baseline (or record it, see ``baseline``)."""
+        baseline = self.baseline(device)
+        if device in self._recording:
+            baseline.record(case, measured)
             return []
-        return self.baseline.check(case, measured)
+        return baseline.check(case, measured)
+
+    def save_baselines(self) -> list[Path]:
+        """Write the baselines this session recorded."""
+        return [self._baselines[device].save() for device in sorted(self._recording)]
 
     def profile(self, case: str, fn) -> None:
         """One more call of ``fn`` under torch.profiler, traced to <dir>/<case>/ (TensorBoard's

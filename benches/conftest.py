@@ -30,7 +30,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="log the session to MLflow (also DIFFBENCH_MLFLOW=1)")
     group.addoption("--profile", metavar="DIR", default=None,
                     help="write a torch.profiler trace per benchmark under DIR")
-    group.addoption("--fidelity-baseline", default=str(REPO / "benches" / "fidelity_baseline.json"))
+    group.addoption("--fidelity-baseline", default=str(REPO / "benches" / "fidelity_baseline.json"),
+                    help="the CPU cases' fidelity baseline (must exist)")
+    group.addoption("--fidelity-baseline-cuda",
+                    default=str(REPO / "benches" / "fidelity_baseline_cuda.json"),
+                    help="the CUDA cases' baseline (written the first time they run on a GPU)")
     group.addoption("--update-fidelity-baseline", action="store_true",
                     help="record this run's fidelity as the new baseline instead of checking it")
 
@@ -57,8 +61,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def bench_env(request: pytest.FixtureRequest) -> BenchEnv:
     env = BenchEnv(request.config)
     yield env
-    if env.update_baseline:
-        env.baseline.save()
+    env.save_baselines()
 
 
 @pytest.hookimpl

@@ -74,5 +74,5 @@ def test_img2img(benchmark, bench_env, device, space, sampler, steps, strength, 
     )
     case = f"{space}-{sampler}-{steps}-s{strength}"
     bench_env.profile(f"img2img-{device}-{case}-b{batch}", translate)
-    problems = bench_env.gate(f"{device}-{case}", fidelity)
+    problems = bench_env.gate(f"{device}-{case}", fidelity, device)
     assert not problems, "fidelity regression: " + "; ".join(problems)

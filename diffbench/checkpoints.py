@@ -25,6 +25,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from diffbench.errors import InputError, MissingFileError
+
 METADATA_KEY = "diffbench"
 DIGEST_KEY = "diffbench_sha256"  # sha256 of the tensors (names, dtypes, shapes, bytes) at save
 MIN_FREE_BYTES = 64 * 2**20  # what an output folder must have free before a job starts
@@ -78,12 +80,12 @@ def check_writable_dir(path: str | os.PathLike, min_free_bytes: int = MIN_FREE_B
         free = shutil.disk_usage(path).free
     except OSError as err:
         reason = err.strerror or type(err).__name__
-        raise ValueError(
+        raise InputError(
             f"output folder {path} is not writable ({reason}); "
             f"allowed: a folder this user can create and write files in"
         ) from None
     if free < min_free_bytes:
-        raise ValueError(
+        raise InputError(
             f"output folder {path} has {free / 2**20:.1f} MiB free; at least "
             f"{min_free_bytes / 2**20:.0f} MiB is needed: free space or choose another folder"
         )
@@ -115,12 +117,12 @@ def require_checkpoints(directory: str | os.PathLike, names: list[str]) -> Path:
     expected = (f"a folder holding {', '.join(names)} as `diffbench train` writes them "
                 f"(the trained ones ship in fixtures/checkpoints)")
     if not directory.is_dir():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"checkpoints folder {directory} does not exist; expected {expected}"
         )
     missing = [name for name in names if not (directory / name).is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"checkpoints folder {directory} lacks {', '.join(missing)}; expected {expected} "
             f"(only safetensors files are read)"
         )
@@ -173,21 +175,21 @@ def _open_checkpoint(path: str | os.PathLike, device: str) -> Iterator[tuple[Any
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint file at {path}")
+        raise MissingFileError(f"no checkpoint file at {path}")
     expected = f"a safetensors file with {METADATA_KEY!r} JSON metadata (a diffbench checkpoint)"
     try:
         handle = safe_open(str(path), framework="pt", device=device)
     except (SafetensorError, OSError) as err:
-        raise ValueError(f"{path} is not {expected} (truncated, corrupt or another format): "
+        raise InputError(f"{path} is not {expected} (truncated, corrupt or another format): "
                          f"{err}") from err
     with handle:
         raw = (handle.metadata() or {}).get(METADATA_KEY)
         if raw is None:
-            raise ValueError(f"{path} has no {METADATA_KEY!r} metadata; expected {expected}")
+            raise InputError(f"{path} has no {METADATA_KEY!r} metadata; expected {expected}")
         try:
             metadata = json.loads(raw)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path} has malformed {METADATA_KEY!r} metadata: {err}") from err
+            raise InputError(f"{path} has malformed {METADATA_KEY!r} metadata: {err}") from err
         yield handle, metadata
 
 
@@ -201,10 +203,10 @@ def load_checkpoint(
         try:
             tensors = {name: handle.get_tensor(name) for name in names}
         except SafetensorError as err:
-            raise ValueError(f"{path} is a corrupt safetensors file: {err}") from err
+            raise InputError(f"{path} is a corrupt safetensors file: {err}") from err
         recorded = (handle.metadata() or {}).get(DIGEST_KEY)
     if recorded is not None and _tensor_digest(tensors) != recorded:
-        raise ValueError(
+        raise InputError(
             f"{path} is corrupt: its tensors do not match the sha256 recorded when it was saved; "
             f"restore the file or retrain it"
         )
@@ -228,7 +230,7 @@ def require_metadata(path: str | os.PathLike, metadata: dict[str, Any], *keys: s
     """Raise a ValueError naming ``path`` unless its metadata has every key of ``keys``."""
     missing = [key for key in keys if key not in metadata]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"{path} lacks the metadata {', '.join(missing)}; allowed: a finished checkpoint "
             f"as `diffbench train` writes it"
         )
@@ -241,7 +243,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
 
     tensors, metadata = load_checkpoint(path, device)
     if metadata.get("model_class") not in MODEL_TYPES:
-        raise ValueError(
+        raise InputError(
             f"{path} holds no known model: model_class {metadata.get('model_class')!r}; "
             f"allowed: {sorted(MODEL_TYPES)}"
         )
@@ -250,16 +252,16 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
         config = {
             k: tuple(v) if isinstance(v, list) else v for k, v in metadata["model_config"].items()
         }
-        model = module_class(config_class(**config)).to(device)
-        model.load_state_dict(tensors)
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+        model = module_class(config_class(**config))
+        model.load_state_dict(tensors)  # RuntimeError: names or shapes that do not fit
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
         detail = " ".join(str(err).split())[:500]
-        raise ValueError(
+        raise InputError(
             f"{path} does not match the {metadata['model_class']} config in its metadata "
             f"({type(err).__name__}: {detail}); allowed: weights whose names and shapes are "
             f"those of the recorded model_config"
         ) from err
-    return model.eval().requires_grad_(False), metadata
+    return model.to(device).eval().requires_grad_(False), metadata
 
 
 def _child(path: str, key: Any) -> str:

@@ -8,6 +8,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from diffbench.errors import InputError
+
 MAX_SEED = 2**32 - 1
 EVALUATE_CHECKPOINTS = ["classifier", "pixel", "latent", "vae"]
 
@@ -144,7 +146,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     device = str(resolve_device(args.device))
     if args.out.is_dir():
-        raise ValueError(f"--out {args.out} is a folder; allowed: a file path for the JSON report")
+        raise UsageError(f"--out {args.out} is a folder; allowed: a file path for the JSON report")
     check_writable_dir(args.out.parent)
     names = [f"{name}.safetensors" for name in EVALUATE_CHECKPOINTS]
     require_checkpoints(args.checkpoints, names)
@@ -210,14 +212,15 @@ def _error(message: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; 0 on success, 2 for bad input, 128 + N when stopped by signal N."""
+    """Run one command; 0 on success, 2 for bad input (:class:`InputError`), 1 with the
+    traceback for anything else, 128 + N when stopped by signal N."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = build_parser().parse_args(argv)
         args.command_line = shlex.join(["diffbench", *argv])
         commands = {"demo": _demo, "train": _train, "evaluate": _evaluate, "compare": _compare}
         commands[args.command](args)
-    except (UsageError, ValueError, FileNotFoundError) as error:  # MNISTNotFoundError included
+    except (UsageError, InputError) as error:  # bad input only: MNISTNotFoundError included
         _error(error)
         return 2
     except KeyboardInterrupt:
@@ -226,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:  # the machine, not the input: a full disk, a vanished folder
         _error(f"{error}; files already written are complete (every write is atomic)")
         return 1
-    except Exception as error:
-        status = getattr(error, "exit_status", None)  # e.g. train's TrainingInterrupted
+    except Exception as error:  # a bug, CUDA out of memory, ...: keep the traceback (exit 1)
+        status = getattr(error, "exit_status", None)  # except train's TrainingInterrupted
         if status is None:
             raise
         _error(error)

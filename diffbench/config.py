@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from diffbench.errors import InputError
 from diffbench.models import ClassifierConfig, PeerConfig, UNetConfig, VAEConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -32,7 +33,7 @@ _FINITE = ConfigDict(allow_inf_nan=False)
 _YAML_ERRORS = (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError)
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config file or override that cannot be used."""
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diffbench.checkpoints import write_atomic_text
+from diffbench.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -45,20 +46,45 @@ def check_case(
     return problems
 
 
-class FidelityBaseline:
-    """Case name -> {"mse", "preservation"}, stored as JSON."""
+class BaselineError(InputError):
+    """The baseline file is missing or unreadable: the gate cannot check anything."""
 
-    def __init__(self, path: str | Path, tolerance: Tolerance = Tolerance()) -> None:
+
+RECORD_HINT = "pytest benches/ {select}--update-fidelity-baseline"
+
+
+class FidelityBaseline:
+    """Case name -> {"mse", "preservation"}, stored as JSON. It fails closed: a missing or
+    unreadable file is a :class:`BaselineError` (unless ``create=True``, for recording a new
+    one), and a case it does not know is a failure naming the command that records it."""
+
+    def __init__(
+        self, path: str | Path, tolerance: Tolerance = Tolerance(), create: bool = False
+    ) -> None:
         self.path = Path(path)
         self.tolerance = tolerance
-        self.cases: dict[str, dict[str, float]] = (
-            json.loads(self.path.read_text()) if self.path.is_file() else {}
-        )
+        self.cases: dict[str, dict[str, float]] = {}
+        if create and not self.path.exists():
+            return
+        try:
+            cases = json.loads(self.path.read_text())
+            if not isinstance(cases, dict) or not all(
+                isinstance(v, dict) and {"mse", "preservation"} <= set(v) for v in cases.values()
+            ):
+                raise ValueError('expected {"case": {"mse": ..., "preservation": ...}, ...}')
+        except (OSError, ValueError) as error:
+            raise BaselineError(
+                f"fidelity baseline {self.path} cannot be read ({error}); record one with "
+                f"`{RECORD_HINT.format(select='')}`"
+            ) from None
+        self.cases = cases
 
     def check(self, case: str, measured: dict[str, float]) -> list[str]:
-        """Regressions of ``case``; a case the baseline does not know has none."""
+        """Regressions of ``case``, or the missing entry as one."""
         if case not in self.cases:
-            return []
+            select = f"-k '{case}' "
+            return [f"{case}: no entry in the fidelity baseline {self.path}; record one with "
+                    f"`{RECORD_HINT.format(select=select)}`"]
         return check_case(case, measured, self.cases[case], self.tolerance)
 
     def record(self, case: str, measured: dict[str, float]) -> None:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from diffbench.checkpoints import load_model, require_metadata
+from diffbench.errors import InputError
 from diffbench.models import PeerUNet, flops_per_image
 from diffbench.models.peer import crop_from_peer, pad_to_peer
 from diffbench.sampling import img2img_num_steps
@@ -42,7 +43,7 @@ class PeerTranslator:
         from diffusers import DDIMScheduler
 
         if schedule["name"] != "linear":
-            raise ValueError(f"the peer runs the linear schedule only, not {schedule['name']!r}")
+            raise InputError(f"the peer runs the linear schedule only, not {schedule['name']!r}")
         self.num_steps = num_steps
         self.unet = unet.to(memory_format=torch.channels_last) if channels_last else unet
         self.device = torch.device(device)
@@ -62,7 +63,7 @@ class PeerTranslator:
         unet, metadata = load_model(path, device)
         require_metadata(path, metadata, "train_seconds", "stats", "schedule")
         if not isinstance(unet, PeerUNet):
-            raise ValueError(f"{path} holds a {type(unet).__name__}, not the diffusers peer")
+            raise InputError(f"{path} holds a {type(unet).__name__}, not the diffusers peer")
         facts = {"train_seconds": metadata["train_seconds"],
                  "unet_parameters": metadata["stats"]["parameters"]}
         return cls(unet, metadata["schedule"], num_steps, device, facts, channels_last)

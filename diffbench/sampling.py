@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from diffbench.errors import InputError
 from diffbench.schedule import NoiseSchedule
 
 Model = Callable[[Tensor, Tensor], Tensor]
@@ -43,7 +44,7 @@ def make_timesteps(num_timesteps: int, num_steps: int, spacing: str = "leading")
     Rounding is half-to-even, as numpy's.
     """
     if spacing not in SPACINGS:
-        raise ValueError(f"unknown spacing {spacing!r}; allowed: {', '.join(SPACINGS)}")
+        raise InputError(f"unknown spacing {spacing!r}; allowed: {', '.join(SPACINGS)}")
     _check_num_steps(num_steps, num_timesteps)
     # The float arithmetic mirrors numpy's arange and linspace (which diffusers uses), so values
     # that land on .5 round the same way.
@@ -64,10 +65,10 @@ def img2img_num_steps(num_steps: int, strength: float) -> int:
     """How many of ``num_steps`` an image-to-image run at ``strength`` takes, as in diffusers'
     img2img pipelines: ``min(int(num_steps * strength), num_steps)``."""
     if isinstance(strength, bool) or not isinstance(strength, Real) or not 0 < strength <= 1:
-        raise ValueError(f"strength must be a number in (0, 1], got {strength!r}")
+        raise InputError(f"strength must be a number in (0, 1], got {strength!r}")
     steps = min(int(num_steps * strength), num_steps)
     if steps < 1:
-        raise ValueError(
+        raise InputError(
             f"strength {strength!r} leaves no denoising step out of {num_steps}; "
             f"use a strength >= {1 / num_steps:g} or more steps"
         )
@@ -76,14 +77,14 @@ def img2img_num_steps(num_steps: int, strength: float) -> int:
 
 def _check_num_steps(num_steps: int, num_timesteps: int) -> None:
     if isinstance(num_steps, bool) or not isinstance(num_steps, int):
-        raise ValueError(f"num_steps must be an integer, got {num_steps!r}")
+        raise InputError(f"num_steps must be an integer, got {num_steps!r}")
     if not 1 <= num_steps <= num_timesteps:
-        raise ValueError(f"num_steps must be in [1, {num_timesteps}], got {num_steps}")
+        raise InputError(f"num_steps must be in [1, {num_timesteps}], got {num_steps}")
 
 
 def _check_same_shape(name: str, value: Tensor, x: Tensor) -> None:
     if value.shape != x.shape:
-        raise ValueError(f"{name} shape {tuple(value.shape)} must equal {tuple(x.shape)}")
+        raise InputError(f"{name} shape {tuple(value.shape)} must equal {tuple(x.shape)}")
 
 
 def randn_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -125,7 +126,7 @@ class Sampler:
         index = self._index.get(int(t))
         if index is None:
             first, last = self.timesteps[0].item(), self.timesteps[-1].item()
-            raise ValueError(
+            raise InputError(
                 f"timestep {int(t)} is not one of this sampler's {self.num_steps} timesteps "
                 f"({self.spacing} spacing: {first} .. {last})"
             )
@@ -212,7 +213,7 @@ class DDPMSampler(Sampler):
         clip_sample: bool = True,
     ) -> None:
         if variance not in VARIANCES:
-            raise ValueError(f"unknown variance {variance!r}; allowed: {', '.join(VARIANCES)}")
+            raise InputError(f"unknown variance {variance!r}; allowed: {', '.join(VARIANCES)}")
         super().__init__(
             schedule,
             schedule.num_timesteps if num_steps is None else num_steps,
@@ -274,7 +275,7 @@ class DDIMSampler(Sampler):
         clip_sample: bool = True,
     ) -> None:
         if isinstance(eta, bool) or not isinstance(eta, Real) or not 0 <= eta <= 1:
-            raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
+            raise InputError(f"eta must be a number in [0, 1], got {eta!r}")
         super().__init__(schedule, num_steps, spacing, clip_sample)
         self.eta = float(eta)
         self._coefficients = [

@@ -16,15 +16,17 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from diffbench.errors import InputError
+
 
 def _check_timesteps(num_timesteps: int) -> None:
     if isinstance(num_timesteps, bool) or not isinstance(num_timesteps, int) or num_timesteps < 1:
-        raise ValueError(f"num_timesteps must be an integer >= 1, got {num_timesteps!r}")
+        raise InputError(f"num_timesteps must be an integer >= 1, got {num_timesteps!r}")
 
 
 def _check_beta_range(beta_start: float, beta_end: float) -> None:
     if not 0.0 < beta_start <= beta_end < 1.0:
-        raise ValueError(
+        raise InputError(
             f"betas must satisfy 0 < beta_start <= beta_end < 1, "
             f"got beta_start={beta_start!r}, beta_end={beta_end!r}"
         )
@@ -46,17 +48,17 @@ class NoiseSchedule:
     def __post_init__(self) -> None:
         betas = torch.as_tensor(self.betas, dtype=torch.float64).detach().cpu()
         if betas.dim() != 1 or betas.numel() < 1:
-            raise ValueError(
+            raise InputError(
                 f"betas must be a non-empty 1-D tensor, got shape {tuple(betas.shape)}"
             )
         if not bool(((betas > 0) & (betas < 1)).all()):
-            raise ValueError(
+            raise InputError(
                 f"every beta must lie in (0, 1); got min {betas.min().item()!r}, "
                 f"max {betas.max().item()!r}"
             )
         alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
         if not bool((alphas_cumprod > 0).all() and (alphas_cumprod.diff() < 0).all()):
-            raise ValueError(
+            raise InputError(
                 f"these {betas.numel()} betas erase the signal: alpha_bar underflows to "
                 f"{alphas_cumprod[-1].item():.3g} in float64, so x0 cannot be recovered from x_t; "
                 f"use smaller betas or fewer timesteps"
@@ -97,9 +99,9 @@ class NoiseSchedule:
         (Nichol & Dhariwal 2021, eq. 17; diffusers ``squaredcos_cap_v2``)."""
         _check_timesteps(num_timesteps)
         if not 0.0 < max_beta < 1.0:
-            raise ValueError(f"max_beta must lie in (0, 1), got {max_beta!r}")
+            raise InputError(f"max_beta must lie in (0, 1), got {max_beta!r}")
         if s < 0:
-            raise ValueError(f"s must be >= 0, got {s!r}")
+            raise InputError(f"s must be >= 0, got {s!r}")
         steps = torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps
         alpha_bar = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
         betas = (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)
@@ -110,7 +112,7 @@ class NoiseSchedule:
         """``linear``, ``scaled_linear`` or ``cosine`` by name (used by YAML configs)."""
         builders = {"linear": cls.linear, "scaled_linear": cls.scaled_linear, "cosine": cls.cosine}
         if name not in builders:
-            raise ValueError(f"unknown schedule {name!r}; allowed: {sorted(builders)}")
+            raise InputError(f"unknown schedule {name!r}; allowed: {sorted(builders)}")
         return builders[name](num_timesteps, **kwargs)
 
     # -- properties -------------------------------------------------------------------------
@@ -132,11 +134,11 @@ class NoiseSchedule:
         """
         t = torch.as_tensor(t)
         if t.dtype.is_floating_point or t.dtype == torch.bool:
-            raise ValueError(f"timesteps must be integers, got dtype {t.dtype}")
+            raise InputError(f"timesteps must be integers, got dtype {t.dtype}")
         if t.device.type == "cpu" and t.numel():
             low, high = int(t.min()), int(t.max())
             if low < 0 or high >= self.num_timesteps:
-                raise ValueError(
+                raise InputError(
                     f"timesteps must lie in [0, {self.num_timesteps}), got range [{low}, {high}]"
                 )
         key = (t.device, like.dtype)
@@ -148,7 +150,7 @@ class NoiseSchedule:
     def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor | int) -> Tensor:
         """Sample q(x_t | x_0): ``sqrt(ab_t) * x0 + sqrt(1 - ab_t) * noise`` (DDPM eq. 4)."""
         if x0.shape != noise.shape:
-            raise ValueError(
+            raise InputError(
                 f"noise shape {tuple(noise.shape)} must equal x0 shape {tuple(x0.shape)}"
             )
         ab = self._alpha_bar(t, x0)

@@ -59,7 +59,7 @@ from diffbench.checkpoints import (
     write_atomic_text,
 )
 from diffbench.config import ConfigError, TrainConfig
-from diffbench.data import dataset_md5s, load_mnist, resolve_data_dir
+from diffbench.data import load_mnist, mnist_files, resolve_data_dir
 from diffbench.models import VAE, Classifier, PeerUNet, UNet, model_stats
 from diffbench.models.peer import crop_from_peer, pad_to_peer
 from diffbench.sampling import DDIMSampler, randn_like
@@ -244,10 +244,11 @@ class Task:
 
 def build_task(config: TrainConfig, device: torch.device) -> Task:
     model_config = config.build_model_config()
-    try:
-        model = MODEL_CLASSES[config.kind](model_config).to(device)
-    except (ValueError, RuntimeError, TypeError, IndexError, ZeroDivisionError) as error:
+    try:  # built on the CPU, so a failure here is the config's, never the device's
+        model = MODEL_CLASSES[config.kind](model_config)
+    except (ValueError, TypeError, IndexError, ZeroDivisionError) as error:
         raise ConfigError(f"model: {model_config} cannot be built ({error})") from error
+    model = model.to(device)
     train = load_mnist("train", config.data_dir, limit=config.train_images)
     schedule = NoiseSchedule.from_name(config.schedule.name, config.schedule.num_timesteps)
     facts: dict[str, Any] = {}
@@ -361,7 +362,9 @@ def restore_training(run: Run) -> None:
         run.optimizer.load_state_dict(state["optimizer"])
         if run.ema is not None:
             run.ema.load_state_dict(state["ema"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+    except torch.OutOfMemoryError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:  # load_state_dict's
         detail = " ".join(str(error).split())[:300]
         raise ConfigError(
             f"--resume: the training state {state_path} does not match this run's config "
@@ -502,7 +505,9 @@ def prepare_run(
         trainable = DistributedDataParallel(model, device_ids=device_ids)
     try:
         stats = model_stats(model, *_example_args(task, task.inputs[:2]))
-    except (ValueError, RuntimeError, IndexError) as error:
+    except torch.OutOfMemoryError:
+        raise
+    except (ValueError, RuntimeError, IndexError) as error:  # shapes the config cannot take
         raise ConfigError(f"model: {task.model.cfg} does not run on this data ({error})") from error
     metadata = {
         "name": checkpoint_paths(config)[0].stem,
@@ -514,7 +519,12 @@ def prepare_run(
         "device": device.type,
         "world_size": ddp.world_size,
         "stats": stats.as_dict(),
-        "dataset_md5": dataset_md5s(),
+        "dataset_md5": {  # the MNIST files this run read: its training digits, its test digits
+            Path(path).name: md5 for path, md5 in {
+                **mnist_files("train", config.data_dir, config.train_images),
+                **mnist_files("test", config.data_dir),
+            }.items()
+        },
         "data_dir": str(resolve_data_dir(config.data_dir)),
         "environment": environment_facts(),
         **task.facts,

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from diffbench.checkpoints import load_model, require_metadata
+from diffbench.errors import InputError
 from diffbench.models import flops_per_image
 from diffbench.sampling import DDIMSampler, DDPMSampler, Sampler
 from diffbench.schedule import NoiseSchedule
@@ -28,7 +29,7 @@ IMAGE_SHAPE = (1, 28, 28)
 def check_digits(x0: Tensor) -> None:
     """Raise a ValueError unless ``x0`` is a batch of MNIST digits, [B, 1, 28, 28]."""
     if x0.dim() != 4 or tuple(x0.shape[1:]) != IMAGE_SHAPE:
-        raise ValueError(f"x0 must be [B, 1, 28, 28] in [-1, 1], got shape {tuple(x0.shape)}")
+        raise InputError(f"x0 must be [B, 1, 28, 28] in [-1, 1], got shape {tuple(x0.shape)}")
 
 
 class Translator:
@@ -65,11 +66,11 @@ class Translator:
         """Load ``pixel.safetensors`` (or ``latent.safetensors`` + ``vae.safetensors``) from
         ``directory``. ``num_steps=None``: all timesteps for DDPM, 50 for DDIM."""
         if space not in SPACES:
-            raise ValueError(f"unknown space {space!r}; allowed: {', '.join(SPACES)}")
+            raise InputError(f"unknown space {space!r}; allowed: {', '.join(SPACES)}")
         if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+            raise InputError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
         if sampler == "ddpm" and eta != 0.0:
-            raise ValueError(f"eta applies to the DDIM sampler only, got eta={eta!r} with ddpm")
+            raise InputError(f"eta applies to the DDIM sampler only, got eta={eta!r} with ddpm")
         directory = Path(directory)
         unet, metadata = load_model(directory / f"{space}.safetensors", device)
         require_metadata(directory / f"{space}.safetensors", metadata, "train_seconds", "stats")

@@ -62,3 +62,11 @@ def test_fidelity_gate_fails_a_planted_regression(tiny_checkpoints, mnist_dir, t
     assert result.returncode == 1
     assert "fidelity regression: cpu-pixel-ddim-10-s0.3: mse" in result.stdout
     assert "worse than the baseline 0.00000" in result.stdout
+
+
+def test_fidelity_gate_fails_closed_without_a_baseline(tiny_checkpoints, mnist_dir, tmp_path):
+    """No baseline file: the gated case errors naming the file, instead of passing unchecked."""
+    result = run_benches(tmp_path, tiny_checkpoints, mnist_dir,
+                         "--fidelity-baseline", str(tmp_path / "missing.json"))
+    assert result.returncode == 1
+    assert f"fidelity baseline {tmp_path / 'missing.json'} cannot be read" in result.stdout

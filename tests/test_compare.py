@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from diffbench.checkpoints import load_model
 from diffbench.cli import main
 from diffbench.compare import RESULT_KEYS
+from diffbench.data import load_mnist
 from diffbench.report import CELL, GAP, HEADER
+from diffbench.translate import Translator
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +44,26 @@ def test_results_json_has_one_object_per_system_and_strength(compared):
         assert set(RESULT_KEYS) <= set(row)
         assert row["num_images"] == 2 and row["timing_repeats"] == 2
         assert row["sec_per_image_min"] <= row["sec_per_image"] <= row["sec_per_image_max"]
-        assert 0 <= row["preservation"] <= 1 and row["train_seconds"] > 0
+        assert row["train_seconds"] == 1.5 * (2 if row["space"] == "latent" else 1)
     assert {r["space"] for r in results} == {"pixel", "latent"}
     table = (out / "results" / "results.md").read_text()
     assert table.count("\n") == 2 + len(results) and "LDM-DDPM-20" in table
+
+
+def test_a_row_matches_fidelity_computed_by_hand(compared, tiny_checkpoints, mnist_dir):
+    """DDIM-10 at 0.3 (deterministic): translate the same two digits with the row's seed and
+    score them here, by the definitions (mean squared error; argmax of the classifier)."""
+    out, _ = compared
+    row = next(r for r in json.loads((out / "results" / "results.json").read_text())
+               if r["name"] == "DDIM-10" and r["strength"] == 0.3)
+    test = load_mnist("test", mnist_dir, limit=2)
+    translator = Translator.from_checkpoints(tiny_checkpoints, "pixel", "ddim", num_steps=10)
+    with torch.inference_mode():
+        output = translator(test.images, 0.3, generator=torch.Generator().manual_seed(row["seed"]))
+        classifier = load_model(tiny_checkpoints / "classifier.safetensors")[0].eval()
+        predicted = classifier(output).argmax(1)
+    assert row["mse"] == pytest.approx(float((output - test.images).pow(2).mean()), rel=1e-5)
+    assert row["preservation"] == float((predicted == test.labels).float().mean())
 
 
 def test_grid_has_a_row_per_digit_and_a_column_per_image_kind(compared):
@@ -60,7 +80,9 @@ def test_compare_is_an_mlflow_run_with_metrics_and_artifacts(compared):
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("diffbench-compare").experiment_id])
     parent = next(r for r in runs if r.info.run_name == "compare")
-    assert parent.data.metrics["DDIM-10/s0.3/mse"] >= 0
+    results = json.loads((compared[0] / "results" / "results.json").read_text())
+    ddim = next(r for r in results if r["name"] == "DDIM-10" and r["strength"] == 0.3)
+    assert parent.data.metrics["DDIM-10/s0.3/mse"] == pytest.approx(ddim["mse"])
     assert "LDM-DDPM-20/s0.5/preservation_ceiling" in parent.data.metrics
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"results.json", "results.md", "i2i_comparison.png", "pareto.png"} <= artifacts

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+import torch
+
+from diffbench.checkpoints import load_model
 from diffbench.cli import main
+from diffbench.data import load_mnist
 
 
 def test_evaluate_writes_every_number_and_updates_the_cards(tiny_checkpoints, mnist_dir,
@@ -18,7 +23,12 @@ def test_evaluate_writes_every_number_and_updates_the_cards(tiny_checkpoints, mn
                  "--generation-samples", "8", "--update-cards"])
     assert code == 0
     report = json.loads(out.read_text())
-    assert 0 <= report["classifier"]["test_accuracy"] <= 1
+    classifier = load_model(tiny_checkpoints / "classifier.safetensors")[0].eval()
+    test = load_mnist("test", mnist_dir)
+    with torch.inference_mode():
+        predicted = torch.cat([classifier(x).argmax(1) for x in test.images.split(1000)])
+    accuracy = float((predicted == test.labels).float().mean())
+    assert report["classifier"]["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
     assert report["classifier"]["num_images"] == 10_000
     assert report["vae"]["num_images"] == 10_000 and report["vae"]["reconstruction_mse"] > 0
     rows = {(r["name"], r["strength"]): r for r in report["img2img"]}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from diffbench.gate import FidelityBaseline, Tolerance, check_case
+from diffbench.gate import BaselineError, FidelityBaseline, Tolerance, check_case
 
 BASE = {"mse": 0.0300, "preservation": 0.9700}
 
@@ -28,11 +28,27 @@ def test_planted_regression_fails_naming_case_and_both_numbers(measured, expecte
     assert check_case("pixel-ddim-50-s0.3", measured, BASE, Tolerance()) == [expected]
 
 
-def test_baseline_round_trip_and_unknown_cases(tmp_path):
-    baseline = FidelityBaseline(tmp_path / "baseline.json")
-    assert baseline.check("new-case", {"mse": 9.0, "preservation": 0.0}) == []
+def test_baseline_round_trip(tmp_path):
+    baseline = FidelityBaseline(tmp_path / "baseline.json", create=True)
     baseline.record("a", {"mse": 0.03, "preservation": 0.97, "psnr": 20.0})
     baseline.save()
     reloaded = FidelityBaseline(tmp_path / "baseline.json")
     assert reloaded.cases == {"a": {"mse": 0.03, "preservation": 0.97}}
     assert len(reloaded.check("a", {"mse": 1.0, "preservation": 0.0})) == 2
+
+
+def test_a_case_without_an_entry_fails_naming_the_command(tmp_path):
+    path = tmp_path / "baseline.json"
+    path.write_text('{"a": {"mse": 0.03, "preservation": 0.97}}')
+    (problem,) = FidelityBaseline(path).check("cpu-new-case", {"mse": 0.0, "preservation": 1.0})
+    assert problem == (f"cpu-new-case: no entry in the fidelity baseline {path}; record one with "
+                       "`pytest benches/ -k 'cpu-new-case' --update-fidelity-baseline`")
+
+
+@pytest.mark.parametrize("content", [None, "{not json", '["a list"]', '{"a": {"mse": 1}}'])
+def test_a_missing_or_unreadable_baseline_is_an_error(tmp_path, content):
+    path = tmp_path / "baseline.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(BaselineError, match=f"fidelity baseline {path} cannot be read"):
+        FidelityBaseline(path)

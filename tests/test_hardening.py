@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from diffbench.checkpoints import (
@@ -333,13 +333,78 @@ def test_checkpoint_without_training_metadata_is_a_clear_error(tiny_checkpoints,
         Translator.from_checkpoints(foreign, "pixel", "ddim", 10)
 
 
+# -- 2b. only bad input is an `error:` line ---------------------------------------------------
+
+PLANTED_CHILD = """
+import sys
+import diffbench.models.unet as unet
+def forward(self, x, t):
+    raise ValueError("planted bug: not the user's input")
+unet.UNet.forward = forward
+from diffbench.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("planted", [
+    RuntimeError("planted bug"),
+    ValueError("planted ValueError from inside torch"),
+    torch.OutOfMemoryError("planted CUDA out of memory"),
+])
+def test_an_unexpected_failure_keeps_its_traceback(
+    planted, tiny_checkpoints, mnist_dir, tmp_path, monkeypatch, capsys
+):
+    """A failure that is not bad input (a bug, out of memory, a ValueError that no input
+    check raised) propagates out of main with its own type, never as `error:` + exit 2."""
+    def fail(self, *args, **kwargs):
+        raise planted
+
+    monkeypatch.setattr(UNet, "forward", fail)
+    with pytest.raises(type(planted), match="planted"):
+        main(cli(COMPARE, ckpt=tiny_checkpoints, mnist=mnist_dir, tmp=tmp_path))
+    assert "error:" not in capsys.readouterr().err
+
+
+def test_an_unexpected_failure_exits_1_with_a_traceback(tiny_checkpoints, mnist_dir, tmp_path):
+    args = cli(COMPARE, ckpt=tiny_checkpoints, mnist=mnist_dir, tmp=tmp_path)
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
+    result = subprocess.run([sys.executable, "-c", PLANTED_CHILD, *args], capture_output=True,
+                            text=True, env=env, timeout=300)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" in result.stderr and "planted bug: not the user's input" in result.stderr
+    assert not any(line.startswith("error:") for line in result.stderr.splitlines())
+
+
 # -- 3. faults lose nothing -------------------------------------------------------------------
+
+
+# The child: `diffbench train` whose training step, once ``pause_at`` steps are done, writes a
+# readiness file and waits (at most 120 s) until a stop signal has arrived, then runs the step.
+SIGNAL_CHILD = """
+import sys, time
+from pathlib import Path
+import diffbench.train as train
+from diffbench.cli import main
+ready, pause_at, args = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+original = train.train_step
+def train_step(run, index, generator):
+    if run.progress.step == pause_at:
+        ready.write_text(str(pause_at))
+        deadline = time.monotonic() + 120
+        while not run.stop_signals and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return original(run, index, generator)
+train.train_step = train_step
+sys.exit(main(args))
+"""
 
 
 def test_sigterm_mid_training_saves_the_last_step_and_resume_finishes(tmp_path, mnist_dir):
     """A SIGTERM lets the step in flight finish, checkpoints it and exits 143; --resume then
-    reaches exactly the weights of an uninterrupted run."""
-    steps = 60
+    reaches exactly the weights of an uninterrupted run. The child says when it is at step 5
+    (after the checkpoint of step 4) and waits for the signal there, so no machine load can let
+    it finish first."""
+    steps, pause_at = 60, 5
     args = cli(
         "train pixel --data-dir {mnist} --steps {steps} --batch-size 8 --device cpu "
         "--set train_images=256 --set checkpoint_every=2 --set warmup_steps=2 "
@@ -347,25 +412,28 @@ def test_sigterm_mid_training_saves_the_last_step_and_resume_finishes(tmp_path, 
         mnist=mnist_dir,
         steps=steps,
     )
-    run_dir = tmp_path / "interrupted"
+    run_dir, ready = tmp_path / "interrupted", tmp_path / "ready"
     env = dict(os.environ, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{closed_port()}")
     process = subprocess.Popen(
-        [sys.executable, "-m", "diffbench", *args, "--out", str(run_dir)],
+        [sys.executable, "-c", SIGNAL_CHILD, str(ready), str(pause_at), *args,
+         "--out", str(run_dir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
     )
     state = run_dir / "pixel.state.safetensors"
-    deadline = time.monotonic() + 180
-    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
+    deadline = time.monotonic() + 240
+    while not ready.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert ready.exists(), f"the child never reached step {pause_at}: {process.poll()}"
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, err[-3000:]
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: training interrupted by SIGTERM after step "), err[-3000:]
     step = int(last.split("after step ")[1].split(";")[0])
+    assert step == pause_at + 1  # the step in flight when the signal came, then it stopped
     assert 2 <= step < steps and f"checkpoint saved to {state}" in last
     assert load_metadata(state)["step"] == load_metadata(run_dir / "pixel.safetensors")["step"]
     assert load_metadata(state)["step"] == step  # the last completed step, not the last multiple
@@ -506,6 +574,13 @@ def test_ddim_outputs_and_metrics_are_bitwise_identical_across_runs(
 
 
 # -- 5. fuzzing: every failure is a ValueError ------------------------------------------------
+# Each fuzz test runs a known-good example first (Hypothesis runs explicit examples before
+# generated ones), records which cases reached the success path, and asserts the known-good
+# one did and that at least MIN_SUCCESS of all did: a fuzzer whose cases all fail validation
+# would test nothing but the error path. Generation is derandomized, so the shares are stable.
+
+MIN_SUCCESS = 0.15
+FUZZ = settings(max_examples=100, deadline=None, derandomize=True, database=None)
 
 SCALARS = (
     st.none()
@@ -521,6 +596,8 @@ VALUES = st.recursive(
     ),
     max_leaves=8,
 )
+PLAUSIBLE = st.integers(1, 4) | st.sampled_from([0.3, 0.5, 1e-3, "cpu", "linear", "cosine"])
+"""Values a real config holds, so that a fair share of cases pass validation."""
 TRAIN_KEYS = [
     *TrainConfig.model_fields,
     "schedule.name",
@@ -539,11 +616,22 @@ COMPARE_KEYS = [
 
 
 def overrides(keys: list[str]):
-    """``--set`` strings: a known or random key, and a YAML value or random text."""
+    """``--set`` strings: a known or random key, and a YAML value or random text; half of the
+    lists hold only known keys with plausible values."""
+    def dump(value):
+        return yaml.safe_dump(value, default_flow_style=True).strip()
+
+    plausible = st.tuples(st.sampled_from(keys), PLAUSIBLE.map(dump)).map("=".join)
     key = st.sampled_from(keys) | st.text(max_size=10)
-    value = VALUES.map(lambda v: yaml.safe_dump(v, default_flow_style=True).strip())
-    return st.lists(
-        st.tuples(key, value | st.text(max_size=12)).map("=".join) | st.text(), max_size=3
+    value = (PLAUSIBLE | VALUES).map(dump)
+    wild = st.tuples(key, value | st.text(max_size=12)).map("=".join) | st.text()
+    return st.lists(plausible, max_size=2) | st.lists(wild, max_size=3)
+
+
+def mappings(keys: list[str], max_size: int):
+    """YAML mappings: half of them only known keys with plausible values."""
+    return st.dictionaries(st.sampled_from(keys), PLAUSIBLE, max_size=2) | st.dictionaries(
+        st.sampled_from(keys) | st.text(max_size=8), PLAUSIBLE | VALUES, max_size=max_size
     )
 
 
@@ -553,47 +641,75 @@ def _write(text: str) -> Path:
     return Path(f.name)
 
 
-@settings(max_examples=100, deadline=None)
+def run_fuzz(fuzz, outcomes: list[bool], name: str) -> None:
+    """Run a Hypothesis test that appends True (success path) or False (ValueError) to
+    ``outcomes``; the known-good example runs first and must succeed."""
+    outcomes.clear()
+    fuzz()
+    share = sum(outcomes) / len(outcomes)
+    print(f"{name}: {sum(outcomes)} of {len(outcomes)} cases reached the success path "
+          f"({share:.0%})")
+    assert outcomes[0], "the known-good example was rejected"
+    assert share >= MIN_SUCCESS, f"only {share:.0%} of fuzzed cases reached the success path"
+
+
+TRAIN_OUTCOMES: list[bool] = []
+
+
+@FUZZ
+@example(kind="pixel", mapping={"lr": 0.001}, raw_text=None, sets=["batch_size=4"])
 @given(
     kind=st.sampled_from(["pixel", "vae", "latent", "classifier", "peer"]),
-    mapping=st.dictionaries(
-        st.sampled_from(TRAIN_KEYS[:-5]) | st.text(max_size=8), VALUES, max_size=5
-    ),
-    raw_text=st.none() | st.text(max_size=40),
+    mapping=mappings(TRAIN_KEYS[:-5], max_size=5),
+    raw_text=st.none() | st.none() | st.text(max_size=40),
     sets=overrides(TRAIN_KEYS),
 )
-def test_fuzzed_train_configs_are_valid_or_a_config_error(kind, mapping, raw_text, sets):
+def fuzz_train_configs(kind, mapping, raw_text, sets):
     default = {"kind": kind, "steps": 3, **mapping}
     path = _write(raw_text if raw_text is not None else yaml.safe_dump(default))
     try:
         config = load_train_config(kind, path, sets, steps=None)
     except ValueError:
+        TRAIN_OUTCOMES.append(False)
         return
     finally:
         path.unlink()
     assert isinstance(config, TrainConfig) and config.kind == kind and config.steps >= 1
     assert config.build_model_config() is not None
+    TRAIN_OUTCOMES.append(True)
 
 
-@settings(max_examples=100, deadline=None)
+def test_fuzzed_train_configs_are_valid_or_a_config_error():
+    run_fuzz(fuzz_train_configs, TRAIN_OUTCOMES, "train configs")
+
+
+COMPARE_OUTCOMES: list[bool] = []
+
+
+@FUZZ
+@example(mapping={"num_images": 4}, sets=["strengths=[0.3]"], steps=20)
 @given(
-    mapping=st.dictionaries(
-        st.sampled_from(COMPARE_KEYS[:-4]) | st.text(max_size=8), VALUES, max_size=4
-    ),
+    mapping=mappings(COMPARE_KEYS[:-4], max_size=4),
     sets=overrides(COMPARE_KEYS),
     steps=st.none() | st.integers(1, 2000),
 )
-def test_fuzzed_compare_configs_are_valid_or_a_config_error(mapping, sets, steps):
+def fuzz_compare_configs(mapping, sets, steps):
     path = _write(
         yaml.safe_dump({**yaml.safe_load((REPO / "configs/compare.yaml").read_text()), **mapping})
     )
     try:
         config = load_compare_config(path, sets, steps=steps)
     except ValueError:
+        COMPARE_OUTCOMES.append(False)
         return
     finally:
         path.unlink()
     assert all(0 < s <= 1 for s in config.strengths) and config.systems
+    COMPARE_OUTCOMES.append(True)
+
+
+def test_fuzzed_compare_configs_are_valid_or_a_config_error():
+    run_fuzz(fuzz_compare_configs, COMPARE_OUTCOMES, "compare configs")
 
 
 def tiny_eps(x, t):
@@ -610,22 +726,39 @@ NUMBERS = (
     | st.just(float("nan"))
     | st.sampled_from([float("inf"), 10**30])
 )
+SAMPLER_OUTCOMES: list[bool] = []
 
 
-@settings(max_examples=150, deadline=None)
+SAMPLER_ARGUMENTS = {
+    "wild": dict(
+        num_steps=NUMBERS,
+        eta=NUMBERS,
+        spacing=st.sampled_from(["leading", "trailing", "linspace", "uniform", ""]),
+        variance=st.sampled_from(["fixed_small", "fixed_large", "learned"]),
+        strength=NUMBERS,
+    ),
+    "plausible": dict(
+        num_steps=st.integers(1, 100),
+        eta=st.floats(0, 1),
+        spacing=st.sampled_from(["leading", "trailing", "linspace"]),
+        variance=st.sampled_from(["fixed_small", "fixed_large"]),
+        strength=st.floats(0.05, 1),
+    ),
+}
+
+
+@FUZZ
+@example(timesteps=100, ddim=True, clip=True, args=dict(
+    num_steps=10, eta=0.0, spacing="leading", variance="fixed_small", strength=0.5))
 @given(
     timesteps=st.integers(1, 100),
     ddim=st.booleans(),
-    num_steps=NUMBERS,
-    eta=NUMBERS,
-    spacing=st.sampled_from(["leading", "trailing", "linspace", "uniform", ""]),
-    variance=st.sampled_from(["fixed_small", "fixed_large", "learned"]),
     clip=st.booleans(),
-    strength=NUMBERS,
+    args=st.one_of(*(st.fixed_dictionaries(a) for a in SAMPLER_ARGUMENTS.values())),
 )
-def test_fuzzed_sampler_arguments_work_or_raise_value_error(
-    timesteps, ddim, num_steps, eta, spacing, variance, clip, strength
-):
+def fuzz_sampler_arguments(timesteps, ddim, clip, args):
+    num_steps, eta, strength = args["num_steps"], args["eta"], args["strength"]
+    spacing, variance = args["spacing"], args["variance"]
     schedule = NoiseSchedule.linear(timesteps, beta_end=0.2)
     x0 = torch.linspace(-1, 1, 32).reshape(2, 1, 4, 4)
     try:
@@ -637,6 +770,12 @@ def test_fuzzed_sampler_arguments_work_or_raise_value_error(
             )
         out = sampler.img2img(tiny_eps, x0, strength, generator=torch.Generator().manual_seed(0))
     except ValueError:
+        SAMPLER_OUTCOMES.append(False)
         return
     assert out.shape == x0.shape and torch.isfinite(out).all()
     assert 1 <= len(sampler.img2img_timesteps(strength)) <= sampler.num_steps <= timesteps
+    SAMPLER_OUTCOMES.append(True)
+
+
+def test_fuzzed_sampler_arguments_work_or_raise_value_error():
+    run_fuzz(fuzz_sampler_arguments, SAMPLER_OUTCOMES, "sampler arguments")

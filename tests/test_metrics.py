@@ -52,6 +52,12 @@ def test_judge_counts_preservation_and_generation_shares(tiny_checkpoints):
     assert quality["max_class_share"] == pytest.approx(float(shares.max()))
     assert quality["min_class_share"] == pytest.approx(float(shares.min()))
     t = torch.full((20,), 300)
-    assert 0.0 <= judge.preservation_ceiling(x, t, predicted) <= 1.0
+    with torch.inference_mode():
+        noisy_predicted = judge.noisy_classifier(x, t).argmax(1)
+    expected = float((noisy_predicted == predicted).float().mean())
+    assert judge.preservation_ceiling(x, t, predicted) == expected
+    assert judge.preservation_ceiling(x, t, noisy_predicted) == 1.0
     scores = judge.score(x, x, predicted, judge.features(images(4, batch=20)))
-    assert scores["mse"] == 0.0 and scores["preservation"] == 1.0 and scores["frechet_distance"] > 0
+    assert scores["mse"] == 0.0 and scores["preservation"] == 1.0
+    expected = frechet_distance(judge.features(x), judge.features(images(4, batch=20)))
+    assert scores["frechet_distance"] == pytest.approx(expected, rel=1e-6)

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from diffbench.checkpoints import load_checkpoint, load_metadata, load_model
 from diffbench.cli import main
 from diffbench.config import ConfigError, TrainConfig, load_train_config
+from diffbench.data import KNOWN_MD5
 from diffbench.models import VAE, Classifier, UNet
 from diffbench.train import Distributed, batch_indices, learning_rate_factor, update_ema
 
@@ -76,11 +77,13 @@ def test_tiny_run_writes_a_loadable_checkpoint(trained, kind):
     tensors, metadata = load_checkpoint(trained / f"{kind}.safetensors")
     assert metadata["kind"] == kind and metadata["step"] == 3
     assert metadata["train_seconds"] > 0 and metadata["images_per_second"] > 0
-    assert set(metadata["dataset_md5"]) == {
-        "train-images-idx3-ubyte.gz",
-        "train-labels-idx1-ubyte.gz",
-        "t10k-images-idx3-ubyte.gz",
-        "t10k-labels-idx1-ubyte.gz",
+    assert metadata["dataset_md5"] == {  # the files read: the shipped subset and test split
+        name: KNOWN_MD5[name] for name in (
+            "train-10k-images-idx3-ubyte.gz",
+            "train-10k-labels-idx1-ubyte.gz",
+            "t10k-images-idx3-ubyte.gz",
+            "t10k-labels-idx1-ubyte.gz",
+        )
     }
     assert metadata["environment"]["torch"] == torch.__version__
     assert "git_commit" in metadata["environment"]

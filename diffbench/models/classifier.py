@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from diffbench.errors import InputError
 from diffbench.models.embedding import timestep_embedding
 
 
@@ -77,9 +78,9 @@ class Classifier(nn.Module):
     def features(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         """Penultimate features [B, feature_dim] (global average pool of the last stage)."""
         if self.cfg.noise_aware and t is None:
-            raise ValueError("a noise-aware classifier needs the timestep t")
+            raise InputError("a noise-aware classifier needs the timestep t")
         if not self.cfg.noise_aware and t is not None:
-            raise ValueError("t given to a classifier that is not noise-aware")
+            raise InputError("t given to a classifier that is not noise-aware")
         emb = None
         if self.time_mlp is not None:
             emb = F.silu(self.time_mlp(timestep_embedding(t, self.cfg.time_dim).to(x.dtype)))

@@ -11,13 +11,15 @@ import math
 import torch
 import torch.nn.functional as F
 
+from diffbench.errors import InputError
+
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000) -> torch.Tensor:
     """Embed integer timesteps ``t`` [B] as float32 [B, dim]; an odd ``dim`` is zero-padded."""
     if t.dim() != 1:
-        raise ValueError(f"t must have shape [B], got {tuple(t.shape)}")
+        raise InputError(f"t must have shape [B], got {tuple(t.shape)}")
     if dim < 2:
-        raise ValueError(f"dim must be >= 2, got {dim}")
+        raise InputError(f"dim must be >= 2, got {dim}")
     half = dim // 2
     exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device)
     args = t.float()[:, None] * torch.exp(exponent / half)[None, :]

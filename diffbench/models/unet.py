@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from diffbench.errors import InputError
 from diffbench.models.embedding import timestep_embedding
 
 
@@ -110,7 +111,7 @@ class UNet(nn.Module):
         chans = [cfg.base_channels * m for m in cfg.channel_mults]
         n = len(chans)
         if any(not -n <= i < n for i in cfg.attention_levels):
-            raise ValueError(f"attention_levels {cfg.attention_levels} out of range for {n} levels")
+            raise InputError(f"attention_levels {cfg.attention_levels} out of range for {n} levels")
         attn = {i % n for i in cfg.attention_levels}
         emb_dim = 4 * cfg.base_channels
         stage = partial(
@@ -148,7 +149,7 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         size = (self.cfg.image_size, self.cfg.image_size)
         if x.shape[1] != self.cfg.in_channels or tuple(x.shape[-2:]) != size:
-            raise ValueError(
+            raise InputError(
                 f"expected [B, {self.cfg.in_channels}, {size[0]}, {size[1]}], got {tuple(x.shape)}"
             )
         emb = F.silu(self.time_mlp(timestep_embedding(t, self.cfg.base_channels).to(x.dtype)))
