@@ -25,11 +25,14 @@ SCORED_IMAGES = 256  # digits scored where a ratio compares preservation (one di
 STRENGTH = 0.3  # the ratio benches' image-to-image strength and batch (issue 7's setting)
 BATCH = 64
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
-DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=CUDA)]
+DEVICES = [pytest.param("cpu", id="cpu"),
+           pytest.param("cuda", id="cuda", marks=[CUDA, pytest.mark.cuda])]
 
 
 class BenchEnv:
-    """Shared by every benchmark of a session: checkpoints, digits, classifiers, baseline."""
+    """Shared by every benchmark of a session: checkpoints, digits, classifiers, and a fidelity
+    baseline per device (CPU and CUDA numbers differ); a baseline file that does not exist yet
+    is written from this session's numbers."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.checkpoints = Path(config.getoption("--checkpoints"))
@@ -37,7 +40,11 @@ class BenchEnv:
             pytest.exit(f"no trained checkpoints in {self.checkpoints} (--checkpoints DIR)", 2)
         self.data_dir = os.environ.get("DIFFBENCH_DATA_DIR")
         self.update_baseline = config.getoption("--update-fidelity-baseline")
-        self.baseline = FidelityBaseline(config.getoption("--fidelity-baseline"))
+        self.baselines = {
+            "cpu": FidelityBaseline(config.getoption("--fidelity-baseline")),
+            "cuda": FidelityBaseline(config.getoption("--fidelity-baseline-cuda")),
+        }
+        self.recorded: set[str] = set()  # devices whose baseline this session (re)writes
         profile = config.getoption("--profile")
         self.profile_dir = Path(profile) if profile else None
         self._translators: dict[tuple, Translator] = {}
@@ -57,11 +64,14 @@ class BenchEnv:
             self._digits[device, count] = load_digits(judge, count, self.data_dir)
         return self._digits[device, count]
 
-    def translator(self, space: str, sampler: str, steps: int, device: str) -> Translator:
-        key = (space, sampler, steps, device)
+    def translator(
+        self, space: str, sampler: str, steps: int, device: str, **options
+    ) -> Translator:
+        """One translator per (system, device, options: compile, channels_last, ...)."""
+        key = (space, sampler, steps, device, *sorted(options.items()))
         if key not in self._translators:
             self._translators[key] = Translator.from_checkpoints(
-                self.checkpoints, space, sampler, num_steps=steps, device=device
+                self.checkpoints, space, sampler, num_steps=steps, device=device, **options
             )
         return self._translators[key]
 
@@ -91,12 +101,19 @@ class BenchEnv:
                                    ("mse", "psnr", "ssim", "preservation", "preservation_ceiling")}
         return self._fidelity[key]
 
-    def gate(self, case: str, measured: dict[str, float]) -> list[str]:
-        """Check ``measured`` against the baseline (or record it with --update-...)."""
-        if self.update_baseline:
-            self.baseline.record(case, measured)
+    def gate(self, device: str, case: str, measured: dict[str, float]) -> list[str]:
+        """Check ``measured`` against ``device``'s baseline, or record it there (with
+        --update-fidelity-baseline, or when that baseline's file does not exist yet)."""
+        baseline = self.baselines[device]
+        if self.update_baseline or not baseline.path.is_file():
+            baseline.record(case, measured)
+            self.recorded.add(device)
             return []
-        return self.baseline.check(case, measured)
+        return baseline.check(case, measured)
+
+    def save_baselines(self) -> None:
+        for device in sorted(self.recorded):
+            print(f"\nwrote the {device} fidelity baseline {self.baselines[device].save()}")
 
     def profile(self, case: str, fn) -> None:
         """One more call of ``fn`` under torch.profiler, traced to <dir>/<case>/ (TensorBoard's

@@ -3,7 +3,9 @@
 Options: ``--checkpoints DIR`` (default fixtures/checkpoints), ``--mlflow`` (or
 ``DIFFBENCH_MLFLOW=1``: one MLflow run per session with every benchmark's statistics and
 extra_info, and the benchmark JSON as an artifact), ``--profile DIR`` (a torch.profiler trace per
-benchmark, for TensorBoard's profiler plugin and Perfetto), ``--update-fidelity-baseline``.
+benchmark, for TensorBoard's profiler plugin and Perfetto), ``--fidelity-baseline FILE`` (CPU
+cases) and ``--fidelity-baseline-cuda FILE`` (CUDA cases; written by the first GPU run),
+``--update-fidelity-baseline``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--profile", metavar="DIR", default=None,
                     help="write a torch.profiler trace per benchmark under DIR")
     group.addoption("--fidelity-baseline", default=str(REPO / "benches" / "fidelity_baseline.json"))
+    group.addoption("--fidelity-baseline-cuda",
+                    default=str(REPO / "benches" / "fidelity_baseline_cuda.json"))
     group.addoption("--update-fidelity-baseline", action="store_true",
                     help="record this run's fidelity as the new baseline instead of checking it")
 
@@ -57,8 +61,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def bench_env(request: pytest.FixtureRequest) -> BenchEnv:
     env = BenchEnv(request.config)
     yield env
-    if env.update_baseline:
-        env.baseline.save()
+    env.save_baselines()
 
 
 @pytest.hookimpl
@@ -73,7 +76,8 @@ def pytest_benchmark_update_json(
     checkpoints = config.getoption("--checkpoints")
     facts = environment_facts()
     output_json["diffbench"] = {
-        "seed": 0,  # every benchmark draws from torch.Generator().manual_seed(0)
+        "seed": 0,  # every benchmark draws from translator.generator(0)
+        "noise_device": "device",  # that generator lives on the case's device
         "torch": facts["torch"],
         "devices": sorted({(b.get("params") or {}).get("device", "cpu")
                            for b in output_json["benchmarks"]}),
