@@ -72,3 +72,9 @@ def bench_compare(session: nox.Session) -> None:
     install(session, "-e", DEV)
     session.run(tool(session, "pytest"), "benches", "--benchmark-compare",
                 "--benchmark-compare-fail=median:10%", *session.posargs)
+
+
+@nox.session(venv_backend="none")
+def gpu(session: nox.Session) -> None:
+    """The CUDA checks of a GPU lease: benches/gpu.sh (args after --, e.g. -- --dry-run)."""
+    session.run("bash", "benches/gpu.sh", *session.posargs, external=True)

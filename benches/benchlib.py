@@ -25,11 +25,14 @@ SCORED_IMAGES = 256  # digits scored where a ratio compares preservation (one di
 STRENGTH = 0.3  # the ratio benches' image-to-image strength and batch (issue 7's setting)
 BATCH = 64
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
-DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=CUDA)]
+DEVICES = [pytest.param("cpu", id="cpu"),
+           pytest.param("cuda", id="cuda", marks=[CUDA, pytest.mark.cuda])]
 
 
 class BenchEnv:
-    """Shared by every benchmark of a session: checkpoints, digits, classifiers, baseline."""
+    """Shared by every benchmark of a session: checkpoints, digits, classifiers, and a fidelity
+    baseline per device (CPU and CUDA numbers differ); a baseline file that does not exist yet
+    is written from this session's numbers."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.checkpoints = Path(config.getoption("--checkpoints"))
@@ -60,11 +63,14 @@ class BenchEnv:
             self._digits[device, count] = load_digits(judge, count, self.data_dir)
         return self._digits[device, count]
 
-    def translator(self, space: str, sampler: str, steps: int, device: str) -> Translator:
-        key = (space, sampler, steps, device)
+    def translator(
+        self, space: str, sampler: str, steps: int, device: str, **options
+    ) -> Translator:
+        """One translator per (system, device, options: compile, channels_last, ...)."""
+        key = (space, sampler, steps, device, *sorted(options.items()))
         if key not in self._translators:
             self._translators[key] = Translator.from_checkpoints(
-                self.checkpoints, space, sampler, num_steps=steps, device=device
+                self.checkpoints, space, sampler, num_steps=steps, device=device, **options
             )
         return self._translators[key]
 

@@ -3,7 +3,9 @@
 Options: ``--checkpoints DIR`` (default fixtures/checkpoints), ``--mlflow`` (or
 ``DIFFBENCH_MLFLOW=1``: one MLflow run per session with every benchmark's statistics and
 extra_info, and the benchmark JSON as an artifact), ``--profile DIR`` (a torch.profiler trace per
-benchmark, for TensorBoard's profiler plugin and Perfetto), ``--update-fidelity-baseline``.
+benchmark, for TensorBoard's profiler plugin and Perfetto), ``--fidelity-baseline FILE`` (CPU
+cases) and ``--fidelity-baseline-cuda FILE`` (CUDA cases; written by the first GPU run),
+``--update-fidelity-baseline``.
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ def pytest_benchmark_update_json(
     checkpoints = config.getoption("--checkpoints")
     facts = environment_facts()
     output_json["diffbench"] = {
-        "seed": 0,  # every benchmark draws from torch.Generator().manual_seed(0)
+        "seed": 0,  # every benchmark draws from translator.generator(0)
+        "noise_device": "device",  # that generator lives on the case's device
         "torch": facts["torch"],
         "devices": sorted({(b.get("params") or {}).get("device", "cpu")
                            for b in output_json["benchmarks"]}),

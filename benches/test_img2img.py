@@ -8,7 +8,6 @@ device, parameters and FLOPs per image; the fidelity gate then compares it with 
 from __future__ import annotations
 
 import pytest
-import torch
 
 from benchlib import DEVICES, synchronized
 
@@ -53,7 +52,7 @@ def test_img2img(benchmark, bench_env, device, space, sampler, steps, strength, 
     steps_run = len(translator.sampler.img2img_timesteps(strength))
 
     def translate():
-        return translator(images, strength, generator=torch.Generator().manual_seed(0))
+        return translator(images, strength, generator=translator.generator(0))
 
     run = synchronized(translate, device)
     benchmark.group = f"img2img {space}-{sampler} b{batch}"
@@ -71,6 +70,7 @@ def test_img2img(benchmark, bench_env, device, space, sampler, steps, strength, 
         images_per_second=batch / median,
         parameters=translator.facts["unet_parameters"] + translator.facts["vae_parameters"],
         flops_per_image=translator.flops_per_image(strength),
+        **translator.settings,
     )
     case = f"{space}-{sampler}-{steps}-s{strength}"
     bench_env.profile(f"img2img-{device}-{case}-b{batch}", translate)

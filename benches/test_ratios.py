@@ -7,6 +7,9 @@ machines are noise; ratios much less so). Each is reported with the numbers behi
    (on 256 digits, where one digit is 0.4 points).
 3. Sampling overhead: DDIM-50's time outside the network's forward passes; the UNet's achieved
    FLOP rate against this machine's fp32 matmul rate.
+4. Batch-1 DDIM-50 (pixel and latent) compiled against eager: ``torch.compile`` and, on CUDA,
+   one CUDA graph per call (goal: >= 3x eager on a GPU); the compile or capture seconds apart;
+   and eager with contiguous weights against the default channels-last ones.
 """
 
 from __future__ import annotations
@@ -82,3 +85,34 @@ def test_sampling_overhead_and_network_efficiency(benchmark, bench_env, device):
         "matmul_gflops": matmul_rate / 1e9, "unet_gflops": unet_rate / 1e9,
         "unet_share_of_matmul": unet_rate / matmul_rate,
     })
+
+
+@pytest.mark.parametrize("space", ["pixel", "latent"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_compiled_against_eager(benchmark, bench_env, device, space):
+    eager = bench_env.translator(space, "ddim", 50, device)
+    image = bench_env.digits(device).images[:1].to(device)
+
+    def call(translator):
+        return lambda: translator(image, STRENGTH, generator=translator.generator(0))
+
+    benchmark.group = "compiled"
+    benchmark.pedantic(synchronized(call(eager), device), rounds=10, warmup_rounds=1,
+                       iterations=1)
+    eager_s = benchmark.stats.stats.median
+    expected = call(eager)()
+    numbers = {"eager_call_seconds": eager_s}
+    modes = ["compile", "cudagraphs"] if device == "cuda" else ["compile"]
+    for mode in modes:
+        fast = bench_env.translator(space, "ddim", 50, device, compile=mode)
+        seconds = median_seconds(call(fast), device, repeats=10)  # its warm-up call compiles
+        numbers.update({
+            f"{mode}_call_seconds": seconds,
+            f"{mode}_speedup": eager_s / seconds,
+            f"{mode}_warmup_seconds": fast.compile_seconds,  # compile or capture, untimed
+            f"{mode}_max_abs_difference": float((call(fast)() - expected).abs().max()),
+        })
+    contiguous = bench_env.translator(space, "ddim", 50, device, channels_last=False)
+    numbers["contiguous_call_seconds"] = median_seconds(call(contiguous), device, repeats=10)
+    numbers["channels_last_speedup"] = numbers["contiguous_call_seconds"] / eager_s
+    report(benchmark, f"batch-1 {eager.name} compiled vs eager (goal on a GPU: >= 3x)", numbers)

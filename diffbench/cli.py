@@ -8,7 +8,9 @@ import shlex
 import sys
 from pathlib import Path
 
+from diffbench.compiled import COMPILE_MODES
 from diffbench.errors import InputError
+from diffbench.runtime import NOISE_DEVICES
 
 MAX_SEED = 2**32 - 1
 EVALUATE_CHECKPOINTS = ["classifier", "pixel", "latent", "vae"]
@@ -121,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--steps", type=_positive_int, help="step count of the DDIM systems")
     compare.add_argument("--num-images", type=_positive_int, help="test digits scored per run")
     compare.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    compare.add_argument("--compile", choices=COMPILE_MODES,
+                         help="torch.compile the networks, or capture each call as one CUDA "
+                              "graph (cudagraphs: CUDA, DDIM eta=0); default: eager")
+    compare.add_argument("--noise-device", choices=NOISE_DEVICES,
+                         help="where the seeded noise is drawn (default: device)")
+    compare.add_argument("--tf32", action="store_true", default=None,
+                         help="allow TF32 matmuls and convolutions (CUDA only; default off)")
     compare.add_argument("--data-dir", help="MNIST folder (default: $DIFFBENCH_DATA_DIR)")
     compare.add_argument("--seed", type=_seed)
     return parser
@@ -133,7 +142,8 @@ def _compare(args: argparse.Namespace) -> None:
     config = load_compare_config(
         args.config, args.overrides, checkpoints=args.checkpoints, out=args.out,
         strengths=args.strength, steps=args.steps, num_images=args.num_images,
-        device=args.device, data_dir=args.data_dir, seed=args.seed,
+        device=args.device, data_dir=args.data_dir, seed=args.seed, compile=args.compile,
+        noise_device=args.noise_device, tf32=args.tf32,
     )
     run_compare(config)
     print(f"wrote {config.out}/results.json, results.md, i2i_comparison.png, pareto.png")
@@ -142,7 +152,7 @@ def _compare(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from diffbench.checkpoints import check_writable_dir, load_model, require_checkpoints
     from diffbench.evaluate import evaluate, write_report
-    from diffbench.train import resolve_device
+    from diffbench.runtime import resolve_device
 
     device = str(resolve_device(args.device))
     if args.out.is_dir():

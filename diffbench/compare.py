@@ -4,12 +4,14 @@ For every system and strength: fidelity on ``num_images`` test digits (scored by
 :func:`diffbench.evaluate.score_system`) and latency timed honestly (warm-up calls first, under
 ``torch.inference_mode``, the device synchronised before the clock stops, the same digits and
 seeds for every system, median and spread of ``repeats`` calls). Results reach disk (JSON,
-Markdown, PNGs) before MLflow is tried.
+Markdown, PNGs) before MLflow is tried. With ``compile`` set, compilation (or CUDA-graph
+capture) happens in untimed calls and is reported apart, as ``compile_seconds``.
 
 Everything that can be checked is checked before the work starts: the device, a writable
 output folder, every checkpoint loading into its model, every strength giving a step. Each row
 of results.json records what reproduces it: seed, device, torch version and the sha256 of every
-checkpoint file the row used.
+checkpoint file the row used, and the translator's settings (compile mode, noise device, TF32,
+channels-last weights).
 """
 
 from __future__ import annotations
@@ -32,33 +34,32 @@ from diffbench.config import CompareConfig
 from diffbench.evaluate import Digits, load_digits, noised_inputs, score_system, start_timestep
 from diffbench.metrics import Judge
 from diffbench.report import GridBlock, markdown_table, plot_pareto, plot_strength, render_grid
+from diffbench.runtime import resolve_device, synchronize
 from diffbench.tracking import start_run
-from diffbench.train import resolve_device
 from diffbench.translate import Translator
 
 RESULT_KEYS = (
     "name", "space", "sampler", "steps", "strength", "num_images", "sec_per_image", "mse",
     "psnr", "ssim", "preservation", "preservation_ceiling", "frechet_distance", "train_seconds",
+    "compile_seconds",
 )
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure_latency(
     translator: Translator, images: torch.Tensor, strength: float, seed: int, repeats: int
 ) -> dict[str, Any]:
-    """Seconds per image of ``repeats`` timed calls on ``images`` (same seed each call)."""
+    """Seconds per image of ``repeats`` timed calls on ``images`` (same seed each call); a
+    compiled translator first prepares this shape and strength in an untimed call."""
     images = images.to(translator.device)
+    if translator.compile:
+        translator(images, strength, generator=translator.generator(seed))
     seconds = []
     for _ in range(repeats):
-        generator = torch.Generator().manual_seed(seed)
-        _synchronize(translator.device)
+        generator = translator.generator(seed)
+        synchronize(translator.device)
         start = time.perf_counter()
         translator(images, strength, generator=generator)
-        _synchronize(translator.device)
+        synchronize(translator.device)
         seconds.append((time.perf_counter() - start) / len(images))
     return {
         "sec_per_image": statistics.median(seconds),
@@ -89,7 +90,8 @@ def run_compare(config: CompareConfig) -> list[dict[str, Any]]:
     judge = Judge.from_checkpoints(config.checkpoints, device)
     translators = [
         Translator.from_checkpoints(
-            config.checkpoints, system.space, system.sampler, system.steps, system.eta, device
+            config.checkpoints, system.space, system.sampler, system.steps, system.eta, device,
+            compile=config.compile, noise_device=config.noise_device, tf32=config.tf32,
         )
         for system in config.systems
     ]
@@ -108,9 +110,10 @@ def run_compare(config: CompareConfig) -> list[dict[str, Any]]:
         used += [f"{translator.space}.safetensors"]
         used += ["vae.safetensors"] if translator.space == "latent" else []
         timing_images = digits.images[: config.timing_batch]
+        compiled_before = translator.compile_seconds
         for _ in range(config.warmup):
             translator(timing_images.to(device), config.strengths[0],
-                       generator=torch.Generator().manual_seed(config.seed))
+                       generator=translator.generator(config.seed))
         for strength in config.strengths:
             result, outputs = score_system(translator, judge, scored, strength, config.seed)
             row = result.as_dict()
@@ -118,7 +121,10 @@ def run_compare(config: CompareConfig) -> list[dict[str, Any]]:
                                        config.repeats))
             row["train_seconds"] = translator.facts["train_seconds"]
             row["flops_per_image"] = translator.flops_per_image(strength)
-            row.update(provenance, checkpoint_sha256={name: hashes[name] for name in used})
+            row["compile_seconds"] = translator.compile_seconds - compiled_before
+            compiled_before = translator.compile_seconds
+            row.update(provenance, **translator.settings,
+                       checkpoint_sha256={name: hashes[name] for name in used})
             results.append(row)
             grid_columns[strength].append((translator.name, outputs[: config.grid_images]))
             print(f"{translator.name:>14} strength {strength:.2f}: "

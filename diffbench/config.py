@@ -15,8 +15,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from diffbench.compiled import COMPILE_MODES
 from diffbench.errors import InputError
 from diffbench.models import ClassifierConfig, PeerConfig, UNetConfig, VAEConfig
+from diffbench.runtime import NOISE_DEVICES
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 KINDS = ("pixel", "vae", "latent", "classifier", "peer")
@@ -128,6 +130,9 @@ class CompareConfig(_Strict):
     warmup: int = Field(1, ge=0, description="untimed calls per system before timing")
     seed: int = Field(0, ge=0, le=MAX_SEED)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: Literal[COMPILE_MODES] | None = Field(None, description="null: eager")
+    noise_device: Literal[NOISE_DEVICES] = "device"
+    tf32: bool = Field(False, description="TF32 matmuls and convolutions (CUDA only)")
     data_dir: str | None = None
     experiment: str = "diffbench-compare"
 

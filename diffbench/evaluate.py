@@ -64,7 +64,7 @@ def translate(
     outputs = []
     batches = images.split(batch_size)
     for i, batch in enumerate(tqdm(batches, desc=translator.name, disable=not progress)):
-        generator = torch.Generator().manual_seed(seed + i)
+        generator = translator.generator(seed + i)
         outputs.append(translator(batch, strength, generator=generator).cpu())
     return torch.cat(outputs)
 

@@ -131,6 +131,8 @@ class NoiseSchedule:
 
         The table is copied to each device once; timesteps already on that device are used in
         place, so a CUDA training step costs no host sync. Range checks run for CPU timesteps.
+        One CPU timestep (an int) becomes a fill on ``like``'s device, not a copy from host
+        memory, so a CUDA graph can capture it.
         """
         t = torch.as_tensor(t)
         if t.dtype.is_floating_point or t.dtype == torch.bool:
@@ -141,6 +143,9 @@ class NoiseSchedule:
                 raise InputError(
                     f"timesteps must lie in [0, {self.num_timesteps}), got range [{low}, {high}]"
                 )
+        if t.dim() == 0 and t.device.type == "cpu":
+            value = float(self.alphas_cumprod[t])
+            return torch.full((1,) * like.dim(), value, dtype=like.dtype, device=like.device)
         key = (t.device, like.dtype)
         if key not in self._tables:
             self._tables[key] = self.alphas_cumprod.to(device=t.device, dtype=like.dtype)

@@ -27,7 +27,6 @@ import copy
 import functools
 import json
 import math
-import os
 import signal
 import sys
 import threading
@@ -62,6 +61,7 @@ from diffbench.config import ConfigError, TrainConfig
 from diffbench.data import load_mnist, mnist_files, resolve_data_dir
 from diffbench.models import VAE, Classifier, PeerUNet, UNet, model_stats
 from diffbench.models.peer import crop_from_peer, pad_to_peer
+from diffbench.runtime import Distributed, init_distributed, resolve_device, synchronize
 from diffbench.sampling import DDIMSampler, randn_like
 from diffbench.schedule import NoiseSchedule
 from diffbench.tracking import start_run, time_execution
@@ -77,16 +77,6 @@ DIFFUSION_KINDS = ("pixel", "latent", "peer")
 
 
 # -- small pieces ----------------------------------------------------------------------------
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "device 'cuda' was asked for but no CUDA device is available; allowed here: cpu, auto"
-        )
-    return torch.device(name)
 
 
 class TrainingInterrupted(Exception):
@@ -127,28 +117,6 @@ def graceful_stop(enabled: bool = True) -> Iterator[list[int]]:
             signal.signal(kind, handler or signal.SIG_DFL)
 
 
-@dataclass(frozen=True)
-class Distributed:
-    """This process's place in a torchrun job (rank 0 of 1 when run plainly)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: torch.device) -> Distributed:
-    """Join the torchrun process group (gloo on CPU, nccl on CUDA) if there is one."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return Distributed()
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Distributed(dist.get_rank(), world_size, int(os.environ.get("LOCAL_RANK", "0")))
-
-
 def step_generator(seed: int, rank: int, step: int, device: torch.device) -> torch.Generator:
     """The generator for every random draw of one step on one rank; the global RNG (dropout)
     is reseeded from the same number."""
@@ -160,9 +128,11 @@ def step_generator(seed: int, rank: int, step: int, device: torch.device) -> tor
 
 
 @functools.lru_cache(maxsize=2)
-def _epoch_permutation(num_examples: int, seed: int, epoch: int) -> Tensor:
+def _epoch_permutation(num_examples: int, seed: int, epoch: int, device: torch.device) -> Tensor:
+    """The (seed, epoch) order, drawn on the CPU (the same on every device) and copied to
+    ``device`` once per epoch, so no step copies its batch indices from pageable host memory."""
     generator = torch.Generator().manual_seed(seed * 7919 + epoch)
-    return torch.randperm(num_examples, generator=generator)
+    return torch.randperm(num_examples, generator=generator).to(device)
 
 
 def steps_per_epoch(num_examples: int, batch_size: int, world_size: int) -> int:
@@ -175,11 +145,16 @@ def steps_per_epoch(num_examples: int, batch_size: int, world_size: int) -> int:
     return per_epoch
 
 
-def batch_indices(num_examples: int, config: TrainConfig, ddp: Distributed, step: int) -> Tensor:
-    """This rank's batch for ``step``: a slice of its shard of the (seed, epoch) permutation."""
+def batch_indices(
+    num_examples: int, config: TrainConfig, ddp: Distributed, step: int,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """This rank's batch for ``step`` on ``device``: a slice of its shard of the (seed, epoch)
+    permutation."""
     per_epoch = steps_per_epoch(num_examples, config.batch_size, ddp.world_size)
     epoch, position = divmod(step, per_epoch)
-    shard = _epoch_permutation(num_examples, config.seed, epoch)[ddp.rank :: ddp.world_size]
+    order = _epoch_permutation(num_examples, config.seed, epoch, torch.device(device))
+    shard = order[ddp.rank :: ddp.world_size]
     return shard[position * config.batch_size : (position + 1) * config.batch_size]
 
 
@@ -465,10 +440,7 @@ def train(
     checkpointed, as an interruption would) and return the inference checkpoint's path."""
     device = resolve_device(config.device)
     check_writable_dir(config.out)
-    ddp = init_distributed(device)
-    if device.type == "cuda":
-        device = torch.device("cuda", ddp.local_rank)
-        torch.cuda.set_device(device)
+    ddp, device = init_distributed(device)
     try:
         run = prepare_run(config, device, ddp, resume, command)
         end = min(config.steps, stop_at or config.steps)
@@ -606,9 +578,10 @@ def run_epoch(run: Run, epoch_end: int, bar: tqdm) -> None:
     run.trainable.train()
     while progress.step < epoch_end and not out_of_time(run) and not run.stop_signals:
         step_start = time.perf_counter()
-        index = batch_indices(len(task.inputs), config, run.ddp, progress.step).to(run.device)
+        index = batch_indices(len(task.inputs), config, run.ddp, progress.step, run.device)
         generator = step_generator(config.seed, run.ddp.rank, progress.step, run.device)
         loss = train_step(run, index, generator)
+        synchronize(run.device)  # the clock (and time_budget_s) counts the GPU's work too
         progress.step += 1
         progress.train_seconds += time.perf_counter() - step_start
         window_images += len(index) * run.ddp.world_size
