@@ -9,7 +9,7 @@
 # Everything goes to --out (default: $OUT if set, else results/gpu), the log too (gpu.log).
 #
 # usage: bash benches/gpu.sh [--dry-run] [--out DIR] [--data-dir DIR]
-#   --data-dir  MNIST folder (default: $DIFFBENCH_DATA_DIR, else data/mnist)
+#   --data-dir  MNIST folder (default: $DIFFBENCH_DATA_DIR, else the shipped fixtures/mnist)
 #   --dry-run   the same steps on the CPU at tiny sizes (minutes); CUDA-only steps are replaced
 #               by their CPU counterparts, each said so in the log
 # Environment: PYTHON (default python3).
@@ -18,7 +18,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DRY=0
 OUTDIR="${OUT:-$REPO/results/gpu}"
-DATA="${DIFFBENCH_DATA_DIR:-$REPO/data/mnist}"
+DATA="${DIFFBENCH_DATA_DIR:-$REPO/fixtures/mnist}"
 PY="${PYTHON:-python3}"
 while (($#)); do
   case "$1" in
