@@ -1,38 +1,87 @@
-"""Translator: trained checkpoints -> one image-to-image callable, in pixel or latent space.
+"""Translator: a sampler and a network -> one image-to-image System, in pixel or latent space.
 
 Pixel space runs the sampler's ``img2img`` on the digits with the pixel UNet's EMA weights.
 Latent space (Rombach et al. 2022, "High-Resolution Image Synthesis with Latent Diffusion
-Models") encodes with the VAE (posterior mean times the stored scale factor), runs ``img2img``
-on the latents with the latent UNet and decodes. Weights load once, in channels-last layout;
-calls run under ``torch.inference_mode`` on the chosen device.
+Models") encodes with the VAE, runs ``img2img`` on the latents with the latent UNet and decodes
+(scaling and clipping follow :mod:`diffbench.system`). Weights load once, in channels-last
+layout; calls run under ``torch.inference_mode`` on the chosen device.
+
+The sampler is any registered one or a ``"package.module:Name"`` :class:`Sampler` subclass; the
+network is the shipped checkpoint of the space or, named as ``"package.module:factory"``, a
+plain ``nn.Module`` ``model(x_t, t) -> eps`` that the factory returns.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from diffbench.checkpoints import load_model, require_metadata
+from diffbench.checkpoints import load_model, require_metadata, sha256_file
+from diffbench.config import SystemConfig
 from diffbench.models import flops_per_image
-from diffbench.sampling import DDIMSampler, DDPMSampler, Sampler
+from diffbench.plugins import load_object
+from diffbench.sampling import SAMPLERS, Sampler, make_sampler, sampler_class
 from diffbench.schedule import NoiseSchedule
+from diffbench.system import (
+    IMAGE_SHAPE,
+    SPACES,
+    check_digits,
+    clip_sample,
+    from_latent,
+    to_latent,
+)
 
-SPACES = ("pixel", "latent")
-SAMPLERS = ("ddpm", "ddim")
-IMAGE_SHAPE = (1, 28, 28)
+# SAMPLERS, SPACES, IMAGE_SHAPE and check_digits lived here before; still importable from here.
+__all__ = [
+    "IMAGE_SHAPE", "SAMPLERS", "SPACES", "Translator", "check_digits", "load_plugin_model",
+]
+PLUGIN_MODEL = (
+    "a plug-in model is 'package.module:factory' naming a callable that returns a "
+    "torch.nn.Module model(x_t, t) -> eps, with t a LongTensor [B] and eps shaped like x_t"
+)
 
 
-def check_digits(x0: Tensor) -> None:
-    """Raise a ValueError unless ``x0`` is a batch of MNIST digits, [B, 1, 28, 28]."""
-    if x0.dim() != 4 or tuple(x0.shape[1:]) != IMAGE_SHAPE:
-        raise ValueError(f"x0 must be [B, 1, 28, 28] in [-1, 1], got shape {tuple(x0.shape)}")
+def load_plugin_model(
+    factory: str | Callable[[], Any], shape: tuple[int, ...], device: torch.device
+) -> torch.nn.Module:
+    """The network a factory (or its ``package.module:factory`` name) returns, checked with one
+    call on ``shape`` inputs; a ValueError naming it and what a model must be otherwise."""
+    label = factory if isinstance(factory, str) else getattr(factory, "__qualname__", factory)
+    if isinstance(factory, str):
+        factory = load_object(factory, PLUGIN_MODEL)
+    if not callable(factory):
+        raise ValueError(f"model {label!r} is {factory!r}, not a callable; {PLUGIN_MODEL}")
+    try:
+        model = factory()
+    except Exception as error:  # the user's code may fail in any way
+        raise ValueError(f"model {label!r} failed ({type(error).__name__}: {error}); "
+                         f"{PLUGIN_MODEL}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"model {label!r} returned a {type(model).__name__}, not a "
+                         f"torch.nn.Module; {PLUGIN_MODEL}")
+    model = model.to(device).eval()
+    x, t = torch.zeros(1, *shape, device=device), torch.zeros(1, dtype=torch.long, device=device)
+    try:
+        with torch.inference_mode():
+            eps = model(x, t)
+    except Exception as error:  # the user's code may fail in any way
+        raise ValueError(f"model {label!r} cannot be called on x_t {tuple(x.shape)} "
+                         f"({type(error).__name__}: {error}); {PLUGIN_MODEL}") from None
+    if not isinstance(eps, Tensor) or eps.shape != x.shape:
+        got = tuple(eps.shape) if isinstance(eps, Tensor) else type(eps).__name__
+        raise ValueError(f"model {label!r} returned {got} for x_t {tuple(x.shape)}; "
+                         f"{PLUGIN_MODEL}")
+    return model
 
 
 class Translator:
-    """``translator(x0, strength, generator=None) -> x``: noise to ``strength``, denoise back."""
+    """``translator(x0, strength, generator=None) -> x``: noise to ``strength``, denoise back.
+    A :class:`diffbench.system.System`."""
 
     def __init__(
         self,
@@ -41,6 +90,8 @@ class Translator:
         vae: torch.nn.Module | None = None,
         device: str | torch.device = "cpu",
         facts: dict[str, Any] | None = None,
+        name: str | None = None,
+        checkpoints: dict[str, Path] | None = None,
     ) -> None:
         # Channels-last weights: oneDNN's (and cuDNN's) faster convolution layout; measured on
         # the 2-core CPU at batch 64, the pixel UNet's forward 150 -> 122 ms and the VAE's
@@ -51,6 +102,9 @@ class Translator:
         self.device = torch.device(device)
         self.space = "latent" if vae is not None else "pixel"
         self.facts = facts or {}
+        self._name = name
+        self._checkpoints = checkpoints or {}
+        self._digests: dict[str, str] | None = None
 
     @classmethod
     def from_checkpoints(
@@ -61,53 +115,87 @@ class Translator:
         num_steps: int | None = None,
         eta: float = 0.0,
         device: str | torch.device = "cpu",
+        model: str | Callable[[], Any] | None = None,
+        name: str | None = None,
     ) -> Translator:
         """Load ``pixel.safetensors`` (or ``latent.safetensors`` + ``vae.safetensors``) from
-        ``directory``. ``num_steps=None``: all timesteps for DDPM, 50 for DDIM."""
-        if space not in SPACES:
-            raise ValueError(f"unknown space {space!r}; allowed: {', '.join(SPACES)}")
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
-        if sampler == "ddpm" and eta != 0.0:
-            raise ValueError(f"eta applies to the DDIM sampler only, got eta={eta!r} with ddpm")
-        directory = Path(directory)
-        unet, metadata = load_model(directory / f"{space}.safetensors", device)
-        require_metadata(directory / f"{space}.safetensors", metadata, "train_seconds", "stats")
+        ``directory``; ``model`` (a factory or its ``package.module:factory`` name) replaces the
+        UNet checkpoint. ``sampler``: a registered name or ``package.module:Name``;
+        ``num_steps=None``: the sampler's default (all timesteps for DDPM, 50 for DDIM)."""
+        clip = clip_sample(space)  # an unknown space fails here
+        sampler_class(sampler)  # an unknown sampler fails before any file is read
+        directory, device = Path(directory), torch.device(device)
+        files = {"vae.safetensors": directory / "vae.safetensors"} if space == "latent" else {}
         vae, vae_metadata = (None, {})
         if space == "latent":
-            vae, vae_metadata = load_model(directory / "vae.safetensors", device)
-            require_metadata(directory / "vae.safetensors", vae_metadata, "train_seconds", "stats")
+            vae, vae_metadata = load_model(files["vae.safetensors"], device)
+            require_metadata(files["vae.safetensors"], vae_metadata, "train_seconds", "stats")
+        if model is None:
+            files[f"{space}.safetensors"] = directory / f"{space}.safetensors"
+            unet, metadata = load_model(files[f"{space}.safetensors"], device)
+            require_metadata(files[f"{space}.safetensors"], metadata, "train_seconds", "stats")
+        else:
+            shape = tuple(vae.latent_shape) if vae is not None else IMAGE_SHAPE
+            unet = load_plugin_model(model, shape, device)
+            parameters = sum(p.numel() for p in unet.parameters())
+            metadata = {"train_seconds": math.nan, "stats": {"parameters": parameters}}
         schedule_config = metadata.get("schedule") or {"name": "linear", "num_timesteps": 1000}
         schedule = NoiseSchedule.from_name(
             schedule_config["name"], schedule_config["num_timesteps"]
         )
-        # x0 predictions are clipped to the data range in pixel space only: latents are not
-        # bounded to [-1, 1] (diffusers' latent pipelines also run with clip_sample=False).
-        clip = space == "pixel"
-        chosen: Sampler = (
-            DDPMSampler(schedule, num_steps, clip_sample=clip)
-            if sampler == "ddpm"
-            else DDIMSampler(schedule, 50 if num_steps is None else num_steps, eta=eta,
-                             clip_sample=clip)
-        )
+        chosen = make_sampler(sampler, schedule, num_steps, clip_sample=clip, eta=eta)
         facts = {
             "train_seconds": metadata["train_seconds"] + vae_metadata.get("train_seconds", 0.0),
             "unet_parameters": metadata["stats"]["parameters"],
             "vae_parameters": vae_metadata["stats"]["parameters"] if vae is not None else 0,
         }
-        return cls(unet, chosen, vae, device, facts)
+        return cls(unet, chosen, vae, device, facts, name, files)
+
+    @classmethod
+    def from_config(
+        cls, system: SystemConfig, directory: str | Path, device: str | torch.device = "cpu"
+    ) -> Translator:
+        """The system a compare config names (see :class:`diffbench.config.SystemConfig`)."""
+        return cls.from_checkpoints(directory, system.space, system.sampler, system.steps,
+                                    system.eta, device, model=system.model, name=system.name)
 
     @property
     def name(self) -> str:
-        """E.g. ``DDIM-50`` (pixel) or ``LDM-DDPM-1000`` (latent)."""
-        kind = "DDPM" if isinstance(self.sampler, DDPMSampler) else "DDIM"
+        """E.g. ``DDIM-50`` (pixel) or ``LDM-DDPM-1000`` (latent): the sampler's label."""
+        if self._name:
+            return self._name
         prefix = "LDM-" if self.space == "latent" else ""
-        return f"{prefix}{kind}-{self.sampler.num_steps}"
+        return f"{prefix}{self.sampler.label}-{self.sampler.num_steps}"
+
+    @property
+    def sampler_name(self) -> str:
+        """The registered name (``ddim``), or ``package.module:Name`` for a plug-in."""
+        cls = type(self.sampler)
+        return cls.name or f"{cls.__module__}:{cls.__qualname__}"
+
+    @property
+    def num_steps(self) -> int:
+        return self.sampler.num_steps
+
+    def start_timestep(self, strength: float) -> int:
+        return int(self.sampler.img2img_timesteps(strength)[0])
+
+    def evaluations(self, strength: float) -> int:
+        """UNet calls per translation: one per step taken."""
+        return len(self.sampler.img2img_timesteps(strength))
+
+    def add_noise(self, x0: Tensor, noise: Tensor, t: int) -> Tensor:
+        return self.sampler.schedule.add_noise(x0, noise, t)
+
+    def checkpoint_sha256(self) -> dict[str, str]:
+        if self._digests is None:
+            self._digests = {name: sha256_file(p) for name, p in self._checkpoints.items()}
+        return self._digests
 
     def flops_per_image(self, strength: float) -> int:
         """Forward FLOPs of one translation at ``strength``: the UNet once per step taken, plus
         the VAE's encode and decode in latent space."""
-        steps = len(self.sampler.img2img_timesteps(strength))
+        steps = self.evaluations(strength)
         x = torch.zeros(1, *IMAGE_SHAPE, device=self.device)
         t = torch.zeros(1, dtype=torch.long, device=self.device)
         if self.vae is None:
@@ -127,8 +215,16 @@ class Translator:
         x0 = x0.to(self.device)
         if self.vae is None:
             return self.sampler.img2img(self.unet, x0, strength, generator=generator).clamp(-1, 1)
-        scale = self.vae.scale_factor
-        z0 = self.vae.encode(x0)[0] * scale
-        z = self.sampler.img2img(self.unet, z0, strength, generator=generator)
-        return self.vae.decode(z / scale).clamp(-1, 1)
+        z = self.sampler.img2img(self.unet, to_latent(self.vae, x0), strength, generator=generator)
+        return from_latent(self.vae, z).clamp(-1, 1)
 
+    @torch.inference_mode()
+    def generate(self, x_T: Tensor) -> Tensor:
+        """Digits sampled from pure noise ``x_T`` (latents in latent space) by every step."""
+        x = self.sampler.sample(self.unet, x_T.to(self.device))
+        return (x if self.vae is None else from_latent(self.vae, x)).clamp(-1, 1)
+
+    @property
+    def noise_shape(self) -> tuple[int, ...]:
+        """The shape of one image in the space the sampler runs in."""
+        return tuple(self.vae.latent_shape) if self.vae is not None else IMAGE_SHAPE
