@@ -203,7 +203,10 @@ BAD_INPUT = [
         ["systems.0.sampler: Input should be 'ddpm' or 'ddim' (got 'euler')"],
     ),
     (COMPARE + " --set systems.0.space=video", ["Input should be 'pixel' or 'latent'"]),
-    (COMPARE + " --set systems.0.colour=red", ["allowed keys: eta, model, name, sampler, space, steps"]),
+    (
+        COMPARE + " --set systems.0.colour=red",
+        ["allowed keys: eta, model, name, sampler, space, steps"],
+    ),
     (COMPARE + " --set systems.0.steps=5000", ["num_steps must be in [1, 1000], got 5000"]),
     (COMPARE + " --set timing_batch=many", ["timing_batch: Input should be a valid integer"]),
     (COMPARE + " --set systems.9.steps=3", ["'9' is not an index of a 4-item list"]),
