@@ -34,8 +34,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from diffbench.plugins import is_spec, load_object
-from diffbench.schedule import SPACINGS as SPACINGS  # re-exported: it lived here before
-from diffbench.schedule import NoiseSchedule, make_timesteps
+from diffbench.schedule import SPACINGS as SPACINGS  # re-exported: they lived here before
+from diffbench.schedule import NoiseSchedule, img2img_num_steps, make_timesteps
 
 Model = Callable[[Tensor, Tensor], Tensor]
 """Any callable ``model(x_t, t) -> eps`` with ``t`` a LongTensor of shape [B]."""
@@ -100,23 +100,9 @@ def make_sampler(
         return cls(schedule, num_steps, eta=eta, clip_sample=clip_sample)
     if eta != 0.0:
         takers = [c.label for c in SAMPLERS.values() if "eta" in inspect.signature(c).parameters]
-        raise ValueError(f"eta applies to the {' and '.join(takers)} sampler only, got "
-                         f"eta={eta!r} with {name}")
+        raise ValueError(f"eta applies to the {' and '.join(takers)} sampler only, "
+                         f"got eta={eta!r} with {name}")
     return cls(schedule, num_steps, clip_sample=clip_sample)
-
-
-def img2img_num_steps(num_steps: int, strength: float) -> int:
-    """How many of ``num_steps`` an image-to-image run at ``strength`` takes, as in diffusers'
-    img2img pipelines: ``min(int(num_steps * strength), num_steps)``."""
-    if isinstance(strength, bool) or not isinstance(strength, Real) or not 0 < strength <= 1:
-        raise ValueError(f"strength must be a number in (0, 1], got {strength!r}")
-    steps = min(int(num_steps * strength), num_steps)
-    if steps < 1:
-        raise ValueError(
-            f"strength {strength!r} leaves no denoising step out of {num_steps}; "
-            f"use a strength >= {1 / num_steps:g} or more steps"
-        )
-    return steps
 
 
 def _check_same_shape(name: str, value: Tensor, x: Tensor) -> None:

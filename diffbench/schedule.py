@@ -8,13 +8,14 @@ computed in float64 (diffusers uses float32; the two agree to ~1e-7) so that alp
 strictly decreasing even for long schedules; tensor math casts them to the data's dtype.
 
 :func:`make_timesteps` discretises a schedule into the timesteps a sampler visits, with
-diffusers' spacings.
+diffusers' spacings; :func:`img2img_num_steps` says how many of them image-to-image runs.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from numbers import Real
 
 import torch
 from torch import Tensor
@@ -59,6 +60,20 @@ def make_timesteps(num_timesteps: int, num_steps: int, spacing: str = "leading")
         timesteps[-1] = 0 if num_steps == 1 else num_timesteps - 1
         timesteps = torch.round(timesteps)
     return timesteps.long().flip(0)
+
+
+def img2img_num_steps(num_steps: int, strength: float) -> int:
+    """How many of ``num_steps`` an image-to-image run at ``strength`` takes, as in diffusers'
+    img2img pipelines: ``min(int(num_steps * strength), num_steps)``."""
+    if isinstance(strength, bool) or not isinstance(strength, Real) or not 0 < strength <= 1:
+        raise ValueError(f"strength must be a number in (0, 1], got {strength!r}")
+    steps = min(int(num_steps * strength), num_steps)
+    if steps < 1:
+        raise ValueError(
+            f"strength {strength!r} leaves no denoising step out of {num_steps}; "
+            f"use a strength >= {1 / num_steps:g} or more steps"
+        )
+    return steps
 
 
 def _check_num_steps(num_steps: int, num_timesteps: int) -> None:
