@@ -25,17 +25,19 @@ BATCHES = [1, 16]  # latency, throughput
 QUICK = {"pixel-ddim-10", "pixel-ddim-50", "latent-ddim-50"}
 
 
-def systems(extra: list[str]) -> list[tuple[str, SystemConfig]]:
-    """(case name, system): each space with each registered sampler, then the ``--system``s."""
+def systems(extra: list[str]) -> list[tuple[str, dict]]:
+    """(case name, system as a config mapping, so the benchmark JSON can hold it): each space
+    with each registered sampler, then the ``--system``s."""
     found = []
     for space in SPACES:
         for name, cls in SAMPLERS.items():
             for steps in (NUM_TIMESTEPS,) if cls.default_steps is None else FEW_STEPS[space]:
                 found.append((f"{space}-{name}-{steps}",
-                              SystemConfig(space=space, sampler=name, steps=steps)))
+                              {"space": space, "sampler": name, "steps": steps}))
     for text in extra:
         system = validate(SystemConfig, yaml.safe_load(text))
-        found.append((system.name or f"{system.space}-{system.sampler}", system))
+        found.append((system.name or f"{system.space}-{system.sampler}",
+                      system.model_dump(exclude_none=True)))
     return found
 
 
@@ -58,7 +60,7 @@ def rounds_for(steps_run: int, batch: int) -> int:
 
 
 def test_img2img(benchmark, bench_env, device, case, system, strength, batch):
-    translator = bench_env.system(system, device)
+    translator = bench_env.system(SystemConfig(**system), device)
     images = bench_env.digits(device).images[:batch].to(device)
     steps_run = translator.evaluations(strength)
 
@@ -66,7 +68,7 @@ def test_img2img(benchmark, bench_env, device, case, system, strength, batch):
         return translator(images, strength, generator=torch.Generator().manual_seed(0))
 
     run = synchronized(translate, device)
-    benchmark.group = f"img2img {system.space}-{system.sampler} b{batch}"
+    benchmark.group = f"img2img {system['space']}-{system['sampler']} b{batch}"
     benchmark.pedantic(run, rounds=rounds_for(steps_run, batch), warmup_rounds=1, iterations=1)
     fidelity = bench_env.fidelity(translator, strength, device)
     median = benchmark.stats.stats.median
