@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffbench.compare import measure_latency
-from diffbench.config import load_train_config
-from diffbench.evaluate import Digits, load_digits, score_system
+from diffbench.config import SystemConfig, load_train_config
 from diffbench.gate import FidelityBaseline
 from diffbench.metrics import Judge
+from diffbench.scoring import Digits, load_digits, measure_latency, score_system
+from diffbench.system import System
 from diffbench.train import Distributed, Run, prepare_run
 from diffbench.translate import Translator
 
@@ -45,7 +45,7 @@ class BenchEnv:
         self._baselines: dict[str, FidelityBaseline] = {}
         profile = config.getoption("--profile")
         self.profile_dir = Path(profile) if profile else None
-        self._translators: dict[tuple, Translator] = {}
+        self._translators: dict[tuple, System] = {}
         self._judges: dict[str, Judge] = {}
         self._digits: dict[tuple[str, int], Digits] = {}
         self._fidelity: dict[tuple, dict[str, float]] = {}
@@ -63,15 +63,17 @@ class BenchEnv:
             self._digits[device, count] = load_digits(judge, count, self.data_dir)
         return self._digits[device, count]
 
-    def translator(
-        self, space: str, sampler: str, steps: int, device: str, **options
-    ) -> Translator:
-        """One translator per (system, device, options: compile, channels_last, ...)."""
-        key = (space, sampler, steps, device, *sorted(options.items()))
+    def translator(self, space: str, sampler: str, steps: int, device: str, **options) -> System:
+        """One system per (space, sampler, steps, device, options: compile, channels_last...)."""
+        return self.system(SystemConfig(space=space, sampler=sampler, steps=steps), device,
+                           **options)
+
+    def system(self, config: SystemConfig, device: str, **options) -> System:
+        """The system a compare-config mapping names (registered or plug-in), loaded once."""
+        key = (config, device, *sorted(options.items()))
         if key not in self._translators:
-            self._translators[key] = Translator.from_checkpoints(
-                self.checkpoints, space, sampler, num_steps=steps, device=device, **options
-            )
+            self._translators[key] = Translator.from_config(config, self.checkpoints, device,
+                                                            **options)
         return self._translators[key]
 
     def train_run(self, kind: str, device: str, batch: int) -> Run:
@@ -85,16 +87,14 @@ class BenchEnv:
                            command="bench")
 
     def fidelity(
-        self, translator: Translator, strength: float, device: str, count: int = FIDELITY_IMAGES
+        self, system: System, strength: float, device: str, count: int = FIDELITY_IMAGES
     ) -> dict[str, float]:
         """mse, psnr, ssim, preservation and the ceiling of one system at one strength, on the
         first ``count`` test digits (scored once per session, shared by every batch size)."""
-        key = (translator.name, strength, device, count)
+        key = (system.name, strength, device, count)
         if key not in self._fidelity:
-            digits = self.digits(device, max(count, DIGITS))
-            scored = Digits(digits.images[:count], digits.labels[:count],
-                            digits.reference_features)
-            result, _ = score_system(translator, self.judge(device), scored, strength, seed=0)
+            scored = self.digits(device, max(count, DIGITS)).first(count)
+            result, _ = score_system(system, self.judge(device), scored, strength, seed=0)
             row = result.as_dict()
             self._fidelity[key] = {k: row[k] for k in
                                    ("mse", "psnr", "ssim", "preservation", "preservation_ceiling")}

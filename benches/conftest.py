@@ -1,6 +1,7 @@
 """Fixtures and options of the benchmark suite (pytest-benchmark).
 
-Options: ``--checkpoints DIR`` (default fixtures/checkpoints), ``--mlflow`` (or
+Options: ``--checkpoints DIR`` (default fixtures/checkpoints), ``--system YAML`` (bench a
+registered or plug-in system too, as a compare config names it), ``--mlflow`` (or
 ``DIFFBENCH_MLFLOW=1``: one MLflow run per session with every benchmark's statistics and
 extra_info, and the benchmark JSON as an artifact), ``--profile DIR`` (a torch.profiler trace per
 benchmark, for TensorBoard's profiler plugin and Perfetto), ``--fidelity-baseline FILE`` (CPU
@@ -39,6 +40,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="the CUDA cases' baseline (written the first time they run on a GPU)")
     group.addoption("--update-fidelity-baseline", action="store_true",
                     help="record this run's fidelity as the new baseline instead of checking it")
+    group.addoption("--system", action="append", default=[], metavar="YAML",
+                    help="also bench this system in test_img2img: a compare-config system, e.g. "
+                         "'{name: my-euler, space: pixel, sampler: \"mypkg.samplers:Euler\", "
+                         "steps: 20}'; repeatable")
 
 
 def pytest_configure(config: pytest.Config) -> None:

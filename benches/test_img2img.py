@@ -1,5 +1,7 @@
 """Image-to-image latency and fidelity per system, strength, batch size and device.
 
+The systems are every registered sampler in each space (few-step samplers at several step
+counts), plus any given with ``--system`` (e.g. a plug-in ``package.module:Name`` sampler).
 Every case records in ``benchmark.extra_info`` what it measured besides time: fidelity on the
 fixed digits (mse, psnr, ssim, preservation, preservation_ceiling), steps, strength, batch,
 device, parameters and FLOPs per image; the fidelity gate then compares it with the baseline.
@@ -8,34 +10,46 @@ device, parameters and FLOPs per image; the fidelity gate then compares it with 
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from benchlib import DEVICES, synchronized
+from diffbench.config import SystemConfig, validate
+from diffbench.sampling import DEFAULT_STEPS, SAMPLERS
+from diffbench.system import SPACES, generator_for
 
-# (space, sampler, steps): DDPM-1000, DDIM at 10/20/50/100, LDM-DDIM-50, LDM-DDPM-1000.
-SYSTEMS = [
-    ("pixel", "ddpm", 1000),
-    ("pixel", "ddim", 10),
-    ("pixel", "ddim", 20),
-    ("pixel", "ddim", 50),
-    ("pixel", "ddim", 100),
-    ("latent", "ddim", 50),
-    ("latent", "ddpm", 1000),
-]
+NUM_TIMESTEPS = 1000  # the shipped checkpoints' schedule: what an every-timestep sampler runs
+FEW_STEPS = {"pixel": (10, 20, DEFAULT_STEPS, 100), "latent": (DEFAULT_STEPS,)}
 STRENGTHS = [0.3, 0.5]
 BATCHES = [1, 16]  # latency, throughput
-QUICK = {("pixel", "ddim", 10), ("pixel", "ddim", 50), ("latent", "ddim", 50)}
+QUICK = {"pixel-ddim-10", "pixel-ddim-50", "latent-ddim-50"}
 
 
-def cases():
-    for space, sampler, steps in SYSTEMS:
-        for strength in STRENGTHS:
-            for batch in BATCHES:
-                quick = (space, sampler, steps) in QUICK and strength == 0.3
-                yield pytest.param(
-                    space, sampler, steps, strength, batch,
-                    id=f"{space}-{sampler}-{steps}-s{strength}-b{batch}",
-                    marks=[pytest.mark.quick] if quick else [],
-                )
+def systems(extra: list[str]) -> list[tuple[str, dict]]:
+    """(case name, system as a config mapping, so the benchmark JSON can hold it): each space
+    with each registered sampler, then the ``--system``s."""
+    found = []
+    for space in SPACES:
+        for name, cls in SAMPLERS.items():
+            for steps in (NUM_TIMESTEPS,) if cls.default_steps is None else FEW_STEPS[space]:
+                found.append((f"{space}-{name}-{steps}",
+                              {"space": space, "sampler": name, "steps": steps}))
+    for text in extra:
+        system = validate(SystemConfig, yaml.safe_load(text))
+        found.append((system.name or f"{system.space}-{system.sampler}",
+                      system.model_dump(exclude_none=True)))
+    return found
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    cases = [
+        pytest.param(case, system, strength, batch, id=f"{case}-s{strength}-b{batch}",
+                     marks=[pytest.mark.quick] if case in QUICK and strength == 0.3 else [])
+        for case, system in systems(metafunc.config.getoption("--system"))
+        for strength in STRENGTHS
+        for batch in BATCHES
+    ]
+    metafunc.parametrize("device", DEVICES)
+    metafunc.parametrize("case, system, strength, batch", cases)
 
 
 def rounds_for(steps_run: int, batch: int) -> int:
@@ -44,25 +58,23 @@ def rounds_for(steps_run: int, batch: int) -> int:
     return 2 if work >= 2000 else 3 if work >= 200 else 10
 
 
-@pytest.mark.parametrize("space, sampler, steps, strength, batch", list(cases()))
-@pytest.mark.parametrize("device", DEVICES)
-def test_img2img(benchmark, bench_env, device, space, sampler, steps, strength, batch):
-    translator = bench_env.translator(space, sampler, steps, device)
+def test_img2img(benchmark, bench_env, device, case, system, strength, batch):
+    translator = bench_env.system(SystemConfig(**system), device)
     images = bench_env.digits(device).images[:batch].to(device)
-    steps_run = len(translator.sampler.img2img_timesteps(strength))
+    steps_run = translator.evaluations(strength)
 
     def translate():
-        return translator(images, strength, generator=translator.generator(0))
+        return translator(images, strength, generator=generator_for(translator, 0))
 
     run = synchronized(translate, device)
-    benchmark.group = f"img2img {space}-{sampler} b{batch}"
+    benchmark.group = f"img2img {system['space']}-{system['sampler']} b{batch}"
     benchmark.pedantic(run, rounds=rounds_for(steps_run, batch), warmup_rounds=1, iterations=1)
     fidelity = bench_env.fidelity(translator, strength, device)
     median = benchmark.stats.stats.median
     benchmark.extra_info.update(
         fidelity,
         steps=steps_run,
-        sampler_steps=steps,
+        sampler_steps=translator.num_steps,
         strength=strength,
         batch=batch,
         device=device,
@@ -70,9 +82,8 @@ def test_img2img(benchmark, bench_env, device, space, sampler, steps, strength, 
         images_per_second=batch / median,
         parameters=translator.facts["unet_parameters"] + translator.facts["vae_parameters"],
         flops_per_image=translator.flops_per_image(strength),
-        **translator.settings,
+        **getattr(translator, "settings", {}),
     )
-    case = f"{space}-{sampler}-{steps}-s{strength}"
-    bench_env.profile(f"img2img-{device}-{case}-b{batch}", translate)
-    problems = bench_env.gate(f"{device}-{case}", fidelity, device)
+    bench_env.profile(f"img2img-{device}-{case}-s{strength}-b{batch}", translate)
+    problems = bench_env.gate(f"{device}-{case}-s{strength}", fidelity, device)
     assert not problems, "fidelity regression: " + "; ".join(problems)

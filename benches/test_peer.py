@@ -27,8 +27,7 @@ from benchlib import (
     side_by_side,
     synchronized,
 )
-from diffbench.compare import measure_latency
-from diffbench.evaluate import translate
+from diffbench.scoring import measure_latency
 from diffbench.train import train_step
 
 pytest.importorskip("diffusers", reason="the peer needs diffusers: pip install diffbench[parity]")
@@ -46,14 +45,6 @@ def peer_path(bench_env):
     return path
 
 
-def fidelity(translator, bench_env, device: str) -> dict[str, float]:
-    """mse and preservation on the first 256 test digits, seed 0."""
-    digits = bench_env.digits(device, SCORED_IMAGES)
-    outputs = translate(translator, digits.images, STRENGTH, seed=0)
-    scores = bench_env.judge(device).score(outputs, digits.images, digits.labels)
-    return {"mse": scores["mse"], "preservation": scores["preservation"]}
-
-
 @pytest.mark.parametrize("device", DEVICES)
 def test_img2img_against_peer(benchmark, bench_env, device, peer_path):
     pixel = bench_env.translator("pixel", "ddim", 50, device)
@@ -62,7 +53,9 @@ def test_img2img_against_peer(benchmark, bench_env, device, peer_path):
     peer_cl = PeerTranslator.from_checkpoint(peer_path, 50, device, channels_last=True)
     peer_cl_s = measure_latency(peer_cl, bench_env.digits(device).images[:BATCH], STRENGTH,
                                 seed=0, repeats=3)["sec_per_image"]
-    ours, theirs = fidelity(pixel, bench_env, device), fidelity(peer, bench_env, device)
+    # The peer is scored by the same code as every system (256 digits, seed 0).
+    ours, theirs = (bench_env.fidelity(system, STRENGTH, device, SCORED_IMAGES)
+                    for system in (pixel, peer))
     report(benchmark, "pixel DDIM-50 vs diffusers peer DDIM-50 (goal: >= 2x images/s, "
            "preservation and mse equal or better)", {
         "pixel_images_per_second": 1 / pixel_s, "peer_images_per_second": 1 / peer_s,

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 from diffbench.compiled import COMPILE_MODES
+from diffbench.config import KINDS
 from diffbench.errors import InputError
-from diffbench.runtime import NOISE_DEVICES
+from diffbench.runtime import DEVICES, MAX_SEED, NOISE_DEVICES, resolve_device
 
-MAX_SEED = 2**32 - 1
 EVALUATE_CHECKPOINTS = ["classifier", "pixel", "latent", "vae"]
 
 
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=_seed, default=0)
 
     train = commands.add_parser("train", help="train one model (a kind below)")
-    train.add_argument("kind", choices=["pixel", "vae", "latent", "classifier", "peer"])
+    train.add_argument("kind", choices=KINDS)
     train.add_argument(
         "--config", type=Path, help="YAML config (default: configs/train_<kind>.yaml)"
     )
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_positive_int)
     train.add_argument("--out", help="folder for the checkpoint, its training state and card")
     train.add_argument("--data-dir", help="MNIST folder (default: $DIFFBENCH_DATA_DIR or download)")
-    train.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    train.add_argument("--device", choices=DEVICES)
     train.add_argument("--seed", type=_seed)
     train.add_argument("--resume", action="store_true",
                        help="continue from the training state in --out")
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoints", type=Path, default=Path("fixtures/checkpoints"))
     evaluate.add_argument("--out", type=Path, default=Path("results/evaluate.json"))
     evaluate.add_argument("--data-dir", help="MNIST folder (default: $DIFFBENCH_DATA_DIR)")
-    evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    evaluate.add_argument("--device", choices=DEVICES, default="auto")
     evaluate.add_argument("--num-images", type=_positive_int, default=1000,
                           help="test digits per system at the main strength (0.3)")
     evaluate.add_argument("--ddpm-images", type=_positive_int, default=256,
@@ -120,9 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", help="output folder (default: results/)")
     compare.add_argument("--strength", type=float, action="append",
                          help="noise strength in (0, 1]; repeatable (default: 0.3 and 0.5)")
-    compare.add_argument("--steps", type=_positive_int, help="step count of the DDIM systems")
+    compare.add_argument("--steps", type=_positive_int,
+                         help="step count of the few-step systems (DDIM, plug-ins)")
     compare.add_argument("--num-images", type=_positive_int, help="test digits scored per run")
-    compare.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    compare.add_argument("--device", choices=DEVICES)
     compare.add_argument("--compile", choices=COMPILE_MODES,
                          help="torch.compile the networks, or capture each call as one CUDA "
                               "graph (cudagraphs: CUDA, DDIM eta=0); default: eager")
@@ -152,8 +153,6 @@ def _compare(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from diffbench.checkpoints import check_writable_dir, load_model, require_checkpoints
     from diffbench.evaluate import evaluate, write_report
-    from diffbench.runtime import resolve_device
-
     device = str(resolve_device(args.device))
     if args.out.is_dir():
         raise UsageError(f"--out {args.out} is a folder; allowed: a file path for the JSON report")
@@ -195,11 +194,11 @@ def _train(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from diffbench.checkpoints import check_writable_dir
     from diffbench.demo import run_demo
-    from diffbench.sampling import img2img_num_steps
+    from diffbench.sampling import DEFAULT_STEPS, img2img_num_steps
 
     strengths = tuple(args.strength or (0.3, 0.5))
     for strength in strengths:  # DDIM-50 and DDPM-1000 must each take a step
-        img2img_num_steps(50, strength)
+        img2img_num_steps(DEFAULT_STEPS, strength)
     check_writable_dir(args.out)
     results = run_demo(
         args.out,

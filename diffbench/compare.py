@@ -1,28 +1,30 @@
 """``diffbench compare``: DDPM, DDIM and latent diffusion side by side on the same digits.
 
-For every system and strength: fidelity on ``num_images`` test digits (scored by
-:func:`diffbench.evaluate.score_system`) and latency timed honestly (warm-up calls first, under
-``torch.inference_mode``, the device synchronised before the clock stops, the same digits and
-seeds for every system, median and spread of ``repeats`` calls). Results reach disk (JSON,
+Systems are the config's (a registered or ``package.module:Name`` sampler, on the shipped
+checkpoint or a ``package.module:factory`` model) and, from Python (:func:`run`), any
+:class:`~diffbench.system.System` object. For every system and strength: fidelity on
+``num_images`` test digits and latency timed honestly (warm-up calls first, the device
+synchronised before the clock stops, the same digits and seeds for every system, median and
+spread of ``repeats`` calls), both by :mod:`diffbench.scoring`. Results reach disk (JSON,
 Markdown, PNGs) before MLflow is tried. With ``compile`` set, compilation (or CUDA-graph
 capture) happens in untimed calls and is reported apart, as ``compile_seconds``.
 
 Everything that can be checked is checked before the work starts: the device, a writable
 output folder, every checkpoint loading into its model, every strength giving a step. Each row
 of results.json records what reproduces it: seed, device, torch version and the sha256 of every
-checkpoint file the row used, and the translator's settings (compile mode, noise device, TF32,
+checkpoint file the row used, and a Translator's settings (compile mode, noise device, TF32,
 channels-last weights).
 """
 
 from __future__ import annotations
 
 import json
-import statistics
-import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import Field
 
 from diffbench.checkpoints import (
     check_writable_dir,
@@ -30,11 +32,14 @@ from diffbench.checkpoints import (
     require_checkpoints,
     write_atomic_text,
 )
-from diffbench.config import CompareConfig
-from diffbench.evaluate import Digits, load_digits, noised_inputs, score_system, start_timestep
+from diffbench.config import CompareConfig, SystemConfig, validate
+from diffbench.errors import InputError
 from diffbench.metrics import Judge
 from diffbench.report import GridBlock, markdown_table, plot_pareto, plot_strength, render_grid
-from diffbench.runtime import resolve_device, synchronize
+from diffbench.runtime import resolve_device
+from diffbench.scoring import Digits, load_digits, noised_inputs, score_system
+from diffbench.scoring import measure_latency as measure_latency  # lived here; still importable
+from diffbench.system import System, check_system, compile_seconds, generator_for
 from diffbench.tracking import start_run
 from diffbench.translate import Translator
 
@@ -45,93 +50,83 @@ RESULT_KEYS = (
 )
 
 
-def measure_latency(
-    translator: Translator, images: torch.Tensor, strength: float, seed: int, repeats: int
-) -> dict[str, Any]:
-    """Seconds per image of ``repeats`` timed calls on ``images`` (same seed each call); a
-    compiled translator first prepares this shape and strength in an untimed call."""
-    images = images.to(translator.device)
-    if translator.compile:
-        translator(images, strength, generator=translator.generator(seed))
-    seconds = []
-    for _ in range(repeats):
-        generator = translator.generator(seed)
-        synchronize(translator.device)
-        start = time.perf_counter()
-        translator(images, strength, generator=generator)
-        synchronize(translator.device)
-        seconds.append((time.perf_counter() - start) / len(images))
-    return {
-        "sec_per_image": statistics.median(seconds),
-        "sec_per_image_min": min(seconds),
-        "sec_per_image_max": max(seconds),
-        "timing_repeats": repeats,
-        "timing_batch": len(images),
-    }
-
-
 def checkpoint_files(config: CompareConfig) -> list[str]:
     """The checkpoint files the comparison reads (the noise-aware classifier when present)."""
     names = ["classifier.safetensors"]
     if (Path(config.checkpoints) / "noisy_classifier.safetensors").is_file():
         names.append("noisy_classifier.safetensors")
-    spaces = {system.space for system in config.systems}
+    spaces = {system.space for system in config.systems if system.model is None}
     names += [f"{space}.safetensors" for space in ("pixel", "latent") if space in spaces]
-    return names + (["vae.safetensors"] if "latent" in spaces else [])
+    latent = any(system.space == "latent" for system in config.systems)
+    return names + (["vae.safetensors"] if latent else [])
 
 
-def run_compare(config: CompareConfig) -> list[dict[str, Any]]:
-    """Run the comparison and write results.json, results.md, i2i_comparison.png, pareto.png
-    (and fidelity_vs_strength.png for several strengths) into ``config.out``; log to MLflow."""
+class _PythonRun(CompareConfig):
+    """:func:`run`'s settings: systems may all come as System objects."""
+
+    systems: list[SystemConfig] = Field(default_factory=list)
+
+
+def run(systems: Sequence[System | dict[str, Any]], **settings: Any) -> list[dict[str, Any]]:
+    """The comparison from Python: ``systems`` are System objects (a Translator, the peer,
+    your own) or config mappings (``{"space": "pixel", "sampler": "mypkg.samplers:Euler"}``);
+    ``settings`` are other compare config keys (``out``, ``strengths``, ``num_images``, ...)."""
+    mappings = [s for s in systems if isinstance(s, dict)]
+    objects = [s for s in systems if not isinstance(s, dict)]
+    config = validate(_PythonRun, {**settings, "systems": mappings})
+    return run_compare(config, objects)
+
+
+def run_compare(config: CompareConfig, systems: Sequence[System] = ()) -> list[dict[str, Any]]:
+    """Run the comparison of the config's systems, then ``systems`` (any System objects), and
+    write results.json, results.md, i2i_comparison.png, pareto.png (and fidelity_vs_strength.png
+    for several strengths) into ``config.out``; log to MLflow."""
     device = resolve_device(config.device)
     check_writable_dir(config.out)
     names = checkpoint_files(config)
     require_checkpoints(config.checkpoints, names)
     judge = Judge.from_checkpoints(config.checkpoints, device)
-    translators = [
-        Translator.from_checkpoints(
-            config.checkpoints, system.space, system.sampler, system.steps, system.eta, device,
-            compile=config.compile, noise_device=config.noise_device, tf32=config.tf32,
-        )
-        for system in config.systems
-    ]
-    for translator in translators:
+    options = {"compile": config.compile, "noise_device": config.noise_device, "tf32": config.tf32}
+    built = [Translator.from_config(s, config.checkpoints, device, **options)
+             for s in config.systems]
+    systems = built + [*systems]
+    if not systems:
+        raise InputError("nothing to compare: give at least one system")
+    for system in systems:
+        check_system(system)
         for strength in config.strengths:
-            translator.sampler.img2img_timesteps(strength)  # a ValueError now, not mid-run
-    hashes = checkpoint_sha256(config.checkpoints, names)
+            system.start_timestep(strength)  # a ValueError now, not mid-run
+    judges = [name for name in names if name.startswith(("classifier", "noisy_classifier"))]
+    judge_hashes = checkpoint_sha256(config.checkpoints, judges)
     provenance = {"seed": config.seed, "device": str(device), "torch": torch.__version__}
     digits = load_digits(judge, max(config.num_images, config.grid_images), config.data_dir)
-    scored = Digits(digits.images[: config.num_images], digits.labels[: config.num_images],
-                    digits.reference_features)
+    scored = digits.first(config.num_images)
     grid_columns: dict[float, list[tuple[str, torch.Tensor]]] = {s: [] for s in config.strengths}
     results = []
-    for translator in translators:
-        used = [name for name in names if name.startswith(("classifier", "noisy_classifier"))]
-        used += [f"{translator.space}.safetensors"]
-        used += ["vae.safetensors"] if translator.space == "latent" else []
+    for system in systems:
         timing_images = digits.images[: config.timing_batch]
-        compiled_before = translator.compile_seconds
+        compiled_before = compile_seconds(system)
         for _ in range(config.warmup):
-            translator(timing_images.to(device), config.strengths[0],
-                       generator=translator.generator(config.seed))
+            system(timing_images.to(system.device), config.strengths[0],
+                   generator=generator_for(system, config.seed))
         for strength in config.strengths:
-            result, outputs = score_system(translator, judge, scored, strength, config.seed)
+            result, outputs = score_system(system, judge, scored, strength, config.seed)
             row = result.as_dict()
-            row.update(measure_latency(translator, timing_images, strength, config.seed,
+            row.update(measure_latency(system, timing_images, strength, config.seed,
                                        config.repeats))
-            row["train_seconds"] = translator.facts["train_seconds"]
-            row["flops_per_image"] = translator.flops_per_image(strength)
-            row["compile_seconds"] = translator.compile_seconds - compiled_before
-            compiled_before = translator.compile_seconds
-            row.update(provenance, **translator.settings,
-                       checkpoint_sha256={name: hashes[name] for name in used})
+            row["train_seconds"] = system.facts["train_seconds"]
+            row["flops_per_image"] = system.flops_per_image(strength)
+            row["compile_seconds"] = compile_seconds(system) - compiled_before
+            compiled_before = compile_seconds(system)
+            row.update(provenance, **getattr(system, "settings", {}),
+                       checkpoint_sha256={**judge_hashes, **system.checkpoint_sha256()})
             results.append(row)
-            grid_columns[strength].append((translator.name, outputs[: config.grid_images]))
-            print(f"{translator.name:>14} strength {strength:.2f}: "
+            grid_columns[strength].append((system.name, outputs[: config.grid_images]))
+            print(f"{system.name:>14} strength {strength:.2f}: "
                   f"{row['sec_per_image']:.4f} s/image, mse {row['mse']:.4f}, "
                   f"preservation {row['preservation']:.3f} (ceiling "
                   f"{row['preservation_ceiling']:.3f})")
-    files = write_results(config, results, digits, grid_columns, translators[0])
+    files = write_results(config, results, digits, grid_columns, systems[0])
     track(config, results, files)
     return results
 
@@ -141,17 +136,17 @@ def write_results(
     results: list[dict[str, Any]],
     digits: Digits,
     grid_columns: dict[float, list[tuple[str, torch.Tensor]]],
-    translator: Translator,
+    system: System,
 ) -> list[Path]:
     """The files of a comparison, each written atomically or whole; the grid's noised column
-    shows the digits at ``translator``'s start timestep."""
+    shows the digits at ``system``'s start timestep."""
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     sources = digits.images[: config.grid_images]
     blocks = []
     for strength, columns in grid_columns.items():
-        t = start_timestep(translator, strength)
-        noised = noised_inputs(translator, sources, strength, config.seed)
+        t = system.start_timestep(strength)
+        noised = noised_inputs(system, sources, strength, config.seed)
         blocks.append(GridBlock(
             title=f"strength {strength:g}",
             labels=["source", f"noised t={t}", *(name for name, _ in columns)],

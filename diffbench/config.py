@@ -13,15 +13,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from diffbench.compiled import COMPILE_MODES
 from diffbench.errors import InputError
 from diffbench.models import ClassifierConfig, PeerConfig, UNetConfig, VAEConfig
-from diffbench.runtime import NOISE_DEVICES
+from diffbench.plugins import is_spec
+from diffbench.runtime import DEVICES, MAX_SEED, NOISE_DEVICES
+from diffbench.sampling import SAMPLERS, sampler_class
+from diffbench.system import SPACES
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-KINDS = ("pixel", "vae", "latent", "classifier", "peer")
 MODEL_CONFIGS = {
     "pixel": UNetConfig,
     "latent": UNetConfig,
@@ -29,7 +32,8 @@ MODEL_CONFIGS = {
     "classifier": ClassifierConfig,
     "peer": PeerConfig,
 }
-MAX_SEED = 2**32 - 1
+"""Model kinds `diffbench train` trains -> their model's config dataclass."""
+KINDS = tuple(MODEL_CONFIGS)
 _FINITE = ConfigDict(allow_inf_nan=False)
 # What parsing YAML text can raise: its own errors, and e.g. ValueError for the date 2024-13-45.
 _YAML_ERRORS = (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError)
@@ -53,7 +57,7 @@ class ScheduleConfig(_Strict):
 class TrainConfig(_Strict):
     """One training run of one model kind."""
 
-    kind: Literal["pixel", "vae", "latent", "classifier", "peer"]
+    kind: Literal[KINDS]
     name: str | None = Field(None, description="checkpoint file stem; default: the kind")
     steps: int = Field(ge=1, description="optimizer steps (per process under DDP)")
     batch_size: int = Field(128, ge=1, description="images per step and process")
@@ -69,7 +73,7 @@ class TrainConfig(_Strict):
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(25, ge=1)
     seed: int = Field(0, ge=0, le=MAX_SEED)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal[DEVICES] = "auto"
     data_dir: str | None = None
     out: str = "runs"
     train_images: int | None = Field(None, ge=1, description="first N training images; all if null")
@@ -110,10 +114,42 @@ class TrainConfig(_Strict):
 class SystemConfig(_Strict):
     """One image-to-image system of a comparison."""
 
-    space: Literal["pixel", "latent"]
-    sampler: Literal["ddpm", "ddim"]
+    space: Literal[SPACES]
+    sampler: str = Field(description="a registered sampler or 'package.module:Name'")
     steps: int | None = Field(None, ge=1, description="null: 1000 for DDPM, 50 for DDIM")
     eta: float = Field(0.0, ge=0, le=1)
+    name: str | None = Field(None, description="its name in the results; null: e.g. DDIM-50")
+    model: str | None = Field(
+        None, description="'package.module:factory' returning an nn.Module model(x_t, t) -> eps; "
+        "null: the space's checkpoint"
+    )
+
+    @field_validator("sampler")
+    @classmethod
+    def _known_sampler(cls, value: str) -> str:
+        """A registered name, or a ``package.module:Name`` that imports as a Sampler class."""
+        if value not in SAMPLERS and not is_spec(value):
+            names = [repr(name) for name in SAMPLERS]
+            expected = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+            raise PydanticCustomError(
+                "literal_error", "Input should be {expected}",
+                {"expected": expected, "hint": "or a plug-in 'package.module:Name'"},
+            )
+        try:
+            sampler_class(value)
+        except ValueError as error:
+            problem = {"problem": str(error)}
+            raise PydanticCustomError("plugin_error", "{problem}", problem) from None
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model_spec(cls, value: str | None) -> str | None:
+        if value is not None and not is_spec(value):
+            raise PydanticCustomError(
+                "plugin_error", "a plug-in model is 'package.module:factory'", {}
+            )
+        return value
 
 
 class CompareConfig(_Strict):
@@ -129,7 +165,7 @@ class CompareConfig(_Strict):
     repeats: int = Field(3, ge=1, description="timed calls per system and strength")
     warmup: int = Field(1, ge=0, description="untimed calls per system before timing")
     seed: int = Field(0, ge=0, le=MAX_SEED)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal[DEVICES] = "auto"
     compile: Literal[COMPILE_MODES] | None = Field(None, description="null: eager")
     noise_device: Literal[NOISE_DEVICES] = "device"
     tf32: bool = Field(False, description="TF32 matmuls and convolutions (CUDA only)")
@@ -239,17 +275,25 @@ def load_compare_config(
     path: str | Path | None = None, overrides: list[str] = (), **flags: Any
 ) -> CompareConfig:
     """configs/compare.yaml (or ``path``), then ``--set`` overrides, then CLI flags; the flag
-    ``steps`` sets the step count of every DDIM system."""
+    ``steps`` sets the step count of every few-step system (DDIM, plug-ins; not DDPM)."""
     raw = load_yaml(path or CONFIG_DIR / "compare.yaml")
     for assignment in overrides:
         apply_override(raw, assignment)
     steps = flags.pop("steps", None)
     if steps is not None and isinstance(raw.get("systems"), list):
         for system in raw["systems"]:
-            if isinstance(system, dict) and system.get("sampler") == "ddim":
+            if isinstance(system, dict) and _few_step(system.get("sampler")):
                 system["steps"] = steps
     raw.update({key: value for key, value in flags.items() if value is not None})
     return validate(CompareConfig, raw)
+
+
+def _few_step(sampler: Any) -> bool:
+    """Whether ``sampler`` runs a chosen step count (DDIM, a plug-in), not every timestep."""
+    try:
+        return sampler_class(sampler).default_steps is not None
+    except (TypeError, ValueError):  # not a sampler: validation reports it
+        return False
 
 
 def validate(model: type[BaseModel], raw: dict[str, Any]) -> Any:
@@ -270,6 +314,8 @@ def _describe(model: type[BaseModel], error: dict[str, Any]) -> str:
     loc = error["loc"]
     key = ".".join(map(str, loc)) or "<root>"
     text = f"{key}: {error['msg']} (got {_short(error.get('input'))})"
+    if error.get("ctx", {}).get("hint"):
+        text += f" {error['ctx']['hint']}"
     if error["type"] == "extra_forbidden":
         allowed = _fields_at(model, loc[:-1])
         if allowed:

@@ -2,7 +2,8 @@
 
 Measures, and writes as one JSON file: classifier accuracy; VAE reconstruction; image-to-image
 fidelity of the four systems (pixel DDPM-1000 / DDIM-50, latent DDPM-1000 / DDIM-50) at a main
-strength and a sweep of strengths, each beside the preservation ceiling; and generation from
+strength and a sweep of strengths, each beside the preservation ceiling (every registered sampler
+in each space, so a newly registered sampler is evaluated too); and generation from
 pure noise. Source digits are the first test digits; Frechet-distance references are the last
 5,000 test digits, disjoint from the sources for up to 5,000 of them.
 """
@@ -10,132 +11,30 @@ pure noise. Source digits are the first test digits; Frechet-distance references
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from diffbench.checkpoints import environment_facts, load_metadata, load_model, write_atomic_text
 from diffbench.data import load_mnist
 from diffbench.metrics import Judge, mse
+from diffbench.sampling import SAMPLERS, sampler_class
+from diffbench.scoring import REFERENCE_SLICE as REFERENCE_SLICE  # scoring lived here: its names
+from diffbench.scoring import Digits as Digits  # stay importable from diffbench.evaluate
+from diffbench.scoring import SystemResult as SystemResult
+from diffbench.scoring import load_digits, score_system
+from diffbench.scoring import noised_inputs as noised_inputs
+from diffbench.scoring import start_timestep as start_timestep
+from diffbench.scoring import translate as translate
+from diffbench.system import SPACES
 from diffbench.translate import Translator
 
-SYSTEMS = (("pixel", "ddpm"), ("pixel", "ddim"), ("latent", "ddpm"), ("latent", "ddim"))
-REFERENCE_SLICE = slice(5000, 10_000)
 
-
-@dataclass
-class Digits:
-    """Source digits, their labels, and classifier features of held-out real digits."""
-
-    images: Tensor
-    labels: Tensor
-    reference_features: Tensor
-
-
-def load_digits(judge: Judge, num_images: int, data_dir: str | None) -> Digits:
-    test = load_mnist("test", data_dir)
-    return Digits(
-        test.images[:num_images],
-        test.labels[:num_images],
-        judge.features(test.images[REFERENCE_SLICE]),
-    )
-
-
-def start_timestep(translator: Translator, strength: float) -> int:
-    """The timestep image-to-image noises to (the first one it denoises from)."""
-    return int(translator.sampler.img2img_timesteps(strength)[0])
-
-
-def translate(
-    translator: Translator,
-    images: Tensor,
-    strength: float,
-    seed: int,
-    batch_size: int = 250,
-    progress: bool = False,
-) -> Tensor:
-    """Translate ``images`` in batches; batch i draws from a generator seeded ``seed + i``, so
-    results do not depend on how many batches run before."""
-    outputs = []
-    batches = images.split(batch_size)
-    for i, batch in enumerate(tqdm(batches, desc=translator.name, disable=not progress)):
-        generator = translator.generator(seed + i)
-        outputs.append(translator(batch, strength, generator=generator).cpu())
-    return torch.cat(outputs)
-
-
-def noised_inputs(translator: Translator, images: Tensor, strength: float, seed: int) -> Tensor:
-    """x_t at the translator's start timestep, in pixel space, with seeded noise."""
-    t = start_timestep(translator, strength)
-    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
-    return translator.sampler.schedule.add_noise(images, noise, t)
-
-
-@dataclass
-class SystemResult:
-    """One system at one strength: what ran and what it scored."""
-
-    name: str
-    space: str
-    sampler: str
-    steps: int
-    strength: float
-    num_images: int
-    start_timestep: int
-    mse: float
-    psnr: float
-    ssim: float
-    preservation: float
-    preservation_ceiling: float
-    frechet_distance: float
-    sec_per_image: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.update(data.pop("extra"))
-        return data
-
-
-def score_system(
-    translator: Translator,
-    judge: Judge,
-    digits: Digits,
-    strength: float,
-    seed: int,
-    progress: bool = False,
-) -> tuple[SystemResult, Tensor]:
-    """Translate the digits with one system at one strength and score the outputs.
-
-    The preservation ceiling is the noise-aware classifier's accuracy on the digits noised in
-    pixel space to the system's start timestep (for latent systems, a pixel-space stand-in for
-    the latent noise level at the same timestep).
-    """
-    start = time.perf_counter()
-    outputs = translate(translator, digits.images, strength, seed, progress=progress)
-    seconds = time.perf_counter() - start
-    t = start_timestep(translator, strength)
-    noised = noised_inputs(translator, digits.images, strength, seed)
-    timesteps = torch.full((len(noised),), t, dtype=torch.long)
-    scores = judge.score(outputs, digits.images, digits.labels, digits.reference_features)
-    result = SystemResult(
-        name=translator.name,
-        space=translator.space,
-        sampler=type(translator.sampler).__name__.removesuffix("Sampler").lower(),
-        steps=len(translator.sampler.img2img_timesteps(strength)),
-        strength=strength,
-        num_images=len(outputs),
-        start_timestep=t,
-        preservation_ceiling=judge.preservation_ceiling(noised, timesteps, digits.labels),
-        sec_per_image=seconds / len(outputs),
-        **scores,
-    )
-    return result, outputs
+def systems() -> list[tuple[str, str]]:
+    """(space, sampler) of every system evaluated: each space with each registered sampler."""
+    return [(space, sampler) for space in SPACES for sampler in SAMPLERS]
 
 
 @torch.inference_mode()
@@ -154,15 +53,9 @@ def vae_reconstruction(checkpoints: Path, judge: Judge, images: Tensor, labels: 
 @torch.inference_mode()
 def generation(translator: Translator, judge: Judge, num_samples: int, seed: int) -> dict:
     """Samples from pure noise with the translator's sampler (strength 1.0 from noise alone)."""
-    vae = translator.vae
-    shape = vae.latent_shape if vae is not None else (1, 28, 28)
-    noise = torch.randn((num_samples, *shape), generator=torch.Generator().manual_seed(seed))
-    samples = []
-    for batch in noise.split(250):
-        x = translator.sampler.sample(translator.unet, batch.to(translator.device))
-        if vae is not None:
-            x = vae.decode(x / vae.scale_factor)
-        samples.append(x.clamp(-1, 1).cpu())
+    shape = (num_samples, *translator.noise_shape)
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    samples = [translator.generate(batch).cpu() for batch in noise.split(250)]
     return {"name": translator.name, "num_samples": num_samples,
             **judge.generation_quality(torch.cat(samples))}
 
@@ -199,15 +92,15 @@ def evaluate(
                           if not p.name.endswith(".state.safetensors")},
     }
     results = []
-    for space, sampler in SYSTEMS:
+    for space, sampler in systems():
         translator = Translator.from_checkpoints(checkpoints, space, sampler, device=device)
+        # Pixel samplers that run every timestep (DDPM-1000) score fewer digits: they are slow.
+        slow = space == "pixel" and sampler_class(sampler).default_steps is None
         for strength in sorted({main_strength, *sweep}):
             main = strength == main_strength
-            pixel_ddpm = space == "pixel" and sampler == "ddpm"
-            count = (ddpm_images if pixel_ddpm else num_images) if main else (
-                sweep_ddpm_images if pixel_ddpm else sweep_images)
-            subset = Digits(digits.images[:count], digits.labels[:count],
-                            digits.reference_features)
+            count = (ddpm_images if slow else num_images) if main else (
+                sweep_ddpm_images if slow else sweep_images)
+            subset = digits.first(count)
             result, _ = score_system(translator, judge, subset, strength, seed, progress)
             results.append(result.as_dict())
     report["img2img"] = results

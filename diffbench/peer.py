@@ -3,9 +3,10 @@
 What a user would write instead of diffbench, following diffusers' img2img pipelines: pad the
 digits to 32x32, ``scheduler.set_timesteps(n)``, keep the last ``min(int(n * strength), n)``
 timesteps, ``scheduler.add_noise`` at the first of them, then ``unet(x, t).sample`` and
-``scheduler.step(...).prev_sample`` per step; crop back to 28x28. The same call interface as
-:class:`diffbench.translate.Translator`, so the benches time and score both alike. Needs the
-optional ``diffusers`` dependency (``pip install diffbench[parity]``).
+``scheduler.step(...).prev_sample`` per step; crop back to 28x28. A
+:class:`diffbench.system.System` like :class:`diffbench.translate.Translator`, so the same code
+times and scores both. Needs the optional ``diffusers`` dependency
+(``pip install diffbench[parity]``).
 """
 
 from __future__ import annotations
@@ -16,27 +17,29 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffbench.checkpoints import load_model, require_metadata
+from diffbench.checkpoints import load_model, require_metadata, sha256_file
 from diffbench.errors import InputError
 from diffbench.models import PeerUNet, flops_per_image
 from diffbench.models.peer import crop_from_peer, pad_to_peer
-from diffbench.sampling import img2img_num_steps
-from diffbench.translate import check_digits
+from diffbench.sampling import DEFAULT_STEPS, img2img_num_steps
+from diffbench.system import check_digits
 
 
 class PeerTranslator:
-    """``peer(x0, strength, generator=None) -> x``, as :class:`~diffbench.translate.Translator`."""
+    """``peer(x0, strength, generator=None) -> x``: a :class:`~diffbench.system.System`."""
 
     space = "pixel"
+    sampler_name = "diffusers-ddim"
 
     def __init__(
         self,
         unet: PeerUNet,
         schedule: dict[str, Any],
-        num_steps: int = 50,
+        num_steps: int = DEFAULT_STEPS,
         device: str | torch.device = "cpu",
         facts: dict[str, Any] | None = None,
         channels_last: bool = False,
+        checkpoint: str | Path | None = None,
     ) -> None:
         """``channels_last``: a lever diffusers users rarely pull on CPU, off by default; the
         benches also time the peer with it, to tell layout from architecture."""
@@ -51,12 +54,13 @@ class PeerTranslator:
         self.scheduler = DDIMScheduler(num_train_timesteps=schedule["num_timesteps"])
         self.scheduler.set_timesteps(num_steps, device=self.device)
         self.facts = facts or {}
+        self._checkpoint = Path(checkpoint) if checkpoint is not None else None
 
     @classmethod
     def from_checkpoint(
         cls,
         path: str | Path = "fixtures/checkpoints/peer.safetensors",
-        num_steps: int = 50,
+        num_steps: int = DEFAULT_STEPS,
         device: str | torch.device = "cpu",
         channels_last: bool = False,
     ) -> PeerTranslator:
@@ -65,8 +69,8 @@ class PeerTranslator:
         if not isinstance(unet, PeerUNet):
             raise InputError(f"{path} holds a {type(unet).__name__}, not the diffusers peer")
         facts = {"train_seconds": metadata["train_seconds"],
-                 "unet_parameters": metadata["stats"]["parameters"]}
-        return cls(unet, metadata["schedule"], num_steps, device, facts, channels_last)
+                 "unet_parameters": metadata["stats"]["parameters"], "vae_parameters": 0}
+        return cls(unet, metadata["schedule"], num_steps, device, facts, channels_last, path)
 
     @property
     def name(self) -> str:
@@ -77,11 +81,25 @@ class PeerTranslator:
         steps = img2img_num_steps(self.num_steps, strength)
         return self.scheduler.timesteps[self.num_steps - steps :]
 
+    def start_timestep(self, strength: float) -> int:
+        return int(self.img2img_timesteps(strength)[0])
+
+    def evaluations(self, strength: float) -> int:
+        return len(self.img2img_timesteps(strength))
+
+    def add_noise(self, x0: Tensor, noise: Tensor, t: int) -> Tensor:
+        """The scheduler's own forward process (diffusers' ``add_noise``)."""
+        return self.scheduler.add_noise(x0, noise, torch.tensor([t], device=x0.device))
+
+    def checkpoint_sha256(self) -> dict[str, str]:
+        path = self._checkpoint
+        return {path.name: sha256_file(path)} if path is not None else {}
+
     def flops_per_image(self, strength: float) -> int:
         """Forward FLOPs of one translation: the UNet once per step, at 32x32."""
         x = torch.zeros(1, 1, 32, 32, device=self.device)
         t = torch.zeros(1, dtype=torch.long, device=self.device)
-        return len(self.img2img_timesteps(strength)) * flops_per_image(self.unet, x, t)
+        return self.evaluations(strength) * flops_per_image(self.unet, x, t)
 
     @torch.inference_mode()
     def __call__(

@@ -1,5 +1,5 @@
-"""Runtime: the device, the process group, device-synchronised clocks, where noise is drawn,
-and the TF32 switch. Imported by every job, without importing training.
+"""Runtime: the device, the seed bounds, the process group, a device-synchronised clock, where
+noise is drawn, and the TF32 switch. Imported by every job, without importing training.
 
 * ``init_distributed`` binds a CUDA process to its GPU (``torch.cuda.set_device``) *before*
   ``init_process_group("nccl")``, as PyTorch's DDP tutorial and NCCL require (otherwise every
@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -27,19 +29,20 @@ import torch.distributed as dist
 from diffbench.errors import InputError
 
 DEVICES = ("auto", "cpu", "cuda")
+"""What ``--device`` and the configs' ``device`` accept."""
 NOISE_DEVICES = ("device", "cpu")
+MAX_SEED = 2**32 - 1
+"""Seeds lie in [0, MAX_SEED]."""
 
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is a ValueError."""
-    from diffbench.config import ConfigError  # config imports this module's registries
-
     if name not in DEVICES:
-        raise ConfigError(f"unknown device {name!r}; allowed: {', '.join(DEVICES)}")
+        raise InputError(f"unknown device {name!r}; allowed: {', '.join(DEVICES)}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
+        raise InputError(
             "device 'cuda' was asked for but no CUDA device is available; allowed here: cpu, auto"
         )
     return torch.device(name)
@@ -81,6 +84,16 @@ def synchronize(device: torch.device | str) -> None:
     device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: str | torch.device) -> tuple[float, Any]:
+    """(wall seconds, result) of ``fn()``, the device synchronised before the clock starts and
+    before it stops."""
+    synchronize(device)
+    start = time.perf_counter()
+    result = fn()
+    synchronize(device)
+    return time.perf_counter() - start, result
 
 
 def check_noise_device(noise_device: str) -> None:

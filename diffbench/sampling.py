@@ -12,11 +12,19 @@ departures, both invisible with the default ``leading`` spacing:
   spacing the final step is ``t = 0``, and otherwise its variance is ~0 anyway).
 
 Unlike diffusers' schedulers, a sampler is immutable: its step count and spacing are fixed at
-construction, so there is no ``set_timesteps`` state to forget.
+construction, so there is no ``set_timesteps`` state to forget; what a multistep sampler
+remembers between steps lives in a ``state`` dict local to one :meth:`Sampler.denoise` call.
+
+Samplers register under a name with a label (``@register_sampler("ddim", "DDIM")``);
+:data:`SAMPLERS` is the one list of choices the configs, the CLI and the system names derive
+from. A user's sampler is one :class:`Sampler` subclass providing :meth:`Sampler.update` (one
+step) or :meth:`Sampler.advance` (a step that keeps history), registered or named as
+``"package.module:Name"``.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from numbers import Real
@@ -26,60 +34,76 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from diffbench.errors import InputError
-from diffbench.schedule import NoiseSchedule
+from diffbench.plugins import is_spec, load_object
+from diffbench.schedule import SPACINGS as SPACINGS  # re-exported: they lived here before
+from diffbench.schedule import NoiseSchedule, img2img_num_steps, make_timesteps
 
 Model = Callable[[Tensor, Tensor], Tensor]
 """Any callable ``model(x_t, t) -> eps`` with ``t`` a LongTensor of shape [B]."""
 
-SPACINGS = ("leading", "trailing", "linspace")
 VARIANCES = ("fixed_small", "fixed_large")
+DEFAULT_STEPS = 50
+"""The step count of a few-step sampler (DDIM, a plug-in) when none is given."""
+SAMPLERS: dict[str, type[Sampler]] = {}
+"""Registered samplers by name, in registration order (``ddpm``, ``ddim``, then any others)."""
+PLUGIN_SAMPLER = (
+    "a plug-in sampler is 'package.module:Name' naming a subclass of "
+    "diffbench.sampling.Sampler that provides update() (one step) or advance() (a step with "
+    "history)"
+)
 
 
-def make_timesteps(num_timesteps: int, num_steps: int, spacing: str = "leading") -> Tensor:
-    """The ``num_steps`` timesteps a sampler visits, strictly decreasing, in [0, T).
+def register_sampler(name: str, label: str | None = None):
+    """Class decorator: register a :class:`Sampler` subclass under ``name``; ``label`` (default
+    ``name.upper()``) names its systems, e.g. ``DDIM-50``."""
 
-    Spacings as in diffusers (and Lin et al. 2023, "Common Diffusion Noise Schedules and
-    Sample Steps are Flawed", table 2): ``leading`` = ``arange(n) * (T // n)``, ``trailing`` =
-    ``round(T - arange(n) * T / n) - 1``, ``linspace`` = ``round(linspace(0, T - 1, n))``.
-    Rounding is half-to-even, as numpy's.
-    """
-    if spacing not in SPACINGS:
-        raise InputError(f"unknown spacing {spacing!r}; allowed: {', '.join(SPACINGS)}")
-    _check_num_steps(num_steps, num_timesteps)
-    # The float arithmetic mirrors numpy's arange and linspace (which diffusers uses), so values
-    # that land on .5 round the same way.
-    steps = torch.arange(num_steps, dtype=torch.float64)
-    if spacing == "leading":
-        timesteps = steps * (num_timesteps // num_steps)
-    elif spacing == "trailing":
-        delta = (num_timesteps - num_timesteps / num_steps) - num_timesteps
-        return (torch.round(num_timesteps + steps * delta) - 1).long()
-    else:
-        timesteps = steps * ((num_timesteps - 1) / max(num_steps - 1, 1))
-        timesteps[-1] = 0 if num_steps == 1 else num_timesteps - 1
-        timesteps = torch.round(timesteps)
-    return timesteps.long().flip(0)
+    def register(cls: type[Sampler]) -> type[Sampler]:
+        check_sampler_class(cls, name)
+        cls.name, cls.label = name, label or name.upper()
+        SAMPLERS[name] = cls
+        return cls
+
+    return register
 
 
-def img2img_num_steps(num_steps: int, strength: float) -> int:
-    """How many of ``num_steps`` an image-to-image run at ``strength`` takes, as in diffusers'
-    img2img pipelines: ``min(int(num_steps * strength), num_steps)``."""
-    if isinstance(strength, bool) or not isinstance(strength, Real) or not 0 < strength <= 1:
-        raise InputError(f"strength must be a number in (0, 1], got {strength!r}")
-    steps = min(int(num_steps * strength), num_steps)
-    if steps < 1:
-        raise InputError(
-            f"strength {strength!r} leaves no denoising step out of {num_steps}; "
-            f"use a strength >= {1 / num_steps:g} or more steps"
-        )
-    return steps
+def check_sampler_class(cls: object, spec: str) -> None:
+    """Raise a ValueError unless ``cls`` is a usable :class:`Sampler` subclass."""
+    if not (isinstance(cls, type) and issubclass(cls, Sampler)) or cls is Sampler:
+        raise InputError(f"sampler {spec!r} is {cls!r}, not a Sampler subclass; {PLUGIN_SAMPLER}")
+    if cls.update is Sampler.update and cls.advance is Sampler.advance:
+        raise InputError(f"sampler {spec!r} provides neither update() nor advance(); "
+                         f"{PLUGIN_SAMPLER}")
 
 
-def _check_num_steps(num_steps: int, num_timesteps: int) -> None:
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int):
-        raise InputError(f"num_steps must be an integer, got {num_steps!r}")
-    if not 1 <= num_steps <= num_timesteps:
-        raise InputError(f"num_steps must be in [1, {num_timesteps}], got {num_steps}")
+def sampler_class(name: str) -> type[Sampler]:
+    """The sampler registered as ``name``, or the class a ``"package.module:Name"`` names."""
+    if name in SAMPLERS:
+        return SAMPLERS[name]
+    if not is_spec(name):
+        raise InputError(f"unknown sampler {name!r}; allowed: {', '.join(SAMPLERS)} or "
+                         f"'package.module:Name' ({PLUGIN_SAMPLER})")
+    cls = load_object(name, PLUGIN_SAMPLER)
+    check_sampler_class(cls, name)
+    return cls
+
+
+def make_sampler(
+    name: str,
+    schedule: NoiseSchedule,
+    num_steps: int | None = None,
+    clip_sample: bool = True,
+    eta: float = 0.0,
+) -> Sampler:
+    """The sampler ``name`` (registered or ``package.module:Name``) with ``num_steps`` (None:
+    its default) and, for samplers that take it, ``eta``."""
+    cls = sampler_class(name)
+    if "eta" in inspect.signature(cls).parameters:
+        return cls(schedule, num_steps, eta=eta, clip_sample=clip_sample)
+    if eta != 0.0:
+        takers = [c.label for c in SAMPLERS.values() if "eta" in inspect.signature(c).parameters]
+        raise InputError(f"eta applies to the {' and '.join(takers)} sampler only, "
+                         f"got eta={eta!r} with {name}")
+    return cls(schedule, num_steps, clip_sample=clip_sample)
 
 
 def _check_same_shape(name: str, value: Tensor, x: Tensor) -> None:
@@ -95,15 +119,33 @@ def randn_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
 
 
 class Sampler:
-    """What DDPM and DDIM share: the timestep sequence, the sampling loop and img2img.
+    """The skeleton every sampler shares: the timestep sequence, img2img's start via
+    ``add_noise``, the loop over timesteps calling the model, the x0 prediction and its clipping
+    policy, and the step ``mean + std * noise``.
 
-    Subclasses provide :meth:`step`; per-step coefficients are precomputed in float64 as Python
-    floats, so a step works on any device and dtype without host syncs.
+    A one-step sampler provides :meth:`update` (the mean and noise scale of one step, from
+    coefficients precomputed in float64 as Python floats, so a step works on any device and
+    dtype without host syncs). A multistep sampler overrides :meth:`advance`, keeping its
+    history in the ``state`` dict local to one :meth:`denoise` call.
     """
 
+    name: str | None = None  # set by register_sampler
+    label: str = "Sampler"  # names its systems ("DDIM-50"); default: the class name less Sampler
+    default_steps: int | None = DEFAULT_STEPS  # None: every timestep of the schedule
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.label = cls.__dict__.get("label") or cls.__name__.removesuffix("Sampler")
+
     def __init__(
-        self, schedule: NoiseSchedule, num_steps: int, spacing: str, clip_sample: bool
+        self,
+        schedule: NoiseSchedule,
+        num_steps: int | None = None,
+        spacing: str = "leading",
+        clip_sample: bool = True,
     ) -> None:
+        if num_steps is None:
+            num_steps = self.default_steps or schedule.num_timesteps
         self.schedule = schedule
         self.num_steps = num_steps
         self.spacing = spacing
@@ -122,7 +164,14 @@ class Sampler:
             f"schedule={self.schedule!r})"
         )
 
-    def _step_index(self, t: int | Tensor) -> int:
+    def alpha_bars(self, t: int | Tensor) -> tuple[float, float]:
+        """(alpha_bar at ``t``, alpha_bar at the next timestep of the sequence, 1 after the
+        last), as float64 Python floats."""
+        index = self.step_index(t)
+        return self._alpha_bar[index], self._alpha_bar_prev[index]
+
+    def step_index(self, t: int | Tensor) -> int:
+        """Where ``t`` stands in :attr:`timesteps` (a ValueError if it is not one of them)."""
         index = self._index.get(int(t))
         if index is None:
             first, last = self.timesteps[0].item(), self.timesteps[-1].item()
@@ -132,10 +181,14 @@ class Sampler:
             )
         return index
 
-    def _predict_x0(self, eps: Tensor, x_t: Tensor, alpha_bar: float) -> Tensor:
+    def predict_x0(self, eps: Tensor, x_t: Tensor, alpha_bar: float) -> Tensor:
         """x0 from the eps prediction (DDPM eq. 15), clipped to [-1, 1] when ``clip_sample``."""
         x0 = (x_t - math.sqrt(1 - alpha_bar) * eps) / math.sqrt(alpha_bar)
         return x0.clamp(-1, 1) if self.clip_sample else x0
+
+    def update(self, index: int, x0: Tensor, eps: Tensor, x_t: Tensor) -> tuple[Tensor, float]:
+        """(mean of x_prev, std of its noise) at step ``index``, from the predicted ``x0``."""
+        raise NotImplementedError(f"{type(self).__name__} provides no update()")
 
     def step(
         self,
@@ -145,8 +198,25 @@ class Sampler:
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """One reverse step from timestep ``t`` to the next timestep of the sequence."""
-        raise NotImplementedError
+        """One reverse step from timestep ``t`` to the next timestep of the sequence:
+        :meth:`update`'s mean, plus ``std * noise`` when ``std`` is not 0."""
+        _check_same_shape("eps", eps, x_t)
+        index = self.step_index(t)
+        x0 = self.predict_x0(eps, x_t, self._alpha_bar[index])
+        x_prev, std = self.update(index, x0, eps, x_t)
+        if std == 0.0:
+            return x_prev
+        if noise is None:
+            noise = randn_like(x_t, generator)
+        _check_same_shape("noise", noise, x_t)
+        return x_prev + std * noise
+
+    def advance(
+        self, eps: Tensor, t: int, x_t: Tensor, state: dict, generator: torch.Generator | None
+    ) -> Tensor:
+        """One step of :meth:`denoise`'s loop. ``state`` starts empty at each call of
+        :meth:`denoise` and is never kept: a multistep sampler stores its history there."""
+        return self.step(eps, t, x_t, generator=generator)
 
     def img2img_timesteps(self, strength: float) -> Tensor:
         """The last ``min(int(num_steps * strength), num_steps)`` timesteps (diffusers' img2img)."""
@@ -161,7 +231,7 @@ class Sampler:
         progress: bool = False,
     ) -> Tensor:
         """Run every timestep from ``x_T`` (pure noise at the first timestep) down to x_0."""
-        return self._denoise(model, x_T, self.timesteps, generator, progress)
+        return self.denoise(model, x_T, self.timesteps, generator, progress)
 
     @torch.no_grad()
     def img2img(
@@ -179,30 +249,37 @@ class Sampler:
         if noise is None:
             noise = randn_like(x0, generator)
         x_t = self.schedule.add_noise(x0, noise, int(timesteps[0]))
-        return self._denoise(model, x_t, timesteps, generator, progress)
+        return self.denoise(model, x_t, timesteps, generator, progress)
 
-    def _denoise(
+    def denoise(
         self,
         model: Model,
         x: Tensor,
         timesteps: Tensor,
-        generator: torch.Generator | None,
-        progress: bool,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
     ) -> Tensor:
-        desc = f"{type(self).__name__.removesuffix('Sampler')} ({len(timesteps)} steps)"
+        """The loop: from ``x`` at ``timesteps[0]``, call the model at each timestep and
+        :meth:`advance`; ``timesteps`` is a tail of :attr:`timesteps`."""
+        state: dict = {}
+        desc = f"{self.label} ({len(timesteps)} steps)"
         for t in tqdm(timesteps.tolist(), desc=desc, disable=not progress, leave=False):
             t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-            x = self.step(model(x, t_batch), t, x, generator=generator)
+            x = self.advance(model(x, t_batch), t, x, state, generator)
         return x
 
 
+@register_sampler("ddpm", "DDPM")
 class DDPMSampler(Sampler):
     """Ancestral sampling, Ho et al. 2020, Algorithm 2: x_{t-1} ~ q(x_{t-1} | x_t, x0_hat).
 
     ``variance="fixed_small"`` uses the posterior variance beta_tilde (eq. 7); ``"fixed_large"``
     uses beta_t (both from sec. 3.2). ``num_steps`` below T skips timesteps ("leading" spacing
-    by default), using the betas implied by the alpha_bar of consecutive visited timesteps.
+    by default), using the betas implied by the alpha_bar of consecutive visited timesteps. The
+    final step adds no noise.
     """
+
+    default_steps = None  # every timestep
 
     def __init__(
         self,
@@ -214,17 +291,13 @@ class DDPMSampler(Sampler):
     ) -> None:
         if variance not in VARIANCES:
             raise InputError(f"unknown variance {variance!r}; allowed: {', '.join(VARIANCES)}")
-        super().__init__(
-            schedule,
-            schedule.num_timesteps if num_steps is None else num_steps,
-            spacing,
-            clip_sample,
-        )
+        super().__init__(schedule, num_steps, spacing, clip_sample)
         self.variance = variance
         self._coefficients = [
             self._posterior(a_t, a_prev)
             for a_t, a_prev in zip(self._alpha_bar, self._alpha_bar_prev)
         ]
+        self._coefficients[-1] = (*self._coefficients[-1][:2], 0.0)  # the final step: no noise
 
     def _posterior(self, a_t: float, a_prev: float) -> tuple[float, float, float]:
         """(x0 coefficient, x_t coefficient, std) of q(x_{t-1} | x_t, x0), DDPM eq. 6-7."""
@@ -237,27 +310,13 @@ class DDPMSampler(Sampler):
             variance = beta_t
         return x0_coef, xt_coef, math.sqrt(variance)
 
-    def step(
-        self,
-        eps: Tensor,
-        t: int | Tensor,
-        x_t: Tensor,
-        noise: Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """Posterior mean from the predicted x0, plus ``std * noise`` except at the final step."""
-        _check_same_shape("eps", eps, x_t)
-        index = self._step_index(t)
+    def update(self, index: int, x0: Tensor, eps: Tensor, x_t: Tensor) -> tuple[Tensor, float]:
+        """The posterior mean from the predicted x0 and x_t, and the posterior std."""
         x0_coef, xt_coef, std = self._coefficients[index]
-        x_prev = x0_coef * self._predict_x0(eps, x_t, self._alpha_bar[index]) + xt_coef * x_t
-        if index == self.num_steps - 1:
-            return x_prev
-        if noise is None:
-            noise = randn_like(x_t, generator)
-        _check_same_shape("noise", noise, x_t)
-        return x_prev + std * noise
+        return x0_coef * x0 + xt_coef * x_t, std
 
 
+@register_sampler("ddim", "DDIM")
 class DDIMSampler(Sampler):
     """Song et al. 2021, "Denoising Diffusion Implicit Models", eq. 12.
 
@@ -269,7 +328,7 @@ class DDIMSampler(Sampler):
     def __init__(
         self,
         schedule: NoiseSchedule,
-        num_steps: int = 50,
+        num_steps: int | None = DEFAULT_STEPS,
         eta: float = 0.0,
         spacing: str = "leading",
         clip_sample: bool = True,
@@ -287,26 +346,11 @@ class DDIMSampler(Sampler):
         sigma = self.eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
         return math.sqrt(a_prev), math.sqrt(max(1 - a_prev - sigma**2, 0.0)), sigma
 
-    def step(
-        self,
-        eps: Tensor,
-        t: int | Tensor,
-        x_t: Tensor,
-        noise: Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - sigma^2) eps + sigma z.
+    def update(self, index: int, x0: Tensor, eps: Tensor, x_t: Tensor) -> tuple[Tensor, float]:
+        """x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - sigma^2) eps (+ sigma z).
 
         As in diffusers, the direction term uses the model's eps, not one recomputed from the
         clipped x0 (``use_clipped_model_output=False``).
         """
-        _check_same_shape("eps", eps, x_t)
-        index = self._step_index(t)
         x0_coef, eps_coef, sigma = self._coefficients[index]
-        x_prev = x0_coef * self._predict_x0(eps, x_t, self._alpha_bar[index]) + eps_coef * eps
-        if sigma == 0.0:
-            return x_prev
-        if noise is None:
-            noise = randn_like(x_t, generator)
-        _check_same_shape("noise", noise, x_t)
-        return x_prev + sigma * noise
+        return x0_coef * x0 + eps_coef * eps, sigma

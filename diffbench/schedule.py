@@ -6,17 +6,23 @@ Follows Ho et al. 2020, "Denoising Diffusion Probabilistic Models" (DDPM), eq. 4
 ``linear``, ``scaled_linear`` and ``squaredcos_cap_v2`` (our ``cosine``). The tables are
 computed in float64 (diffusers uses float32; the two agree to ~1e-7) so that alpha_bar stays
 strictly decreasing even for long schedules; tensor math casts them to the data's dtype.
+
+:func:`make_timesteps` discretises a schedule into the timesteps a sampler visits, with
+diffusers' spacings; :func:`img2img_num_steps` says how many of them image-to-image runs.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from numbers import Real
 
 import torch
 from torch import Tensor
 
 from diffbench.errors import InputError
+
+SPACINGS = ("leading", "trailing", "linspace")
 
 
 def _check_timesteps(num_timesteps: int) -> None:
@@ -30,6 +36,54 @@ def _check_beta_range(beta_start: float, beta_end: float) -> None:
             f"betas must satisfy 0 < beta_start <= beta_end < 1, "
             f"got beta_start={beta_start!r}, beta_end={beta_end!r}"
         )
+
+
+def make_timesteps(num_timesteps: int, num_steps: int, spacing: str = "leading") -> Tensor:
+    """The ``num_steps`` timesteps a sampler visits, strictly decreasing, in [0, T).
+
+    Spacings as in diffusers (and Lin et al. 2023, "Common Diffusion Noise Schedules and
+    Sample Steps are Flawed", table 2): ``leading`` = ``arange(n) * (T // n)``, ``trailing`` =
+    ``round(T - arange(n) * T / n) - 1``, ``linspace`` = ``round(linspace(0, T - 1, n))``.
+    Rounding is half-to-even, as numpy's.
+    """
+    if spacing not in SPACINGS:
+        raise InputError(f"unknown spacing {spacing!r}; allowed: {', '.join(SPACINGS)}")
+    _check_num_steps(num_steps, num_timesteps)
+    # The float arithmetic mirrors numpy's arange and linspace (which diffusers uses), so values
+    # that land on .5 round the same way.
+    steps = torch.arange(num_steps, dtype=torch.float64)
+    if spacing == "leading":
+        timesteps = steps * (num_timesteps // num_steps)
+    elif spacing == "trailing":
+        delta = (num_timesteps - num_timesteps / num_steps) - num_timesteps
+        return (torch.round(num_timesteps + steps * delta) - 1).long()
+    else:
+        timesteps = steps * ((num_timesteps - 1) / max(num_steps - 1, 1))
+        timesteps[-1] = 0 if num_steps == 1 else num_timesteps - 1
+        timesteps = torch.round(timesteps)
+    return timesteps.long().flip(0)
+
+
+def img2img_num_steps(num_steps: int, strength: float) -> int:
+    """How many of ``num_steps`` an image-to-image run at ``strength`` takes, as in diffusers'
+    img2img pipelines: ``min(int(num_steps * strength), num_steps)``."""
+    if isinstance(strength, bool) or not isinstance(strength, Real) or not 0 < strength <= 1:
+        raise InputError(f"strength must be a number in (0, 1], got {strength!r}")
+    steps = min(int(num_steps * strength), num_steps)
+    if steps < 1:
+        raise InputError(
+            f"strength {strength!r} leaves no denoising step out of {num_steps}; "
+            f"use a strength >= {1 / num_steps:g} or more steps"
+        )
+    return steps
+
+
+def _check_num_steps(num_steps: int, num_timesteps: int) -> None:
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int):
+        raise InputError(f"num_steps must be an integer, got {num_steps!r}")
+    if not 1 <= num_steps <= num_timesteps:
+        raise InputError(f"num_steps must be in [1, {num_timesteps}], got {num_steps}")
+
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,8 +185,6 @@ class NoiseSchedule:
 
         The table is copied to each device once; timesteps already on that device are used in
         place, so a CUDA training step costs no host sync. Range checks run for CPU timesteps.
-        One CPU timestep (an int) becomes a fill on ``like``'s device, not a copy from host
-        memory, so a CUDA graph can capture it.
         """
         t = torch.as_tensor(t)
         if t.dtype.is_floating_point or t.dtype == torch.bool:

@@ -64,6 +64,7 @@ from diffbench.models.peer import crop_from_peer, pad_to_peer
 from diffbench.runtime import Distributed, init_distributed, resolve_device, synchronize
 from diffbench.sampling import DDIMSampler, randn_like
 from diffbench.schedule import NoiseSchedule
+from diffbench.system import clip_sample, from_latent, to_latent
 from diffbench.tracking import start_run, time_execution
 
 MODEL_CLASSES: dict[str, type[nn.Module]] = {
@@ -261,14 +262,14 @@ def encode_with_vae(
     if not config.vae_checkpoint:
         raise ConfigError("the latent model needs vae_checkpoint: the trained VAE to encode with")
     vae = load_vae(config.vae_checkpoint, device)
-    latents = torch.cat([vae.encode(chunk.to(device))[0] for chunk in images.split(1024)])
+    latents = torch.cat([to_latent(vae, chunk.to(device)) for chunk in images.split(1024)])
     vae_meta = load_metadata(config.vae_checkpoint)
     facts = {
         "vae_checkpoint": str(config.vae_checkpoint),
         "vae_train_seconds": vae_meta.get("train_seconds"),
         "latent_shape": list(vae.latent_shape),
     }
-    return (latents * vae.scale_factor).cpu(), facts
+    return latents.cpu(), facts
 
 
 # -- files -----------------------------------------------------------------------------------
@@ -390,12 +391,13 @@ def sample_grid(task: Task, model: nn.Module, path: Path, device: torch.device) 
     model.eval()
     extra: dict[str, Any] = {}
     if task.is_diffusion:
-        sampler = DDIMSampler(task.schedule, num_steps=50, clip_sample=config.kind != "latent")
+        space = "latent" if config.kind == "latent" else "pixel"
+        sampler = DDIMSampler(task.schedule, clip_sample=clip_sample(space))
         shape = (16, *task.inputs.shape[1:])
         x = sampler.sample(model, torch.randn(shape, generator=gen).to(device))
         if config.kind == "latent":
             vae = load_vae(config.vae_checkpoint, device)
-            x = vae.decode(x / vae.scale_factor)
+            x = from_latent(vae, x)
         if config.kind == "peer":
             x = crop_from_peer(x)
         images = x.clamp(-1, 1)

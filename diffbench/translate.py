@@ -1,10 +1,14 @@
-"""Translator: trained checkpoints -> one image-to-image callable, in pixel or latent space.
+"""Translator: a sampler and a network -> one image-to-image System, in pixel or latent space.
 
 Pixel space runs the sampler's ``img2img`` on the digits with the pixel UNet's EMA weights.
 Latent space (Rombach et al. 2022, "High-Resolution Image Synthesis with Latent Diffusion
-Models") encodes with the VAE (posterior mean times the stored scale factor), runs ``img2img``
-on the latents with the latent UNet and decodes. Weights load once, in channels-last layout;
-calls run under ``torch.inference_mode`` on the chosen device.
+Models") encodes with the VAE, runs ``img2img`` on the latents with the latent UNet and decodes
+(scaling and clipping follow :mod:`diffbench.system`). Weights load once, in channels-last
+layout; calls run under ``torch.inference_mode`` on the chosen device.
+
+The sampler is any registered one or a ``"package.module:Name"`` :class:`Sampler` subclass; the
+network is the shipped checkpoint of the space or, named as ``"package.module:factory"``, a
+plain ``nn.Module`` ``model(x_t, t) -> eps`` that the factory returns.
 
 Options, each recorded in :attr:`Translator.settings`: ``compile`` (None, ``"compile"`` or
 ``"cudagraphs"``: see :mod:`diffbench.compiled`), ``noise_device`` (``"device"``, the default,
@@ -14,6 +18,8 @@ or ``"cpu"``: where the generator of :meth:`Translator.generator` draws, see
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -21,27 +27,70 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffbench.checkpoints import load_model, require_metadata
+from diffbench.checkpoints import load_model, require_metadata, sha256_file
 from diffbench.compiled import PreparedCall, check_compile, compile_network
+from diffbench.config import SystemConfig
 from diffbench.errors import InputError
 from diffbench.models import flops_per_image
+from diffbench.plugins import load_object
 from diffbench.runtime import check_noise_device, check_tf32, noise_generator, tf32_mode
-from diffbench.sampling import DDIMSampler, DDPMSampler, Sampler, randn_like
+from diffbench.sampling import SAMPLERS, Sampler, make_sampler, randn_like, sampler_class
 from diffbench.schedule import NoiseSchedule
+from diffbench.system import (
+    IMAGE_SHAPE,
+    SPACES,
+    check_digits,
+    clip_sample,
+    from_latent,
+    to_latent,
+)
 
-SPACES = ("pixel", "latent")
-SAMPLERS = ("ddpm", "ddim")
-IMAGE_SHAPE = (1, 28, 28)
+# SAMPLERS, SPACES, IMAGE_SHAPE and check_digits lived here before; still importable from here.
+__all__ = [
+    "IMAGE_SHAPE", "SAMPLERS", "SPACES", "Translator", "check_digits", "load_plugin_model",
+]
+PLUGIN_MODEL = (
+    "a plug-in model is 'package.module:factory' naming a callable that returns a "
+    "torch.nn.Module model(x_t, t) -> eps, with t a LongTensor [B] and eps shaped like x_t"
+)
 
 
-def check_digits(x0: Tensor) -> None:
-    """Raise a ValueError unless ``x0`` is a batch of MNIST digits, [B, 1, 28, 28]."""
-    if x0.dim() != 4 or tuple(x0.shape[1:]) != IMAGE_SHAPE:
-        raise InputError(f"x0 must be [B, 1, 28, 28] in [-1, 1], got shape {tuple(x0.shape)}")
+def load_plugin_model(
+    factory: str | Callable[[], Any], shape: tuple[int, ...], device: torch.device
+) -> torch.nn.Module:
+    """The network a factory (or its ``package.module:factory`` name) returns, checked with one
+    call on ``shape`` inputs; a ValueError naming it and what a model must be otherwise."""
+    label = factory if isinstance(factory, str) else getattr(factory, "__qualname__", factory)
+    if isinstance(factory, str):
+        factory = load_object(factory, PLUGIN_MODEL)
+    if not callable(factory):
+        raise InputError(f"model {label!r} is {factory!r}, not a callable; {PLUGIN_MODEL}")
+    try:
+        model = factory()
+    except Exception as error:  # the user's code may fail in any way
+        raise InputError(f"model {label!r} failed ({type(error).__name__}: {error}); "
+                         f"{PLUGIN_MODEL}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(f"model {label!r} returned a {type(model).__name__}, not a "
+                         f"torch.nn.Module; {PLUGIN_MODEL}")
+    model = model.to(device).eval()
+    x, t = torch.zeros(1, *shape, device=device), torch.zeros(1, dtype=torch.long, device=device)
+    try:
+        with torch.inference_mode():
+            eps = model(x, t)
+    except Exception as error:  # the user's code may fail in any way
+        raise InputError(f"model {label!r} cannot be called on x_t {tuple(x.shape)} "
+                         f"({type(error).__name__}: {error}); {PLUGIN_MODEL}") from None
+    if not isinstance(eps, Tensor) or eps.shape != x.shape:
+        got = tuple(eps.shape) if isinstance(eps, Tensor) else type(eps).__name__
+        raise InputError(f"model {label!r} returned {got} for x_t {tuple(x.shape)}; "
+                         f"{PLUGIN_MODEL}")
+    return model
 
 
 class Translator:
-    """``translator(x0, strength, generator=None) -> x``: noise to ``strength``, denoise back."""
+    """``translator(x0, strength, generator=None) -> x``: noise to ``strength``, denoise back.
+    A :class:`diffbench.system.System`."""
 
     def __init__(
         self,
@@ -50,6 +99,8 @@ class Translator:
         vae: torch.nn.Module | None = None,
         device: str | torch.device = "cpu",
         facts: dict[str, Any] | None = None,
+        name: str | None = None,
+        checkpoints: dict[str, Path] | None = None,
         compile: str | None = None,
         noise_device: str = "device",
         tf32: bool = False,
@@ -68,6 +119,9 @@ class Translator:
         self.sampler = sampler
         self.space = "latent" if vae is not None else "pixel"
         self.facts = facts or {}
+        self._name = name
+        self._checkpoints = checkpoints or {}
+        self._digests: dict[str, str] | None = None
         self.compile, self.noise_device, self.tf32 = compile, noise_device, tf32
         self.channels_last = channels_last
         network = (lambda fn: compile_network(fn, self.device)) if compile else (lambda fn: fn)
@@ -85,55 +139,95 @@ class Translator:
         num_steps: int | None = None,
         eta: float = 0.0,
         device: str | torch.device = "cpu",
+        model: str | Callable[[], Any] | None = None,
+        name: str | None = None,
         **options: Any,
     ) -> Translator:
         """Load ``pixel.safetensors`` (or ``latent.safetensors`` + ``vae.safetensors``) from
-        ``directory``. ``num_steps=None``: all timesteps for DDPM, 50 for DDIM. ``options``:
-        ``compile``, ``noise_device``, ``tf32``, ``channels_last`` (see the class)."""
-        if space not in SPACES:
-            raise InputError(f"unknown space {space!r}; allowed: {', '.join(SPACES)}")
-        if sampler not in SAMPLERS:
-            raise InputError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
-        if sampler == "ddpm" and eta != 0.0:
-            raise InputError(f"eta applies to the DDIM sampler only, got eta={eta!r} with ddpm")
-        directory = Path(directory)
-        unet, metadata = load_model(directory / f"{space}.safetensors", device)
-        require_metadata(directory / f"{space}.safetensors", metadata, "train_seconds", "stats")
+        ``directory``; ``model`` (a factory or its ``package.module:factory`` name) replaces the
+        UNet checkpoint. ``sampler``: a registered name or ``package.module:Name``;
+        ``num_steps=None``: the sampler's default (all timesteps for DDPM, 50 for DDIM).
+        ``options``: ``compile``, ``noise_device``, ``tf32``, ``channels_last`` (see the
+        class)."""
+        clip = clip_sample(space)  # an unknown space fails here
+        sampler_class(sampler)  # an unknown sampler fails before any file is read
+        directory, device = Path(directory), torch.device(device)
+        files = {"vae.safetensors": directory / "vae.safetensors"} if space == "latent" else {}
         vae, vae_metadata = (None, {})
         if space == "latent":
-            vae, vae_metadata = load_model(directory / "vae.safetensors", device)
-            require_metadata(directory / "vae.safetensors", vae_metadata, "train_seconds", "stats")
+            vae, vae_metadata = load_model(files["vae.safetensors"], device)
+            require_metadata(files["vae.safetensors"], vae_metadata, "train_seconds", "stats")
+        if model is None:
+            files[f"{space}.safetensors"] = directory / f"{space}.safetensors"
+            unet, metadata = load_model(files[f"{space}.safetensors"], device)
+            require_metadata(files[f"{space}.safetensors"], metadata, "train_seconds", "stats")
+        else:
+            shape = tuple(vae.latent_shape) if vae is not None else IMAGE_SHAPE
+            unet = load_plugin_model(model, shape, device)
+            parameters = sum(p.numel() for p in unet.parameters())
+            metadata = {"train_seconds": math.nan, "stats": {"parameters": parameters}}
         schedule_config = metadata.get("schedule") or {"name": "linear", "num_timesteps": 1000}
         schedule = NoiseSchedule.from_name(
             schedule_config["name"], schedule_config["num_timesteps"]
         )
-        # x0 predictions are clipped to the data range in pixel space only: latents are not
-        # bounded to [-1, 1] (diffusers' latent pipelines also run with clip_sample=False).
-        clip = space == "pixel"
-        chosen: Sampler = (
-            DDPMSampler(schedule, num_steps, clip_sample=clip)
-            if sampler == "ddpm"
-            else DDIMSampler(schedule, 50 if num_steps is None else num_steps, eta=eta,
-                             clip_sample=clip)
-        )
+        chosen = make_sampler(sampler, schedule, num_steps, clip_sample=clip, eta=eta)
         facts = {
             "train_seconds": metadata["train_seconds"] + vae_metadata.get("train_seconds", 0.0),
             "unet_parameters": metadata["stats"]["parameters"],
             "vae_parameters": vae_metadata["stats"]["parameters"] if vae is not None else 0,
         }
-        return cls(unet, chosen, vae, device, facts, **options)
+        return cls(unet, chosen, vae, device, facts, name, files, **options)
+
+    @classmethod
+    def from_config(
+        cls,
+        system: SystemConfig,
+        directory: str | Path,
+        device: str | torch.device = "cpu",
+        **options: Any,
+    ) -> Translator:
+        """The system a compare config names (see :class:`diffbench.config.SystemConfig`)."""
+        return cls.from_checkpoints(directory, system.space, system.sampler, system.steps,
+                                    system.eta, device, model=system.model, name=system.name,
+                                    **options)
 
     @property
     def name(self) -> str:
-        """E.g. ``DDIM-50`` (pixel) or ``LDM-DDPM-1000`` (latent)."""
-        kind = "DDPM" if isinstance(self.sampler, DDPMSampler) else "DDIM"
+        """E.g. ``DDIM-50`` (pixel) or ``LDM-DDPM-1000`` (latent): the sampler's label."""
+        if self._name:
+            return self._name
         prefix = "LDM-" if self.space == "latent" else ""
-        return f"{prefix}{kind}-{self.sampler.num_steps}"
+        return f"{prefix}{self.sampler.label}-{self.sampler.num_steps}"
+
+    @property
+    def sampler_name(self) -> str:
+        """The registered name (``ddim``), or ``package.module:Name`` for a plug-in."""
+        cls = type(self.sampler)
+        return cls.name or f"{cls.__module__}:{cls.__qualname__}"
+
+    @property
+    def num_steps(self) -> int:
+        return self.sampler.num_steps
+
+    def start_timestep(self, strength: float) -> int:
+        return int(self.sampler.img2img_timesteps(strength)[0])
+
+    def evaluations(self, strength: float) -> int:
+        """UNet calls per translation: one per step taken."""
+        return len(self.sampler.img2img_timesteps(strength))
+
+    def add_noise(self, x0: Tensor, noise: Tensor, t: int) -> Tensor:
+        return self.sampler.schedule.add_noise(x0, noise, t)
+
+    def checkpoint_sha256(self) -> dict[str, str]:
+        if self._digests is None:
+            self._digests = {name: sha256_file(p) for name, p in self._checkpoints.items()}
+        return self._digests
 
     def flops_per_image(self, strength: float) -> int:
         """Forward FLOPs of one translation at ``strength``: the UNet once per step taken, plus
         the VAE's encode and decode in latent space."""
-        steps = len(self.sampler.img2img_timesteps(strength))
+        steps = self.evaluations(strength)
         x = torch.zeros(1, *IMAGE_SHAPE, device=self.device)
         t = torch.zeros(1, dtype=torch.long, device=self.device)
         if self.vae is None:
@@ -171,8 +265,8 @@ class Translator:
         check_digits(x0)
         self.sampler.img2img_timesteps(strength)  # a bad strength is a ValueError before work
         x0 = x0.to(self.device)
-        shape = x0.shape if self.vae is None else (len(x0), *self.vae.latent_shape)
-        noise = randn_like(torch.empty(shape, device=self.device), generator)
+        noise = randn_like(torch.empty((len(x0), *self.noise_shape), device=self.device),
+                           generator)
         with tf32_mode(self.tf32) if self.device.type == "cuda" else nullcontext():
             call = self._call or self._translate
             return call(x0, noise, strength, generator)
@@ -184,7 +278,17 @@ class Translator:
         if self.vae is None:
             x = self.sampler.img2img(self._unet, x0, strength, noise=noise, generator=generator)
             return x.clamp(-1, 1)
-        scale = self.vae.scale_factor
-        z0 = self._encode(x0)[0] * scale
+        z0 = to_latent(self.vae, x0, self._encode)
         z = self.sampler.img2img(self._unet, z0, strength, noise=noise, generator=generator)
-        return self._decode(z / scale).clamp(-1, 1)
+        return from_latent(self.vae, z, self._decode).clamp(-1, 1)
+
+    @torch.inference_mode()
+    def generate(self, x_T: Tensor) -> Tensor:
+        """Digits sampled from pure noise ``x_T`` (latents in latent space) by every step."""
+        x = self.sampler.sample(self.unet, x_T.to(self.device))
+        return (x if self.vae is None else from_latent(self.vae, x)).clamp(-1, 1)
+
+    @property
+    def noise_shape(self) -> tuple[int, ...]:
+        """The shape of one image in the space the sampler runs in."""
+        return tuple(self.vae.latent_shape) if self.vae is not None else IMAGE_SHAPE

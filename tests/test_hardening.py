@@ -203,7 +203,10 @@ BAD_INPUT = [
         ["systems.0.sampler: Input should be 'ddpm' or 'ddim' (got 'euler')"],
     ),
     (COMPARE + " --set systems.0.space=video", ["Input should be 'pixel' or 'latent'"]),
-    (COMPARE + " --set systems.0.colour=red", ["allowed keys: eta, sampler, space, steps"]),
+    (
+        COMPARE + " --set systems.0.colour=red",
+        ["allowed keys: eta, model, name, sampler, space, steps"],
+    ),
     (COMPARE + " --set systems.0.steps=5000", ["num_steps must be in [1, 1000], got 5000"]),
     (COMPARE + " --set timing_batch=many", ["timing_batch: Input should be a valid integer"]),
     (COMPARE + " --set systems.9.steps=3", ["'9' is not an index of a 4-item list"]),
@@ -615,13 +618,23 @@ COMPARE_KEYS = [
 ]
 
 
+def valid_value(key: str):
+    """A value the config accepts for ``key``: its field's default (keys without one, and
+    dotted keys, get a plausible value)."""
+    field = {**TrainConfig.model_fields, **CompareConfig.model_fields}.get(key)
+    if field is None or field.is_required() or not isinstance(field.default, (int, float, str)):
+        return PLAUSIBLE
+    return st.just(field.default) | PLAUSIBLE
+
+
 def overrides(keys: list[str]):
     """``--set`` strings: a known or random key, and a YAML value or random text; half of the
     lists hold only known keys with plausible values."""
     def dump(value):
         return yaml.safe_dump(value, default_flow_style=True).strip()
 
-    plausible = st.tuples(st.sampled_from(keys), PLAUSIBLE.map(dump)).map("=".join)
+    plausible = st.sampled_from(keys).flatmap(
+        lambda k: valid_value(k).map(lambda v: f"{k}={dump(v)}"))
     key = st.sampled_from(keys) | st.text(max_size=10)
     value = (PLAUSIBLE | VALUES).map(dump)
     wild = st.tuples(key, value | st.text(max_size=12)).map("=".join) | st.text()
@@ -630,7 +643,9 @@ def overrides(keys: list[str]):
 
 def mappings(keys: list[str], max_size: int):
     """YAML mappings: half of them only known keys with plausible values."""
-    return st.dictionaries(st.sampled_from(keys), PLAUSIBLE, max_size=2) | st.dictionaries(
+    plausible = st.lists(st.sampled_from(keys), max_size=2, unique=True).flatmap(
+        lambda ks: st.fixed_dictionaries({k: valid_value(k) for k in ks}))
+    return plausible | st.dictionaries(
         st.sampled_from(keys) | st.text(max_size=8), PLAUSIBLE | VALUES, max_size=max_size
     )
 
