@@ -86,6 +86,9 @@ class TrainConfig(_Strict):
     noise_max_timestep: int | None = Field(
         None, ge=1, description="classifier: train on x_t with t < this (needs noise_aware)"
     )
+    space: Literal[SPACES] = Field(
+        "pixel", description="classifier: classify digits (pixel) or the VAE's latents (latent)"
+    )
 
     def build_model_config(self) -> Any:
         """The model's dataclass config built from ``model``, each value checked against its

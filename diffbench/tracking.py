@@ -130,7 +130,8 @@ class Tracker:
             self._disable(err)
 
     def _open(
-        self, experiment: str, run_name: str | None, tags: dict[str, Any], nested: bool
+        self, experiment: str, run_name: str | None, tags: dict[str, Any], nested: bool,
+        log_system_metrics: bool = False,
     ) -> None:
         try:
             _probe(self.tracking_uri)
@@ -142,6 +143,7 @@ class Tracker:
                 run_name=run_name,
                 nested=nested,
                 tags={str(k): str(v) for k, v in tags.items()},
+                log_system_metrics=log_system_metrics,
             )
         except Exception as err:  # noqa: BLE001 - a tracking failure must not stop the work
             self._disable(err)
@@ -193,15 +195,17 @@ def start_run(
     params: dict[str, Any] | None = None,
     tags: dict[str, Any] | None = None,
     nested: bool = False,
+    log_system_metrics: bool = False,
 ) -> Iterator[Tracker]:
     """Open an MLflow run in ``experiment`` and yield its `Tracker`; the run ends on exit.
+    ``log_system_metrics``: MLflow samples CPU, memory (and GPU) use into the run meanwhile.
 
     The run is FINISHED, or FAILED if the body raised. While it is open the tracker is the one
     `time_execution` logs to.
     """
     with _bounded_http():
         tracker = Tracker(mlflow.get_tracking_uri())
-        tracker._open(experiment, run_name, tags or {}, nested)
+        tracker._open(experiment, run_name, tags or {}, nested, log_system_metrics)
         tracker.log_params(params or {})
         _ACTIVE.append(tracker)
         status = "FAILED"

@@ -386,7 +386,7 @@ def test_an_unexpected_failure_exits_1_with_a_traceback(tiny_checkpoints, mnist_
 SIGNAL_CHILD = """
 import sys, time
 from pathlib import Path
-import diffbench.train as train
+import diffbench.train.loop as train
 from diffbench.cli import main
 ready, pause_at, args = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
 original = train.train_step

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -18,6 +19,7 @@ from diffbench.data import KNOWN_MD5
 from diffbench.models import VAE, Classifier, UNet, UNetConfig
 from diffbench.train import Distributed, batch_indices, learning_rate_factor, update_ema
 
+REPO = Path(__file__).resolve().parents[1]
 TINY = [
     "--steps",
     "3",
@@ -309,3 +311,28 @@ def test_cuda_training_in_bf16(tracking_uri, tmp_path, mnist_dir):
     metadata = load_metadata(tmp_path / "pixel.safetensors")
     assert metadata["device"] == "cuda" and metadata["step"] == 4
     assert metadata["train_seconds"] > 0 and metadata["final_loss"] == metadata["final_loss"]
+
+
+def test_every_model_kind_has_a_training_task():
+    from diffbench.config import KINDS
+    from diffbench.train import TASKS
+
+    assert set(TASKS) == set(KINDS)
+
+
+def test_a_latent_noise_aware_classifier_trains_on_the_vaes_latents(trained, mnist_dir):
+    """``space: latent``: the classifier sees z_t of the VAE's scaled latents [B, 4, 7, 7]."""
+    config = load_train_config("classifier", REPO / "configs/train_latent_noisy_classifier.yaml", [
+        f"out={trained}", f"vae_checkpoint={trained / 'vae.safetensors'}", f"data_dir={mnist_dir}",
+        "train_images=64", "batch_size=8", "model.channels=[8, 16]", "model.num_groups=4",
+        "experiment=test-train-latent-classifier",
+    ], steps=2)
+    from diffbench.train import train
+
+    path = train(config, command="test")
+    model, metadata = load_model(path)
+    assert metadata["latent_shape"] == [4, 7, 7] and metadata["config"]["space"] == "latent"
+    assert model.cfg.in_channels == 4 and model.cfg.noise_aware
+    z, t = torch.zeros(2, 4, 7, 7), torch.tensor([0, 999])
+    assert model(z, t).shape == (2, 10)
+    assert "test_accuracy_first_1000" in (trained / "latent_noisy_classifier.md").read_text()

@@ -1,0 +1,268 @@
+"""What each model kind trains: one registered :class:`Task` class per kind (``pixel``,
+``latent``, ``peer``, ``vae``, ``classifier``), each with its model, data, loss, preview and
+model-card facts. A new kind is one class here plus its model config in
+:data:`diffbench.config.MODEL_CONFIGS`.
+
+Losses:
+
+* pixel / latent / peer: the "simple" DDPM objective ||eps - eps_theta(x_t, t)||^2
+  (Ho et al. 2020, eq. 14);
+* vae: reconstruction MSE + ``kl_weight`` * KL(q(z|x) || N(0, I)) (Rombach et al. 2022, sec. 3);
+* classifier: cross-entropy, on x_t at t < ``noise_max_timestep`` when noise-aware; with
+  ``space: latent`` on the shipped VAE's latents z (and z_t), the latent space's classifier.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from diffbench.checkpoints import load_metadata, load_model
+from diffbench.config import ConfigError, TrainConfig
+from diffbench.data import MNISTTensors, load_mnist
+from diffbench.models import VAE, Classifier, PeerUNet, UNet
+from diffbench.models.peer import crop_from_peer, pad_to_peer
+from diffbench.sampling import DDIMSampler, randn_like
+from diffbench.schedule import NoiseSchedule
+from diffbench.system import clip_sample, from_latent, to_latent
+
+TASKS: dict[str, type[Task]] = {}
+"""Model kind -> its task class."""
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    TASKS[cls.kind] = cls
+    return cls
+
+
+def load_vae(path: str | Path, device: torch.device | str = "cpu") -> VAE:
+    """A trained VAE from its checkpoint, in eval mode."""
+    vae, metadata = load_model(path, device)
+    if metadata.get("kind") != "vae":
+        raise ConfigError(f"{path} is a {metadata.get('kind')!r} checkpoint, not a VAE")
+    return vae
+
+
+@torch.inference_mode()
+def encode_with_vae(
+    config: TrainConfig, images: Tensor, device: torch.device
+) -> tuple[Tensor, dict[str, Any]]:
+    """Latents (posterior mean x the VAE's scale factor) of ``images``, and the VAE's facts."""
+    if not config.vae_checkpoint:
+        raise ConfigError(f"{config.kind} in latent space needs vae_checkpoint: the trained VAE "
+                          f"to encode with")
+    vae = load_vae(config.vae_checkpoint, device)
+    latents = torch.cat([to_latent(vae, chunk.to(device)) for chunk in images.split(1024)])
+    facts = {
+        "vae_checkpoint": str(config.vae_checkpoint),
+        "vae_train_seconds": load_metadata(config.vae_checkpoint).get("train_seconds"),
+        "latent_shape": list(vae.latent_shape),
+    }
+    return latents.cpu(), facts
+
+
+class Task:
+    """One kind's model, training inputs and loss. Subclasses set ``kind`` and ``model_class``
+    and provide :meth:`loss` and :meth:`preview`."""
+
+    kind: ClassVar[str]
+    model_class: ClassVar[type[nn.Module]]
+    diffusion: ClassVar[bool] = False  # trained with an EMA, sampled in the preview
+
+    def __init__(self, config: TrainConfig, device: torch.device) -> None:
+        self.config, self.device = config, device
+        model_config = config.build_model_config()
+        try:  # built on the CPU, so a failure here is the config's, never the device's
+            model = self.model_class(model_config)
+        except (ValueError, TypeError, IndexError, ZeroDivisionError) as error:
+            raise ConfigError(f"model: {model_config} cannot be built ({error})") from error
+        self.model = model.to(device)
+        self.schedule = NoiseSchedule.from_name(config.schedule.name,
+                                                config.schedule.num_timesteps)
+        self.facts: dict[str, Any] = {}
+        train = load_mnist("train", config.data_dir, limit=config.train_images)
+        self.inputs = self.prepare(train.images).to(device)
+        self.labels = train.labels.to(device)
+
+    @property
+    def uses_schedule(self) -> bool:
+        return self.diffusion
+
+    def prepare(self, images: Tensor) -> Tensor:
+        """Digits -> what the model trains on (default: the digits themselves)."""
+        return images
+
+    def noised(
+        self, batch: Tensor, max_timestep: int, gen: torch.Generator
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(x_t, t, eps) with t ~ U{0, .., max_timestep - 1} and eps ~ N(0, I) per example."""
+        t = torch.randint(0, max_timestep, (len(batch),), generator=gen, device=gen.device)
+        eps = randn_like(batch, gen)
+        t = t.to(batch.device)
+        return self.schedule.add_noise(batch, eps, t), t, eps
+
+    def example_args(self, example: Tensor) -> tuple[Tensor, ...]:
+        """Arguments of one forward call on ``example`` (for FLOPs and shape checks)."""
+        return (example,)
+
+    def loss(self, model: nn.Module, batch: Tensor, labels: Tensor, gen: torch.Generator) -> Tensor:
+        raise NotImplementedError
+
+    def preview(
+        self, model: nn.Module, test: MNISTTensors, gen: torch.Generator
+    ) -> tuple[Tensor, dict[str, Any]]:
+        """(images for the sample grid in [-1, 1], numbers for the model card)."""
+        raise NotImplementedError
+
+    def finish(self, model: nn.Module) -> None:
+        """Anything to fix in the model before its last checkpoint (default: nothing)."""
+
+
+class DiffusionTask(Task):
+    """eps-prediction with the simple DDPM loss; the preview samples 16 digits with DDIM-50."""
+
+    diffusion = True
+    space = "pixel"
+
+    def example_args(self, example: Tensor) -> tuple[Tensor, ...]:
+        return example, torch.zeros(len(example), dtype=torch.long, device=example.device)
+
+    def loss(self, model: nn.Module, batch: Tensor, labels: Tensor, gen: torch.Generator) -> Tensor:
+        x_t, t, eps = self.noised(batch, self.schedule.num_timesteps, gen)
+        return F.mse_loss(model(x_t, t), eps)
+
+    def preview(
+        self, model: nn.Module, test: MNISTTensors, gen: torch.Generator
+    ) -> tuple[Tensor, dict[str, Any]]:
+        sampler = DDIMSampler(self.schedule, clip_sample=clip_sample(self.space))
+        x_T = torch.randn((16, *self.inputs.shape[1:]), generator=gen).to(self.device)
+        return self.to_digits(sampler.sample(model, x_T)).clamp(-1, 1), {}
+
+    def to_digits(self, x: Tensor) -> Tensor:
+        """Samples in the model's space -> digits."""
+        return x
+
+
+@register_task
+class PixelTask(DiffusionTask):
+    kind, model_class = "pixel", UNet
+
+
+@register_task
+class LatentTask(DiffusionTask):
+    """Diffusion on the scaled latents of a trained VAE (Rombach et al. 2022)."""
+
+    kind, model_class, space = "latent", UNet, "latent"
+
+    def prepare(self, images: Tensor) -> Tensor:
+        latents, self.facts = encode_with_vae(self.config, images, self.device)
+        return latents
+
+    def to_digits(self, x: Tensor) -> Tensor:
+        return from_latent(load_vae(self.config.vae_checkpoint, self.device), x)
+
+
+@register_task
+class PeerTask(DiffusionTask):
+    """The diffusers peer: the same loss on digits padded to 32x32."""
+
+    kind, model_class = "peer", PeerUNet
+
+    def prepare(self, images: Tensor) -> Tensor:
+        return pad_to_peer(images)
+
+    def to_digits(self, x: Tensor) -> Tensor:
+        return crop_from_peer(x)
+
+
+@register_task
+class VAETask(Task):
+    kind, model_class = "vae", VAE
+
+    def loss(self, model: nn.Module, batch: Tensor, labels: Tensor, gen: torch.Generator) -> Tensor:
+        reconstruction, mean, logvar = model(batch, generator=gen)
+        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
+        return F.mse_loss(reconstruction, batch) + self.config.kl_weight * kl
+
+    def preview(
+        self, model: nn.Module, test: MNISTTensors, gen: torch.Generator
+    ) -> tuple[Tensor, dict[str, Any]]:
+        source = test.images[:16].to(self.device)
+        reconstruction = model.decode(model.encode(source)[0])
+        extra = {"test_reconstruction_mse": round(float(F.mse_loss(reconstruction, source)), 5),
+                 "scale_factor": round(float(model.scale_factor), 5)}
+        return torch.cat([source, reconstruction.clamp(-1, 1)]), extra
+
+    @torch.inference_mode()
+    def finish(self, model: nn.Module) -> None:
+        """The scale factor: 1 / std of the posterior means on (up to 10k) training images
+        (Rombach et al. 2022, sec. G: the latent is rescaled to unit variance)."""
+        model.eval()
+        chunks = self.inputs[:10_000].split(1024)
+        means = torch.cat([model.encode(chunk)[0] for chunk in chunks])
+        model.train()
+        model.scale_factor.fill_(1.0 / float(means.float().std()))
+
+
+@register_task
+class ClassifierTask(Task):
+    """Digit labels from digits, or (noise-aware) from x_t and t; ``space: latent`` classifies
+    the VAE's latents instead of pixels."""
+
+    kind, model_class = "classifier", Classifier
+
+    def __init__(self, config: TrainConfig, device: torch.device) -> None:
+        super().__init__(config, device)
+        if config.noise_max_timestep:
+            if not self.model.cfg.noise_aware:
+                raise ConfigError("noise_max_timestep needs model.noise_aware: true")
+            if config.noise_max_timestep > self.schedule.num_timesteps:
+                raise ConfigError(
+                    f"noise_max_timestep {config.noise_max_timestep} exceeds the schedule's "
+                    f"{self.schedule.num_timesteps} timesteps"
+                )
+
+    @property
+    def uses_schedule(self) -> bool:
+        return bool(self.config.noise_max_timestep)
+
+    def prepare(self, images: Tensor) -> Tensor:
+        if self.config.space == "pixel":
+            return images
+        latents, self.facts = encode_with_vae(self.config, images, self.device)
+        return latents
+
+    def example_args(self, example: Tensor) -> tuple[Tensor, ...]:
+        if not self.config.noise_max_timestep:
+            return (example,)
+        return example, torch.zeros(len(example), dtype=torch.long, device=example.device)
+
+    def loss(self, model: nn.Module, batch: Tensor, labels: Tensor, gen: torch.Generator) -> Tensor:
+        if self.config.noise_max_timestep:
+            x_t, t, _ = self.noised(batch, self.config.noise_max_timestep, gen)
+            return F.cross_entropy(model(x_t, t), labels)
+        return F.cross_entropy(model(batch), labels)
+
+    def preview(
+        self, model: nn.Module, test: MNISTTensors, gen: torch.Generator
+    ) -> tuple[Tensor, dict[str, Any]]:
+        """Accuracy on the first 1,000 test digits (noised if noise-aware); the grid shows the
+        misread ones (pixel space)."""
+        inputs, labels = self.prepare(test.images).to(self.device), test.labels.to(self.device)
+        t = None
+        if self.config.noise_max_timestep:
+            inputs, t, _ = self.noised(inputs, self.config.noise_max_timestep, gen)
+        correct = model(inputs, t).argmax(1) == labels
+        extra = {"test_accuracy_first_1000": round(float(correct.float().mean()), 4)}
+        shown = inputs if self.config.space == "pixel" else test.images.to(self.device)
+        wrong = shown[~correct][:32]
+        return (wrong if len(wrong) else shown[:32]), extra
+
+
+def build_task(config: TrainConfig, device: torch.device) -> Task:
+    """The task of ``config.kind``, its model on ``device`` and its data loaded."""
+    return TASKS[config.kind](config, device)
