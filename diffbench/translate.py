@@ -9,6 +9,11 @@ layout; calls run under ``torch.inference_mode`` on the chosen device.
 The sampler is any registered one or a ``"package.module:Name"`` :class:`Sampler` subclass; the
 network is the shipped checkpoint of the space or, named as ``"package.module:factory"``, a
 plain ``nn.Module`` ``model(x_t, t) -> eps`` that the factory returns.
+
+Every translation starts at exactly ``t_start = int(strength * T) - 1`` (``start="exact"``, see
+:meth:`diffbench.sampling.Sampler.img2img_timesteps`), so systems with different samplers and
+step counts denoise from the same noise level at the same strength; ``start="diffusers"``
+gives diffusers' img2img convention (parity) instead.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from diffbench.checkpoints import load_model, require_metadata, sha256_file
 from diffbench.config import SystemConfig
 from diffbench.models import flops_per_image
 from diffbench.plugins import load_object
-from diffbench.sampling import SAMPLERS, Sampler, make_sampler, sampler_class
+from diffbench.sampling import SAMPLERS, STARTS, Sampler, make_sampler, sampler_class
 from diffbench.schedule import NoiseSchedule
 from diffbench.system import (
     IMAGE_SHAPE,
@@ -92,7 +97,10 @@ class Translator:
         facts: dict[str, Any] | None = None,
         name: str | None = None,
         checkpoints: dict[str, Path] | None = None,
+        start: str = "exact",
     ) -> None:
+        if start not in STARTS:
+            raise ValueError(f"unknown start {start!r}; allowed: {', '.join(STARTS)}")
         # Channels-last weights: oneDNN's (and cuDNN's) faster convolution layout; measured on
         # the 2-core CPU at batch 64, the pixel UNet's forward 150 -> 122 ms and the VAE's
         # decode 74 -> 46 ms, outputs equal within 5e-6.
@@ -105,6 +113,7 @@ class Translator:
         self._name = name
         self._checkpoints = checkpoints or {}
         self._digests: dict[str, str] | None = None
+        self.start = start
 
     @classmethod
     def from_checkpoints(
@@ -178,11 +187,13 @@ class Translator:
         return self.sampler.num_steps
 
     def start_timestep(self, strength: float) -> int:
-        return int(self.sampler.img2img_timesteps(strength)[0])
+        """The timestep a translation at ``strength`` starts from: ``int(strength * T) - 1``
+        (299 at 0.3 with T = 1000) whatever the sampler and step count."""
+        return int(self.sampler.img2img_timesteps(strength, self.start)[0])
 
     def evaluations(self, strength: float) -> int:
-        """UNet calls per translation: one per step taken."""
-        return len(self.sampler.img2img_timesteps(strength))
+        """UNet calls per translation (the sampler's NFE: Heun's are two a step but the last)."""
+        return self.sampler.nfe(strength, self.start)
 
     def add_noise(self, x0: Tensor, noise: Tensor, t: int) -> Tensor:
         return self.sampler.schedule.add_noise(x0, noise, t)
@@ -193,7 +204,7 @@ class Translator:
         return self._digests
 
     def flops_per_image(self, strength: float) -> int:
-        """Forward FLOPs of one translation at ``strength``: the UNet once per step taken, plus
+        """Forward FLOPs of one translation at ``strength``: the UNet once per evaluation, plus
         the VAE's encode and decode in latent space."""
         steps = self.evaluations(strength)
         x = torch.zeros(1, *IMAGE_SHAPE, device=self.device)
@@ -214,8 +225,12 @@ class Translator:
         check_digits(x0)
         x0 = x0.to(self.device)
         if self.vae is None:
-            return self.sampler.img2img(self.unet, x0, strength, generator=generator).clamp(-1, 1)
-        z = self.sampler.img2img(self.unet, to_latent(self.vae, x0), strength, generator=generator)
+            return self.sampler.img2img(
+                self.unet, x0, strength, generator=generator, start=self.start
+            ).clamp(-1, 1)
+        z = self.sampler.img2img(
+            self.unet, to_latent(self.vae, x0), strength, generator=generator, start=self.start
+        )
         return from_latent(self.vae, z).clamp(-1, 1)
 
     @torch.inference_mode()

@@ -26,7 +26,7 @@ def test_evaluate_writes_every_number_and_updates_the_cards(tiny_checkpoints, mn
                                                 "LDM-DDIM-50")
                          for s in (0.1, 0.3, 0.5, 0.7, 0.9)}
     assert rows[("DDIM-50", 0.3)]["num_images"] == 4 and rows[("DDPM-1000", 0.3)]["num_images"] == 2
-    assert rows[("DDIM-50", 0.3)]["start_timestep"] == 280
+    assert rows[("DDIM-50", 0.3)]["start_timestep"] == 299  # the exact start, as DDPM-1000's
     assert rows[("DDPM-1000", 0.3)]["start_timestep"] == 299
     assert [g["name"] for g in report["generation"]] == ["DDIM-50", "LDM-DDIM-50"]
     assert len(report["goals"]) == 2 + 6 + 6 and all("met" in g for g in report["goals"])
@@ -34,4 +34,4 @@ def test_evaluate_writes_every_number_and_updates_the_cards(tiny_checkpoints, mn
     assert "DDIM-50 preservation at strength 0.3" in printed
     card = (tiny_checkpoints / "pixel.md").read_text()
     assert card.startswith("# pixel\n\nhow it was trained\n\n## Measured fidelity")
-    assert "| DDIM-50 | 0.3 | 280 | 4 |" in card
+    assert "| DDIM-50 | 0.3 | 299 | 4 |" in card
