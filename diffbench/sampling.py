@@ -29,7 +29,8 @@ Samplers register under a name with a label (``@register_sampler("ddim", "DDIM")
 :data:`SAMPLERS` is the one list of choices the configs, the CLI and the system names derive
 from. A user's sampler is one :class:`Sampler` subclass providing :meth:`Sampler.update` (one
 step) or :meth:`Sampler.advance` (a step that keeps history), registered or named as
-``"package.module:Name"``.
+``"package.module:Name"``. The few-step solvers (DPM-Solver++, Euler, Heun, UniPC) live in
+:mod:`diffbench.solvers`, registered when this module is imported.
 """
 
 from __future__ import annotations
@@ -464,3 +465,5 @@ class DDIMSampler(Sampler):
         x0_coef, eps_coef, sigma = self._update(*self.alpha_bars(t))
         return x0_coef * x0 + eps_coef * eps, sigma
 
+
+from diffbench import solvers as solvers  # noqa: E402  registers dpmsolver++, euler, heun, unipc

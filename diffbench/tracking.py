@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import sys
 import time
 import urllib.error
@@ -31,6 +32,8 @@ import torch
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+_METRIC_CHARS = re.compile(r"[^\w\-. :/]")  # what MLflow does not allow in a metric name
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -161,9 +164,11 @@ class Tracker:
             self._call("log_batch", params=flat)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """Log numeric metrics (0-dim tensors too) at ``step`` (0 when None)."""
+        """Log numeric metrics (0-dim tensors too) at ``step`` (0 when None); characters MLflow
+        refuses in a name (e.g. the ``+`` of ``DPM++2M``) become ``_``."""
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        batch = [Metric(_METRIC_CHARS.sub("_", k), float(v), now, step or 0)
+                 for k, v in metrics.items()]
         if batch:
             self._call("log_batch", metrics=batch)
 

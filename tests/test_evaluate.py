@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from diffbench.cli import main
+from diffbench.sampling import SAMPLERS
 
 
 def test_evaluate_writes_every_number_and_updates_the_cards(tiny_checkpoints, mnist_dir,
@@ -22,9 +23,11 @@ def test_evaluate_writes_every_number_and_updates_the_cards(tiny_checkpoints, mn
     assert report["classifier"]["num_images"] == 10_000
     assert report["vae"]["num_images"] == 10_000 and report["vae"]["reconstruction_mse"] > 0
     rows = {(r["name"], r["strength"]): r for r in report["img2img"]}
-    assert set(rows) == {(name, s) for name in ("DDPM-1000", "DDIM-50", "LDM-DDPM-1000",
-                                                "LDM-DDIM-50")
-                         for s in (0.1, 0.3, 0.5, 0.7, 0.9)}
+    names = {f"{prefix}{cls.label}-{cls.default_steps or 1000}"  # every registered sampler
+             for prefix in ("", "LDM-") for cls in SAMPLERS.values()}
+    assert {"DDPM-1000", "DDIM-50", "LDM-DDPM-1000", "LDM-DDIM-50", "Heun-50"} < names
+    assert set(rows) == {(name, s) for name in names for s in (0.1, 0.3, 0.5, 0.7, 0.9)}
+    assert rows[("Heun-50", 0.3)]["steps"] == 29 and rows[("UniPC-50", 0.3)]["steps"] == 15
     assert rows[("DDIM-50", 0.3)]["num_images"] == 4 and rows[("DDPM-1000", 0.3)]["num_images"] == 2
     assert rows[("DDIM-50", 0.3)]["start_timestep"] == 299  # the exact start, as DDPM-1000's
     assert rows[("DDPM-1000", 0.3)]["start_timestep"] == 299
