@@ -10,12 +10,13 @@ import re
 
 import pytest
 import torch
+import yaml
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from diffbench import NoiseSchedule, Translator
 from diffbench.cli import main
-from diffbench.config import ConfigError, load_compare_config
+from diffbench.config import CONFIG_DIR, ConfigError, load_compare_config
 from diffbench.sampling import SAMPLERS, SPACINGS, STARTS, DDIMSampler, make_sampler
 from diffbench.solvers import DPMSolverPlusPlusSampler, EulerSampler, HeunSampler, UniPCSampler
 
@@ -236,3 +237,22 @@ def test_solvers_keep_the_input_dtype(name, dtype):
                                                 generator=torch.Generator().manual_seed(0))
     assert out.dtype == dtype and out.shape == (2, 1, 8, 8) and torch.isfinite(out).all()
 
+
+# -- configs/nfe_sweep.yaml ------------------------------------------------------------------
+
+
+def test_the_nfe_sweep_config_hits_every_nfe_for_every_sampler_space_and_strength():
+    config = load_compare_config(CONFIG_DIR / "nfe_sweep.yaml")
+    raw = yaml.safe_load((CONFIG_DIR / "nfe_sweep.yaml").read_text())
+    assert len(raw["systems"]) == len(config.systems)
+    assert config.strengths == [0.3, 0.5]
+    targets = {3, 5, 8, 10, 15, 25}
+    for space in ("pixel", "latent"):
+        for name in SAMPLERS:
+            systems = [s for s in config.systems if (s.space, s.sampler) == (space, name)]
+            for strength in config.strengths:
+                nfes = {make_sampler(name, LINEAR, s.steps).nfe(strength, "exact")
+                        for s in systems}
+                # Heun's NFE is odd (2k - 1): 8 and 10 are bracketed by 7, 9 and 11.
+                wanted = targets if name != "heun" else {3, 5, 7, 9, 11, 15, 25}
+                assert wanted <= nfes, (space, name, strength, sorted(nfes))
