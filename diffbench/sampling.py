@@ -173,6 +173,9 @@ class Timestep(int):
         self.alpha_bar, self.alpha_bar_next = alpha_bar, alpha_bar_next
         return self
 
+    def __reduce__(self) -> tuple:  # copy and pickle rebuild it whole
+        return Timestep, (int(self), self.index, self.next, self.alpha_bar, self.alpha_bar_next)
+
     @property
     def last(self) -> bool:
         """Whether this is the call's last timestep (the step lands on alpha_bar = 1)."""

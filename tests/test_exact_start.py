@@ -3,6 +3,7 @@ t_start = int(strength * T) - 1, and the loop runs any decreasing timestep seque
 
 from __future__ import annotations
 
+import copy
 import re
 
 import pytest
@@ -124,6 +125,8 @@ def test_denoise_runs_any_decreasing_sequence_and_timesteps_know_their_neighbour
     assert sampler.alpha_bars(steps[0]) == (ab[777], ab[123])
     assert sampler.alpha_bars(steps[2]) == (ab[5], 1.0)
     assert sampler.alpha_bars(900) == (ab[900], ab[800])  # a plain int: its own sequence
+    copied = copy.deepcopy(steps[1])
+    assert (copied, copied.next, copied.alpha_bar, copied.index) == (123, 5, ab[123], 1)
 
 
 @pytest.mark.parametrize("timesteps", [[], [5, 5], [3, 7], [1000, 3], [4, -1]])
