@@ -200,8 +200,9 @@ BAD_INPUT = [
                                         "below timestep 0 of 1000"]),
     (COMPARE + " --steps 0", ["--steps: expected a positive integer, got 0"]),
     (
-        COMPARE + " --set systems.0.sampler=euler",
-        ["systems.0.sampler: Input should be 'ddpm' or 'ddim' (got 'euler')"],
+        COMPARE + " --set systems.0.sampler=lms",
+        ["systems.0.sampler: Input should be 'ddpm', 'ddim', 'dpmsolver++', 'euler', 'heun' or "
+         "'unipc' (got 'lms')"],
     ),
     (COMPARE + " --set systems.0.space=video", ["Input should be 'pixel' or 'latent'"]),
     (COMPARE + " --set systems.0.colour=red", ["allowed keys: eta, model, name, sampler, space, steps"]),
