@@ -14,12 +14,23 @@ departures, both invisible with the default ``leading`` spacing:
 Unlike diffusers' schedulers, a sampler is immutable: its step count and spacing are fixed at
 construction, so there is no ``set_timesteps`` state to forget; what a multistep sampler
 remembers between steps lives in a ``state`` dict local to one :meth:`Sampler.denoise` call.
+:meth:`Sampler.denoise` runs any strictly decreasing timestep sequence: each step gets a
+:class:`Timestep`, an ``int`` that also carries its alpha_bar and the next one's, so the
+coefficients of a step come from the call's own sequence, not from a fixed table.
+
+Image-to-image starts (``start=``, :data:`STARTS`) either as diffusers' img2img pipelines do
+(``"diffusers"``, the default, for parity: the last ``int(n * strength)`` of the sampler's n
+timesteps, so the noise level depends on n: DDIM-10 at strength 0.3 starts at t = 200, DDIM-50
+at 280, DDPM-1000 at 299) or at exactly ``t_start = int(strength * T) - 1`` for every sampler
+(``"exact"``: 299 at 0.3 with T = 1000), with ``max(1, int(n * strength))`` steps spread over
+[0, t_start] by the sampler's spacing (:func:`diffbench.schedule.make_start_timesteps`).
 
 Samplers register under a name with a label (``@register_sampler("ddim", "DDIM")``);
 :data:`SAMPLERS` is the one list of choices the configs, the CLI and the system names derive
 from. A user's sampler is one :class:`Sampler` subclass providing :meth:`Sampler.update` (one
 step) or :meth:`Sampler.advance` (a step that keeps history), registered or named as
-``"package.module:Name"``.
+``"package.module:Name"``. The few-step solvers (DPM-Solver++, Euler, Heun, UniPC) live in
+:mod:`diffbench.solvers`, registered when this module is imported.
 """
 
 from __future__ import annotations
@@ -36,20 +47,27 @@ from tqdm.auto import tqdm
 from diffbench.errors import InputError
 from diffbench.plugins import is_spec, load_object
 from diffbench.schedule import SPACINGS as SPACINGS  # re-exported: they lived here before
-from diffbench.schedule import NoiseSchedule, img2img_num_steps, make_timesteps
+from diffbench.schedule import (
+    NoiseSchedule,
+    img2img_num_steps,
+    make_start_timesteps,
+    make_timesteps,
+)
 
 Model = Callable[[Tensor, Tensor], Tensor]
 """Any callable ``model(x_t, t) -> eps`` with ``t`` a LongTensor of shape [B]."""
 
 VARIANCES = ("fixed_small", "fixed_large")
+STARTS = ("diffusers", "exact")
+"""Where image-to-image starts: see :meth:`Sampler.img2img_timesteps`."""
 DEFAULT_STEPS = 50
 """The step count of a few-step sampler (DDIM, a plug-in) when none is given."""
 SAMPLERS: dict[str, type[Sampler]] = {}
 """Registered samplers by name, in registration order (``ddpm``, ``ddim``, then any others)."""
 PLUGIN_SAMPLER = (
     "a plug-in sampler is 'package.module:Name' naming a subclass of "
-    "diffbench.sampling.Sampler that provides update() (one step) or advance() (a step with "
-    "history)"
+    "diffbench.sampling.Sampler that provides update() (one step), advance() (a step with "
+    "history) or denoise() (the whole loop)"
 )
 
 
@@ -70,8 +88,9 @@ def check_sampler_class(cls: object, spec: str) -> None:
     """Raise a ValueError unless ``cls`` is a usable :class:`Sampler` subclass."""
     if not (isinstance(cls, type) and issubclass(cls, Sampler)) or cls is Sampler:
         raise InputError(f"sampler {spec!r} is {cls!r}, not a Sampler subclass; {PLUGIN_SAMPLER}")
-    if cls.update is Sampler.update and cls.advance is Sampler.advance:
-        raise InputError(f"sampler {spec!r} provides neither update() nor advance(); "
+    if (cls.update, cls.advance, cls.denoise) == (Sampler.update, Sampler.advance,
+                                                   Sampler.denoise):
+        raise InputError(f"sampler {spec!r} provides none of update(), advance(), denoise(); "
                          f"{PLUGIN_SAMPLER}")
 
 
@@ -106,6 +125,17 @@ def make_sampler(
     return cls(schedule, num_steps, clip_sample=clip_sample)
 
 
+def exact_start(num_timesteps: int, strength: float) -> int:
+    """The timestep image-to-image at ``strength`` starts from with ``start="exact"``:
+    ``int(strength * T) - 1`` (299 at 0.3 with T = 1000) whatever the sampler and step count."""
+    if isinstance(strength, bool) or not isinstance(strength, Real) or not 0 < strength <= 1:
+        raise InputError(f"strength must be a number in (0, 1], got {strength!r}")
+    if int(strength * num_timesteps) < 1:
+        raise InputError(f"strength {strength!r} leaves no denoising step: it starts below "
+                         f"timestep 0 of {num_timesteps}; use a strength >= {1 / num_timesteps:g}")
+    return int(strength * num_timesteps) - 1
+
+
 def _check_same_shape(name: str, value: Tensor, x: Tensor) -> None:
     if value.shape != x.shape:
         raise InputError(f"{name} shape {tuple(value.shape)} must equal {tuple(x.shape)}")
@@ -118,20 +148,49 @@ def randn_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
 
 
+class Timestep(int):
+    """A timestep of one :meth:`Sampler.denoise` call: the integer ``t`` that also knows the
+    call's next timestep, so a step needs no fixed sequence to look its coefficients up in.
+
+    ``alpha_bar`` and ``alpha_bar_next`` are float64 Python floats; after the call's last
+    timestep (``next`` is None) comes alpha_bar = 1 (diffusers' DDIM ``set_alpha_to_one=True``
+    and its solvers' ``final_sigmas_type="zero"``). ``index`` is its place in the call.
+    """
+
+    def __new__(
+        cls, t: int, index: int, next: int | None, alpha_bar: float, alpha_bar_next: float
+    ) -> Timestep:
+        self = super().__new__(cls, t)
+        self.index, self.next = index, next
+        self.alpha_bar, self.alpha_bar_next = alpha_bar, alpha_bar_next
+        return self
+
+    def __reduce__(self) -> tuple:  # copy and pickle rebuild it whole
+        return Timestep, (int(self), self.index, self.next, self.alpha_bar, self.alpha_bar_next)
+
+    @property
+    def last(self) -> bool:
+        """Whether this is the call's last timestep (the step lands on alpha_bar = 1)."""
+        return self.next is None
+
+
 class Sampler:
     """The skeleton every sampler shares: the timestep sequence, img2img's start via
     ``add_noise``, the loop over timesteps calling the model, the x0 prediction and its clipping
     policy, and the step ``mean + std * noise``.
 
     A one-step sampler provides :meth:`update` (the mean and noise scale of one step, from
-    coefficients precomputed in float64 as Python floats, so a step works on any device and
-    dtype without host syncs). A multistep sampler overrides :meth:`advance`, keeping its
-    history in the ``state`` dict local to one :meth:`denoise` call.
+    coefficients computed in float64 as Python floats from the step's :class:`Timestep`, so a
+    step works on any device and dtype without host syncs). A multistep sampler overrides
+    :meth:`advance`, keeping its history in the ``state`` dict local to one :meth:`denoise`
+    call; one that calls the model more than once a step overrides :meth:`denoise` and
+    :meth:`nfe`.
     """
 
     name: str | None = None  # set by register_sampler
     label: str = "Sampler"  # names its systems ("DDIM-50"); default: the class name less Sampler
     default_steps: int | None = DEFAULT_STEPS  # None: every timestep of the schedule
+    default_spacing: str = "leading"
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -141,22 +200,21 @@ class Sampler:
         self,
         schedule: NoiseSchedule,
         num_steps: int | None = None,
-        spacing: str = "leading",
+        spacing: str | None = None,
         clip_sample: bool = True,
     ) -> None:
         if num_steps is None:
             num_steps = self.default_steps or schedule.num_timesteps
+        if spacing is None:
+            spacing = self.default_spacing
         self.schedule = schedule
         self.num_steps = num_steps
         self.spacing = spacing
         self.clip_sample = clip_sample
         self.timesteps = make_timesteps(schedule.num_timesteps, num_steps, spacing)
-        steps = self.timesteps.tolist()
-        self._index = {t: i for i, t in enumerate(steps)}
-        alphas_cumprod = schedule.alphas_cumprod.tolist()
-        self._alpha_bar = [alphas_cumprod[t] for t in steps]
-        # After the last timestep comes alpha_bar = 1 (diffusers' set_alpha_to_one=True).
-        self._alpha_bar_prev = self._alpha_bar[1:] + [1.0]
+        self._alphas_cumprod = schedule.alphas_cumprod.tolist()  # float64 Python floats
+        self._steps = self.steps_for(self.timesteps)
+        self._index = {int(t): t.index for t in self._steps}
 
     def __repr__(self) -> str:
         return (
@@ -164,11 +222,33 @@ class Sampler:
             f"schedule={self.schedule!r})"
         )
 
+    def steps_for(self, timesteps: Tensor | list[int]) -> list[Timestep]:
+        """``timesteps`` (strictly decreasing, in [0, T)) as :class:`Timestep` objects: each
+        with its alpha_bar and the next one's (1 after the last), float64 Python floats."""
+        values = timesteps.tolist() if isinstance(timesteps, Tensor) else list(timesteps)
+        count = self.schedule.num_timesteps
+        if (
+            not values
+            or any(later >= t for t, later in zip(values, values[1:]))
+            or not 0 <= values[-1] <= values[0] < count
+        ):
+            shown = values if len(values) <= 6 else [*values[:3], "...", *values[-2:]]
+            raise InputError(f"timesteps must be a non-empty, strictly decreasing sequence of "
+                             f"integers in [0, {count}), got {shown}")
+        ab = self._alphas_cumprod
+        nexts = [*values[1:], None]
+        return [
+            Timestep(t, i, n, ab[t], 1.0 if n is None else ab[n])
+            for i, (t, n) in enumerate(zip(values, nexts))
+        ]
+
     def alpha_bars(self, t: int | Tensor) -> tuple[float, float]:
-        """(alpha_bar at ``t``, alpha_bar at the next timestep of the sequence, 1 after the
-        last), as float64 Python floats."""
-        index = self.step_index(t)
-        return self._alpha_bar[index], self._alpha_bar_prev[index]
+        """(alpha_bar at ``t``, alpha_bar at the next timestep, 1 after the last), as float64
+        Python floats: the call's next for a :class:`Timestep`, else the next of
+        :attr:`timesteps`."""
+        if not isinstance(t, Timestep):
+            t = self._steps[self.step_index(t)]
+        return t.alpha_bar, t.alpha_bar_next
 
     def step_index(self, t: int | Tensor) -> int:
         """Where ``t`` stands in :attr:`timesteps` (a ValueError if it is not one of them)."""
@@ -186,8 +266,9 @@ class Sampler:
         x0 = (x_t - math.sqrt(1 - alpha_bar) * eps) / math.sqrt(alpha_bar)
         return x0.clamp(-1, 1) if self.clip_sample else x0
 
-    def update(self, index: int, x0: Tensor, eps: Tensor, x_t: Tensor) -> tuple[Tensor, float]:
-        """(mean of x_prev, std of its noise) at step ``index``, from the predicted ``x0``."""
+    def update(self, t: Timestep, x0: Tensor, eps: Tensor, x_t: Tensor) -> tuple[Tensor, float]:
+        """(mean of x_prev, std of its noise) of the step from ``t``, from the predicted ``x0``;
+        ``self.alpha_bars(t)`` gives its coefficients' alpha_bars."""
         raise NotImplementedError(f"{type(self).__name__} provides no update()")
 
     def step(
@@ -198,12 +279,14 @@ class Sampler:
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """One reverse step from timestep ``t`` to the next timestep of the sequence:
-        :meth:`update`'s mean, plus ``std * noise`` when ``std`` is not 0."""
+        """One reverse step from timestep ``t`` to the next timestep (of :attr:`timesteps`, or
+        of the call for a :class:`Timestep`): :meth:`update`'s mean, plus ``std * noise`` when
+        ``std`` is not 0."""
         _check_same_shape("eps", eps, x_t)
-        index = self.step_index(t)
-        x0 = self.predict_x0(eps, x_t, self._alpha_bar[index])
-        x_prev, std = self.update(index, x0, eps, x_t)
+        if not isinstance(t, Timestep):
+            t = self._steps[self.step_index(t)]
+        x0 = self.predict_x0(eps, x_t, t.alpha_bar)
+        x_prev, std = self.update(t, x0, eps, x_t)
         if std == 0.0:
             return x_prev
         if noise is None:
@@ -212,15 +295,32 @@ class Sampler:
         return x_prev + std * noise
 
     def advance(
-        self, eps: Tensor, t: int, x_t: Tensor, state: dict, generator: torch.Generator | None
+        self, eps: Tensor, t: Timestep, x_t: Tensor, state: dict, generator: torch.Generator | None
     ) -> Tensor:
         """One step of :meth:`denoise`'s loop. ``state`` starts empty at each call of
         :meth:`denoise` and is never kept: a multistep sampler stores its history there."""
         return self.step(eps, t, x_t, generator=generator)
 
-    def img2img_timesteps(self, strength: float) -> Tensor:
-        """The last ``min(int(num_steps * strength), num_steps)`` timesteps (diffusers' img2img)."""
-        return self.timesteps[self.num_steps - img2img_num_steps(self.num_steps, strength) :]
+    def img2img_timesteps(self, strength: float, start: str = "diffusers") -> Tensor:
+        """The timesteps image-to-image at ``strength`` runs, the first its start.
+
+        ``start="diffusers"``: the last ``min(int(n * strength), n)`` of :attr:`timesteps`
+        (diffusers' img2img pipelines). ``start="exact"``: ``max(1, int(n * strength))`` steps
+        from exactly ``t_start = int(strength * T) - 1`` toward 0, with this sampler's spacing
+        (:func:`diffbench.schedule.make_start_timesteps`); for DDPM over all T timesteps the two
+        coincide (``t_start, ..., 0``).
+        """
+        if start not in STARTS:
+            raise InputError(f"unknown start {start!r}; allowed: {', '.join(STARTS)}")
+        if start == "diffusers":
+            return self.timesteps[self.num_steps - img2img_num_steps(self.num_steps, strength) :]
+        t_start = exact_start(self.schedule.num_timesteps, strength)
+        return make_start_timesteps(t_start, max(1, int(self.num_steps * strength)), self.spacing)
+
+    def nfe(self, strength: float = 1.0, start: str = "diffusers") -> int:
+        """Network evaluations of one :meth:`img2img` call (strength 1: of :meth:`sample`):
+        one per step here; a sampler that calls the model more often says so."""
+        return len(self.img2img_timesteps(strength, start))
 
     @torch.no_grad()
     def sample(
@@ -242,10 +342,11 @@ class Sampler:
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
         progress: bool = False,
+        start: str = "diffusers",
     ) -> Tensor:
         """SDEdit (Meng et al. 2022): noise ``x0`` to the first of :meth:`img2img_timesteps`
-        with ``add_noise`` and denoise it back through the rest."""
-        timesteps = self.img2img_timesteps(strength)
+        (``start``: ``"diffusers"`` or ``"exact"``) with ``add_noise`` and denoise it back."""
+        timesteps = self.img2img_timesteps(strength, start)
         if noise is None:
             noise = randn_like(x0, generator)
         x_t = self.schedule.add_noise(x0, noise, int(timesteps[0]))
@@ -260,13 +361,24 @@ class Sampler:
         progress: bool = False,
     ) -> Tensor:
         """The loop: from ``x`` at ``timesteps[0]``, call the model at each timestep and
-        :meth:`advance`; ``timesteps`` is a tail of :attr:`timesteps`."""
+        :meth:`advance`. ``timesteps``: any strictly decreasing sequence in [0, T) (all of
+        :attr:`timesteps`, a tail, an exact start's); each step's coefficients come from it."""
         state: dict = {}
-        desc = f"{self.label} ({len(timesteps)} steps)"
-        for t in tqdm(timesteps.tolist(), desc=desc, disable=not progress, leave=False):
-            t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-            x = self.advance(model(x, t_batch), t, x, state, generator)
+        for t in self._progress(timesteps, progress):
+            x = self.advance(self.call(model, x, t), t, x, state, generator)
         return x
+
+    def _progress(self, timesteps: Tensor, progress: bool) -> list[Timestep]:
+        steps = self.steps_for(timesteps)
+        desc = f"{self.label} ({len(steps)} steps)"
+        return tqdm(steps, desc=desc, disable=not progress, leave=False)
+
+    @staticmethod
+    def call(model: Model, x: Tensor, t: int) -> Tensor:
+        """``model(x, t)`` with ``t`` a LongTensor [B] on ``x``'s device; eps shaped like x."""
+        eps = model(x, torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long))
+        _check_same_shape("eps", eps, x)
+        return eps
 
 
 @register_sampler("ddpm", "DDPM")
@@ -293,11 +405,6 @@ class DDPMSampler(Sampler):
             raise InputError(f"unknown variance {variance!r}; allowed: {', '.join(VARIANCES)}")
         super().__init__(schedule, num_steps, spacing, clip_sample)
         self.variance = variance
-        self._coefficients = [
-            self._posterior(a_t, a_prev)
-            for a_t, a_prev in zip(self._alpha_bar, self._alpha_bar_prev)
-        ]
-        self._coefficients[-1] = (*self._coefficients[-1][:2], 0.0)  # the final step: no noise
 
     def _posterior(self, a_t: float, a_prev: float) -> tuple[float, float, float]:
         """(x0 coefficient, x_t coefficient, std) of q(x_{t-1} | x_t, x0), DDPM eq. 6-7."""
@@ -310,10 +417,11 @@ class DDPMSampler(Sampler):
             variance = beta_t
         return x0_coef, xt_coef, math.sqrt(variance)
 
-    def update(self, index: int, x0: Tensor, eps: Tensor, x_t: Tensor) -> tuple[Tensor, float]:
-        """The posterior mean from the predicted x0 and x_t, and the posterior std."""
-        x0_coef, xt_coef, std = self._coefficients[index]
-        return x0_coef * x0 + xt_coef * x_t, std
+    def update(self, t: Timestep, x0: Tensor, eps: Tensor, x_t: Tensor) -> tuple[Tensor, float]:
+        """The posterior mean from the predicted x0 and x_t, and the posterior std (0 at the
+        call's last step)."""
+        x0_coef, xt_coef, std = self._posterior(*self.alpha_bars(t))
+        return x0_coef * x0 + xt_coef * x_t, 0.0 if t.last else std
 
 
 @register_sampler("ddim", "DDIM")
@@ -337,20 +445,20 @@ class DDIMSampler(Sampler):
             raise InputError(f"eta must be a number in [0, 1], got {eta!r}")
         super().__init__(schedule, num_steps, spacing, clip_sample)
         self.eta = float(eta)
-        self._coefficients = [
-            self._update(a_t, a_prev) for a_t, a_prev in zip(self._alpha_bar, self._alpha_bar_prev)
-        ]
 
     def _update(self, a_t: float, a_prev: float) -> tuple[float, float, float]:
         """(x0 coefficient, eps coefficient, sigma) of eq. 12, sigma from eq. 16."""
         sigma = self.eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
         return math.sqrt(a_prev), math.sqrt(max(1 - a_prev - sigma**2, 0.0)), sigma
 
-    def update(self, index: int, x0: Tensor, eps: Tensor, x_t: Tensor) -> tuple[Tensor, float]:
+    def update(self, t: Timestep, x0: Tensor, eps: Tensor, x_t: Tensor) -> tuple[Tensor, float]:
         """x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - sigma^2) eps (+ sigma z).
 
         As in diffusers, the direction term uses the model's eps, not one recomputed from the
         clipped x0 (``use_clipped_model_output=False``).
         """
-        x0_coef, eps_coef, sigma = self._coefficients[index]
+        x0_coef, eps_coef, sigma = self._update(*self.alpha_bars(t))
         return x0_coef * x0 + eps_coef * eps, sigma
+
+
+from diffbench import solvers as solvers  # noqa: E402  registers dpmsolver++, euler, heun, unipc

@@ -8,7 +8,8 @@ computed in float64 (diffusers uses float32; the two agree to ~1e-7) so that alp
 strictly decreasing even for long schedules; tensor math casts them to the data's dtype.
 
 :func:`make_timesteps` discretises a schedule into the timesteps a sampler visits, with
-diffusers' spacings; :func:`img2img_num_steps` says how many of them image-to-image runs.
+diffusers' spacings; :func:`img2img_num_steps` says how many of them image-to-image runs;
+:func:`make_start_timesteps` spreads steps below an exact start.
 """
 
 from __future__ import annotations
@@ -76,6 +77,31 @@ def img2img_num_steps(num_steps: int, strength: float) -> int:
             f"use a strength >= {1 / num_steps:g} or more steps"
         )
     return steps
+
+
+def make_start_timesteps(start: int, num_steps: int, spacing: str = "leading") -> Tensor:
+    """``num_steps`` timesteps from exactly ``start`` down toward 0, strictly decreasing: the
+    spacing applied to the ``start + 1`` timesteps [0, start] (image-to-image's exact start).
+
+    ``trailing`` and ``linspace`` are :func:`make_timesteps` over ``start + 1`` timesteps,
+    which begin at ``start``. ``leading``'s grid begins below the top of its range, so here it
+    is anchored at the top instead, in integer arithmetic: ``start - floor(i * (start + 1) /
+    num_steps)`` (``start - i * stride`` where ``num_steps`` divides ``start + 1``; a floored
+    stride ``(start + 1) // num_steps`` would stop far above 0 when the ratio is small). So
+    all three begin at ``start`` and end below ``(start + 1) / num_steps`` (linspace at 0);
+    with ``num_steps = start + 1`` they are ``start, start - 1, ..., 0``; one step is
+    ``[start]``.
+    """
+    if spacing not in SPACINGS:
+        raise InputError(f"unknown spacing {spacing!r}; allowed: {', '.join(SPACINGS)}")
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise InputError(f"start must be an integer >= 0, got {start!r}")
+    _check_num_steps(num_steps, start + 1)
+    if num_steps == 1:
+        return torch.tensor([start])
+    if spacing == "leading":
+        return start - torch.arange(num_steps) * (start + 1) // num_steps
+    return make_timesteps(start + 1, num_steps, spacing)
 
 
 def _check_num_steps(num_steps: int, num_timesteps: int) -> None:

@@ -10,6 +10,11 @@ The sampler is any registered one or a ``"package.module:Name"`` :class:`Sampler
 network is the shipped checkpoint of the space or, named as ``"package.module:factory"``, a
 plain ``nn.Module`` ``model(x_t, t) -> eps`` that the factory returns.
 
+Every translation starts at exactly ``t_start = int(strength * T) - 1`` (``start="exact"``, see
+:meth:`diffbench.sampling.Sampler.img2img_timesteps`), so systems with different samplers and
+step counts denoise from the same noise level at the same strength; ``start="diffusers"``
+gives diffusers' img2img convention (parity) instead.
+
 Options, each recorded in :attr:`Translator.settings`: ``compile`` (None, ``"compile"`` or
 ``"cudagraphs"``: see :mod:`diffbench.compiled`), ``noise_device`` (``"device"``, the default,
 or ``"cpu"``: where the generator of :meth:`Translator.generator` draws, see
@@ -34,7 +39,7 @@ from diffbench.errors import InputError
 from diffbench.models import flops_per_image
 from diffbench.plugins import load_object
 from diffbench.runtime import check_noise_device, check_tf32, noise_generator, tf32_mode
-from diffbench.sampling import SAMPLERS, Sampler, make_sampler, randn_like, sampler_class
+from diffbench.sampling import SAMPLERS, STARTS, Sampler, make_sampler, randn_like, sampler_class
 from diffbench.schedule import NoiseSchedule
 from diffbench.system import (
     IMAGE_SHAPE,
@@ -105,7 +110,10 @@ class Translator:
         noise_device: str = "device",
         tf32: bool = False,
         channels_last: bool = True,
+        start: str = "exact",
     ) -> None:
+        if start not in STARTS:
+            raise InputError(f"unknown start {start!r}; allowed: {', '.join(STARTS)}")
         self.device = torch.device(device)
         check_compile(compile, self.device, sampler)
         check_noise_device(noise_device)
@@ -124,11 +132,13 @@ class Translator:
         self._digests: dict[str, str] | None = None
         self.compile, self.noise_device, self.tf32 = compile, noise_device, tf32
         self.channels_last = channels_last
-        network = (lambda fn: compile_network(fn, self.device)) if compile else (lambda fn: fn)
-        self._unet = network(self.unet)
+        # Compiled versions of the networks (None in eager mode: the modules themselves run).
+        network = (lambda fn: compile_network(fn, self.device)) if compile else (lambda fn: None)
+        self._compiled_unet = network(self.unet)
         self._encode = network(self.vae.encode) if vae is not None else None
         self._decode = network(self.vae.decode) if vae is not None else None
         self._call = PreparedCall(self._translate, compile, self.device) if compile else None
+        self.start = start
 
     @classmethod
     def from_checkpoints(
@@ -210,11 +220,13 @@ class Translator:
         return self.sampler.num_steps
 
     def start_timestep(self, strength: float) -> int:
-        return int(self.sampler.img2img_timesteps(strength)[0])
+        """The timestep a translation at ``strength`` starts from: ``int(strength * T) - 1``
+        (299 at 0.3 with T = 1000) whatever the sampler and step count."""
+        return int(self.sampler.img2img_timesteps(strength, self.start)[0])
 
     def evaluations(self, strength: float) -> int:
-        """UNet calls per translation: one per step taken."""
-        return len(self.sampler.img2img_timesteps(strength))
+        """UNet calls per translation (the sampler's NFE: Heun's are two a step but the last)."""
+        return self.sampler.nfe(strength, self.start)
 
     def add_noise(self, x0: Tensor, noise: Tensor, t: int) -> Tensor:
         return self.sampler.schedule.add_noise(x0, noise, t)
@@ -225,7 +237,7 @@ class Translator:
         return self._digests
 
     def flops_per_image(self, strength: float) -> int:
-        """Forward FLOPs of one translation at ``strength``: the UNet once per step taken, plus
+        """Forward FLOPs of one translation at ``strength``: the UNet once per evaluation, plus
         the VAE's encode and decode in latent space."""
         steps = self.evaluations(strength)
         x = torch.zeros(1, *IMAGE_SHAPE, device=self.device)
@@ -263,7 +275,7 @@ class Translator:
         self, x0: Tensor, strength: float, generator: torch.Generator | None = None
     ) -> Tensor:
         check_digits(x0)
-        self.sampler.img2img_timesteps(strength)  # a bad strength is a ValueError before work
+        self.sampler.img2img_timesteps(strength, self.start)  # a bad strength: an error now
         x0 = x0.to(self.device)
         noise = randn_like(torch.empty((len(x0), *self.noise_shape), device=self.device),
                            generator)
@@ -275,11 +287,14 @@ class Translator:
         self, x0: Tensor, noise: Tensor, strength: float, generator: torch.Generator | None
     ) -> Tensor:
         """One translation from the given initial noise (``generator``: DDPM's later draws)."""
+        unet = self._compiled_unet if self._compiled_unet is not None else self.unet
         if self.vae is None:
-            x = self.sampler.img2img(self._unet, x0, strength, noise=noise, generator=generator)
+            x = self.sampler.img2img(unet, x0, strength, noise=noise, generator=generator,
+                                     start=self.start)
             return x.clamp(-1, 1)
         z0 = to_latent(self.vae, x0, self._encode)
-        z = self.sampler.img2img(self._unet, z0, strength, noise=noise, generator=generator)
+        z = self.sampler.img2img(unet, z0, strength, noise=noise, generator=generator,
+                                 start=self.start)
         return from_latent(self.vae, z, self._decode).clamp(-1, 1)
 
     @torch.inference_mode()

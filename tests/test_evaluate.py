@@ -11,6 +11,7 @@ import torch
 from diffbench.checkpoints import load_model
 from diffbench.cli import main
 from diffbench.data import load_mnist
+from diffbench.sampling import SAMPLERS
 
 
 def test_evaluate_writes_every_number_and_updates_the_cards(tiny_checkpoints, mnist_dir,
@@ -32,11 +33,13 @@ def test_evaluate_writes_every_number_and_updates_the_cards(tiny_checkpoints, mn
     assert report["classifier"]["num_images"] == 10_000
     assert report["vae"]["num_images"] == 10_000 and report["vae"]["reconstruction_mse"] > 0
     rows = {(r["name"], r["strength"]): r for r in report["img2img"]}
-    assert set(rows) == {(name, s) for name in ("DDPM-1000", "DDIM-50", "LDM-DDPM-1000",
-                                                "LDM-DDIM-50")
-                         for s in (0.1, 0.3, 0.5, 0.7, 0.9)}
+    names = {f"{prefix}{cls.label}-{cls.default_steps or 1000}"  # every registered sampler
+             for prefix in ("", "LDM-") for cls in SAMPLERS.values()}
+    assert {"DDPM-1000", "DDIM-50", "LDM-DDPM-1000", "LDM-DDIM-50", "Heun-50"} < names
+    assert set(rows) == {(name, s) for name in names for s in (0.1, 0.3, 0.5, 0.7, 0.9)}
+    assert rows[("Heun-50", 0.3)]["steps"] == 29 and rows[("UniPC-50", 0.3)]["steps"] == 15
     assert rows[("DDIM-50", 0.3)]["num_images"] == 4 and rows[("DDPM-1000", 0.3)]["num_images"] == 2
-    assert rows[("DDIM-50", 0.3)]["start_timestep"] == 280
+    assert rows[("DDIM-50", 0.3)]["start_timestep"] == 299  # the exact start, as DDPM-1000's
     assert rows[("DDPM-1000", 0.3)]["start_timestep"] == 299
     assert [g["name"] for g in report["generation"]] == ["DDIM-50", "LDM-DDIM-50"]
     assert len(report["goals"]) == 2 + 6 + 6 and all("met" in g for g in report["goals"])
@@ -44,4 +47,4 @@ def test_evaluate_writes_every_number_and_updates_the_cards(tiny_checkpoints, mn
     assert "DDIM-50 preservation at strength 0.3" in printed
     card = (tiny_checkpoints / "pixel.md").read_text()
     assert card.startswith("# pixel\n\nhow it was trained\n\n## Measured fidelity")
-    assert "| DDIM-50 | 0.3 | 280 | 4 |" in card
+    assert "| DDIM-50 | 0.3 | 299 | 4 |" in card

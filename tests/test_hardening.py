@@ -196,11 +196,13 @@ BAD_INPUT = [
     (EVALUATE + " --sweep-images -3", ["expected a positive integer, got -3"]),
     # compare
     (COMPARE + " --strength 1.5", ["strengths.0: Input should be less than or equal to 1"]),
-    (COMPARE + " --strength 0.05", ["strength 0.05 leaves no denoising step out of 10"]),
+    (COMPARE + " --strength 0.0005", ["strength 0.0005 leaves no denoising step: it starts "
+                                        "below timestep 0 of 1000"]),
     (COMPARE + " --steps 0", ["--steps: expected a positive integer, got 0"]),
     (
-        COMPARE + " --set systems.0.sampler=euler",
-        ["systems.0.sampler: Input should be 'ddpm' or 'ddim' (got 'euler')"],
+        COMPARE + " --set systems.0.sampler=lms",
+        ["systems.0.sampler: Input should be 'ddpm', 'ddim', 'dpmsolver++', 'euler', 'heun' or "
+         "'unipc' (got 'lms')"],
     ),
     (COMPARE + " --set systems.0.space=video", ["Input should be 'pixel' or 'latent'"]),
     (

@@ -34,7 +34,7 @@ class DPMSolverPP2M(Sampler):
     solver on the data prediction. Its history, the previous x0 estimate and step size, lives in
     the per-call ``state``, as ``old_denoised`` in k-diffusion's ``sample_dpmpp_2m``."""
 
-    label = "DPM++2M"
+    label = "My++DPM"
 
     def advance(self, eps, t, x_t, state, generator):
         a_t, a_next = self.alpha_bars(t)
@@ -52,11 +52,11 @@ class DPMSolverPP2M(Sampler):
 
 @pytest.fixture
 def registered():
-    """``dpm++2m`` registered for one test (left registered, every later error message listing
+    """``my-dpm++`` registered for one test (left registered, every later error message listing
     the allowed samplers would name it too)."""
-    register_sampler("dpm++2m", "DPM++2M")(DPMSolverPP2M)
-    yield "dpm++2m"
-    del SAMPLERS["dpm++2m"]
+    register_sampler("my-dpm++", "My++DPM")(DPMSolverPP2M)
+    yield "my-dpm++"
+    del SAMPLERS["my-dpm++"]
     DPMSolverPP2M.name = None
 
 
@@ -84,13 +84,13 @@ def test_a_multistep_sampler_keeps_its_history_per_call():
 def test_a_registered_sampler_joins_config_names_and_evaluate(registered, tiny_checkpoints,
                                                               mnist_dir):
     translator = Translator.from_checkpoints(tiny_checkpoints, "latent", registered, 10)
-    assert translator.name == "LDM-DPM++2M-10" and translator.sampler_name == "dpm++2m"
+    assert translator.name == "LDM-My++DPM-10" and translator.sampler_name == "my-dpm++"
     report = evaluate(tiny_checkpoints, str(mnist_dir), "cpu", num_images=2, ddpm_images=2,
                       sweep=(), generation_samples=4, progress=False)
     names = {row["name"] for row in report["img2img"]}
-    assert {"DPM++2M-50", "LDM-DPM++2M-50"} <= names
-    row = next(r for r in report["img2img"] if r["name"] == "DPM++2M-50")
-    assert row["sampler"] == "dpm++2m" and row["steps"] == 15 and row["num_images"] == 2
+    assert {"My++DPM-50", "LDM-My++DPM-50"} <= names
+    row = next(r for r in report["img2img"] if r["name"] == "My++DPM-50")
+    assert row["sampler"] == "my-dpm++" and row["steps"] == 15 and row["num_images"] == 2
 
 
 def test_compare_config_runs_plug_ins_outside_the_package(tiny_checkpoints, mnist_dir,
@@ -134,11 +134,11 @@ def test_compare_from_python_takes_system_objects(registered, tiny_checkpoints, 
                        checkpoints=str(tiny_checkpoints), out=str(tmp_path / "out"),
                        data_dir=str(mnist_dir), num_images=2, grid_images=2, timing_batch=2,
                        repeats=1, warmup=0, strengths=[0.5], device="cpu")
-    assert [r["name"] for r in rows] == ["LDM-DPM++2M-10", "mine"]
+    assert [r["name"] for r in rows] == ["LDM-My++DPM-10", "mine"]
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     (experiment,) = [client.get_experiment_by_name("diffbench-compare").experiment_id]
     parent = next(r for r in client.search_runs([experiment]) if r.info.run_name == "compare")
-    assert parent.data.metrics["LDM-DPM__2M-10/s0.5/mse"] == rows[0]["mse"]  # "+" -> "_"
+    assert parent.data.metrics["LDM-My__DPM-10/s0.5/mse"] == rows[0]["mse"]  # "+" -> "_"
     with pytest.raises(ValueError, match="is not a diffbench System: it lacks name"):
         compare.run([object()], checkpoints=str(tiny_checkpoints), out=str(tmp_path / "x"),
                     data_dir=str(mnist_dir), device="cpu")

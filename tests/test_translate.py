@@ -54,7 +54,8 @@ def test_defaults_names_and_facts(tiny_checkpoints):
     "kwargs, message",
     [
         ({"space": "voxel"}, "unknown space 'voxel'; allowed: pixel, latent"),
-        ({"sampler": "euler"}, "unknown sampler 'euler'; allowed: ddpm, ddim"),
+        ({"sampler": "lms"},
+         "unknown sampler 'lms'; allowed: ddpm, ddim, dpmsolver++, euler, heun, unipc"),
         ({"sampler": "ddpm", "eta": 0.5}, "eta applies to the DDIM sampler only"),
         ({"sampler": "ddim", "eta": 2.0}, "eta must be a number in [0, 1], got 2.0"),
         ({"sampler": "ddim", "num_steps": 0}, "num_steps must be in [1, 1000], got 0"),
