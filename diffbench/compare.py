@@ -35,7 +35,15 @@ from diffbench.checkpoints import (
 from diffbench.config import CompareConfig, SystemConfig, validate
 from diffbench.errors import InputError
 from diffbench.metrics import Judge
-from diffbench.report import GridBlock, markdown_table, plot_pareto, plot_strength, render_grid
+from diffbench.report import (
+    GridBlock,
+    markdown_table,
+    plot_nfe,
+    plot_pareto,
+    plot_strength,
+    render_grid,
+    sweeps_nfe,
+)
 from diffbench.runtime import resolve_device
 from diffbench.scoring import Digits, load_digits, noised_inputs, score_system
 from diffbench.scoring import measure_latency as measure_latency  # lived here; still importable
@@ -163,6 +171,9 @@ def write_results(
     if len(config.strengths) > 1:
         files.append(out / "fidelity_vs_strength.png")
         plot_strength(results, files[-1])
+    if sweeps_nfe(results):
+        files.append(out / "fidelity_vs_nfe.png")
+        plot_nfe(results, files[-1])
     return files
 
 

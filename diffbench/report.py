@@ -60,7 +60,8 @@ def render_grid(blocks: list[GridBlock], path: str | Path) -> tuple[int, int]:
 COLUMNS = [
     ("name", "system", "{}"),
     ("strength", "strength", "{:.2f}"),
-    ("steps", "steps run", "{}"),
+    ("start_timestep", "start t", "{}"),
+    ("steps", "NFE", "{}"),
     ("sec_per_image", "s / image", "{:.4f}"),
     ("mse", "MSE", "{:.4f}"),
     ("psnr", "PSNR dB", "{:.2f}"),
@@ -122,6 +123,45 @@ def plot_strength(results: list[dict[str, Any]], path: str | Path) -> None:
     right.set(xlabel="strength", ylabel="preservation", title="Class preservation")
     for ax in (left, right):
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def sweeps_nfe(results: list[dict[str, Any]]) -> bool:
+    """Whether some sampler runs at several network-evaluation counts (an NFE sweep)."""
+    counts: dict[tuple, set[int]] = {}
+    for r in results:
+        counts.setdefault((r["space"], r["sampler"], r["strength"]), set()).add(r["steps"])
+    return any(len(nfes) > 1 for nfes in counts.values())
+
+
+def plot_nfe(results: list[dict[str, Any]], path: str | Path) -> None:
+    """MSE and preservation against network evaluations (NFE, log scale), one line per sampler
+    (and space, strength); single points (e.g. DDPM-1000) as stars; the noised accuracy at each
+    strength dashed (every run starts from the same timestep there)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4))
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["space"], r["sampler"], r["strength"]), []).append(r)
+    for (space, sampler, strength), rows in groups.items():
+        rows.sort(key=lambda r: r["steps"])
+        label = f"{'LDM-' if space == 'latent' else ''}{sampler} s{strength:g}"
+        style = {"marker": "o"} if len(rows) > 1 else {"marker": "*", "markersize": 12}
+        nfe = [r["steps"] for r in rows]
+        left.plot(nfe, [r["mse"] for r in rows], label=label, **style)
+        right.plot(nfe, [r["preservation"] for r in rows], label=label, **style)
+    for strength in sorted({r["strength"] for r in results}):
+        accuracy = next(r["preservation_ceiling"] for r in results if r["strength"] == strength)
+        right.axhline(accuracy, color="k", linestyle="--", linewidth=1,
+                      label=f"noised accuracy s{strength:g}")
+    left.set(xlabel="network evaluations (NFE)", ylabel="MSE", title="MSE against NFE")
+    right.set(xlabel="network evaluations (NFE)", ylabel="preservation",
+              title="Class preservation against NFE")
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -92,3 +92,19 @@ def test_compare_is_an_mlflow_run_with_metrics_and_artifacts(compared):
 def test_bad_compare_config_is_one_clear_error(capsys, tiny_checkpoints):
     assert main(["compare", "--strength", "0", "--checkpoints", str(tiny_checkpoints)]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_an_nfe_sweep_is_recognised_and_plotted(tmp_path):
+    from diffbench.report import plot_nfe, sweeps_nfe
+
+    def row(sampler, nfe, mse):
+        return {"space": "pixel", "sampler": sampler, "strength": 0.3, "steps": nfe,
+                "mse": mse, "preservation": 0.9, "preservation_ceiling": 0.95}
+
+    single = [row("ddim", 15, 0.04), row("ddpm", 300, 0.07)]
+    assert not sweeps_nfe(single)
+    swept = [*single, row("ddim", 3, 0.05)]
+    assert sweeps_nfe(swept)
+    plot_nfe(swept, tmp_path / "fidelity_vs_nfe.png")
+    with Image.open(tmp_path / "fidelity_vs_nfe.png") as image:
+        assert image.size == (1320, 528)  # 11 x 4.4 inches at 120 dpi
