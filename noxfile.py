@@ -45,9 +45,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def benches(session: nox.Session) -> None:
-    """The full benchmark suite on the shipped checkpoints; saves its JSON."""
+    """The full benchmark suite on the shipped checkpoints; saves its JSON and histograms."""
     install(session, "-e", DEV)
-    session.run(tool(session, "pytest"), "benches", "--benchmark-autosave", *session.posargs)
+    session.run(tool(session, "pytest"), "benches", "--benchmark-autosave",
+                "--benchmark-histogram=.benchmarks/histogram/benches", *session.posargs)
 
 
 @nox.session(name="benches-quick")
@@ -68,10 +69,11 @@ def benches_peer(session: nox.Session) -> None:
 
 @nox.session(name="bench-compare")
 def bench_compare(session: nox.Session) -> None:
-    """Run the suite again and compare with the last saved run (fails on +10% median)."""
+    """Run the suite again; fail on a slowdown beyond each case's measured noise."""
     install(session, "-e", DEV)
-    session.run(tool(session, "pytest"), "benches", "--benchmark-compare",
-                "--benchmark-compare-fail=median:10%", *session.posargs)
+    new = Path(session.create_tmp()) / "bench-compare.json"  # not under .benchmarks/
+    session.run(tool(session, "pytest"), "benches", f"--benchmark-json={new}", *session.posargs)
+    session.run(tool(session, "python"), "-m", "diffbench.benchgate", str(new))
 
 
 @nox.session(venv_backend="none")

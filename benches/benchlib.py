@@ -12,9 +12,11 @@ import torch
 
 from diffbench.config import SystemConfig, load_train_config
 from diffbench.gate import FidelityBaseline
+from diffbench.memory import peak_memory
 from diffbench.metrics import Judge
 from diffbench.scoring import Digits, load_digits, measure_latency, score_system
-from diffbench.system import System
+from diffbench.stats import percentiles
+from diffbench.system import System, generator_for
 from diffbench.train import Distributed, Run, prepare_run
 from diffbench.translate import Translator
 
@@ -24,6 +26,12 @@ FIDELITY_IMAGES = 32  # of which the first 32 are scored per (system, strength)
 SCORED_IMAGES = 256  # digits scored where a ratio compares preservation (one digit: 0.4 points)
 STRENGTH = 0.3  # the ratio benches' image-to-image strength and batch (issue 7's setting)
 BATCH = 64
+WARMUP = 1  # untimed calls before the timed rounds, for every system alike
+FIDELITY_KEYS = tuple(
+    key for name in ("mse", "psnr", "ssim", "preservation", "noised_accuracy", "frechet_distance",
+                     "kid")
+    for key in (name, f"{name}_ci95")
+)
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 DEVICES = [pytest.param("cpu", id="cpu"),
            pytest.param("cuda", id="cuda", marks=[CUDA, pytest.mark.cuda])]
@@ -89,15 +97,15 @@ class BenchEnv:
     def fidelity(
         self, system: System, strength: float, device: str, count: int = FIDELITY_IMAGES
     ) -> dict[str, float]:
-        """mse, psnr, ssim, preservation and the ceiling of one system at one strength, on the
+        """mse, psnr, ssim, preservation, noised accuracy (in the system's own space), Frechet
+        distance and KID of one system at one strength, each with its 95% interval, on the
         first ``count`` test digits (scored once per session, shared by every batch size)."""
         key = (system.name, strength, device, count)
         if key not in self._fidelity:
             scored = self.digits(device, max(count, DIGITS)).first(count)
             result, _ = score_system(system, self.judge(device), scored, strength, seed=0)
             row = result.as_dict()
-            self._fidelity[key] = {k: row[k] for k in
-                                   ("mse", "psnr", "ssim", "preservation", "preservation_ceiling")}
+            self._fidelity[key] = {k: row[k] for k in FIDELITY_KEYS}
         return self._fidelity[key]
 
     def baseline(self, device: str) -> FidelityBaseline:
@@ -125,17 +133,24 @@ class BenchEnv:
         return [self._baselines[device].save() for device in sorted(self._recording)]
 
     def profile(self, case: str, fn) -> None:
-        """One more call of ``fn`` under torch.profiler, traced to <dir>/<case>/ (TensorBoard's
-        layout); the timed calls are never profiled."""
+        """One more call of ``fn`` under torch.profiler (the timed calls are never profiled),
+        written to <dir>/<case>/: ``trace.pt.trace.json`` (Chrome trace format: open it in
+        Perfetto, ui.perfetto.dev; the name also fits TensorBoard's profiler plugin) and
+        ``key_averages.txt``, the profiler's table of operators by total time."""
         if self.profile_dir is None:
             return
         activities = [torch.profiler.ProfilerActivity.CPU]
-        if torch.cuda.is_available():
+        cuda = torch.cuda.is_available()
+        if cuda:
             activities.append(torch.profiler.ProfilerActivity.CUDA)
-        handler = torch.profiler.tensorboard_trace_handler(str(self.profile_dir / sanitize(case)))
-        with torch.profiler.profile(activities=activities, record_shapes=True,
-                                    on_trace_ready=handler):
+        folder = self.profile_dir / sanitize(case)
+        folder.mkdir(parents=True, exist_ok=True)
+        with torch.profiler.profile(activities=activities, record_shapes=True) as prof:
             fn()
+        prof.export_chrome_trace(str(folder / "trace.pt.trace.json"))
+        sort = "cuda_time_total" if cuda else "cpu_time_total"
+        table = prof.key_averages().table(sort_by=sort, row_limit=40)
+        (folder / "key_averages.txt").write_text(table + "\n")
 
 
 def sanitize(name: str) -> str:
@@ -168,15 +183,58 @@ def median_seconds(fn, device: str, repeats: int = 5) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def side_by_side(benchmark, bench_env, device, timed, other, rounds, other_repeats):
+def pedantic_call(system: System, images, strength: float, device: str):
+    """(target, setup) for ``benchmark.pedantic``: ``setup`` (untimed) makes a fresh generator
+    seeded 0, as :func:`diffbench.scoring.measure_latency` does before its clock starts;
+    ``target`` calls the system on ``images`` (already on the device) and syncs the device."""
+
+    def setup():
+        return (), {"generator": generator_for(system, 0)}
+
+    return synchronized_call(lambda generator: system(images, strength, generator=generator),
+                             device), setup
+
+
+def synchronized_call(fn, device: str):
+    """``synchronized`` for a function of keyword arguments."""
+    if device != "cuda":
+        return fn
+
+    def call(**kwargs):
+        out = fn(**kwargs)
+        torch.cuda.synchronize()
+        return out
+
+    return call
+
+
+def side_by_side(benchmark, bench_env, device, timed, other, rounds):
     """Seconds per image of ``timed`` (the benchmark itself) and ``other`` on the same ``BATCH``
-    digits at ``STRENGTH``, one after the other in this process."""
-    images = bench_env.digits(device).images[:BATCH]
+    digits at ``STRENGTH``, one after the other in this process, each treated alike: the digits
+    moved to the device once, before any clock; ``WARMUP`` untimed calls; ``rounds`` timed
+    calls, each with a fresh generator seeded 0 made outside the clock; the device synchronised
+    before the clock stops. Returns both medians, and the p50/p90/p99 of each."""
+    images = bench_env.digits(device).images[:BATCH].to(device)
     benchmark.group = "ratios"
-    benchmark.pedantic(synchronized(lambda: timed(images.to(device), STRENGTH), device),
-                       rounds=rounds, warmup_rounds=1, iterations=1)
-    other_s = measure_latency(other, images, STRENGTH, seed=0, repeats=other_repeats)
-    return benchmark.stats.stats.median / len(images), other_s["sec_per_image"]
+    target, setup = pedantic_call(timed, images, STRENGTH, device)
+    benchmark.pedantic(target, setup=setup, rounds=rounds, warmup_rounds=WARMUP, iterations=1)
+    timed_p = {q: v / len(images) for q, v in percentiles(benchmark.stats.stats.data).items()}
+    other_s = measure_latency(other, images, STRENGTH, seed=0, repeats=rounds, warmup=WARMUP,
+                              memory=False)
+    spread = {"timed": timed_p, "other": {q: other_s[f"sec_per_image_p{q}"] for q in timed_p}}
+    return benchmark.stats.stats.median / len(images), other_s["sec_per_image"], spread
+
+
+def latency_info(benchmark, batch: int) -> dict[str, float]:
+    """Seconds per image at the 50th, 90th and 99th percentiles of the benchmark's rounds."""
+    return {f"sec_per_image_p{q}": v / batch
+            for q, v in percentiles(benchmark.stats.stats.data).items()}
+
+
+def memory_info(system: System, images, strength: float, device: str) -> dict:
+    """The peak memory of one more, untimed call (see :mod:`diffbench.memory`)."""
+    return peak_memory(lambda: system(images, strength, generator=generator_for(system, 0)),
+                       device)
 
 
 def report(benchmark, title: str, numbers: dict[str, float]) -> None:

@@ -3,10 +3,10 @@
 Options: ``--checkpoints DIR`` (default fixtures/checkpoints), ``--system YAML`` (bench a
 registered or plug-in system too, as a compare config names it), ``--mlflow`` (or
 ``DIFFBENCH_MLFLOW=1``: one MLflow run per session with every benchmark's statistics and
-extra_info, and the benchmark JSON as an artifact), ``--profile DIR`` (a torch.profiler trace per
-benchmark, for TensorBoard's profiler plugin and Perfetto), ``--fidelity-baseline FILE`` (CPU
-cases) and ``--fidelity-baseline-cuda FILE`` (CUDA cases; written by the first GPU run),
-``--update-fidelity-baseline``.
+extra_info, and the benchmark JSON as an artifact), ``--profile DIR`` (per benchmark a
+torch.profiler trace for Perfetto and its ``key_averages()`` table beside it),
+``--fidelity-baseline FILE`` (CPU cases) and ``--fidelity-baseline-cuda FILE`` (CUDA cases;
+written by the first GPU run), ``--update-fidelity-baseline``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     default=os.environ.get("DIFFBENCH_MLFLOW") == "1",
                     help="log the session to MLflow (also DIFFBENCH_MLFLOW=1)")
     group.addoption("--profile", metavar="DIR", default=None,
-                    help="write a torch.profiler trace per benchmark under DIR")
+                    help="write a Perfetto trace and a key_averages table per benchmark under DIR")
     group.addoption("--fidelity-baseline", default=str(REPO / "benches" / "fidelity_baseline.json"),
                     help="the CPU cases' fidelity baseline (must exist)")
     group.addoption("--fidelity-baseline-cuda",

@@ -3,8 +3,10 @@
 The systems are every registered sampler in each space (few-step samplers at several step
 counts), plus any given with ``--system`` (e.g. a plug-in ``package.module:Name`` sampler).
 Every case records in ``benchmark.extra_info`` what it measured besides time: fidelity on the
-fixed digits (mse, psnr, ssim, preservation, preservation_ceiling), steps, strength, batch,
-device, parameters and FLOPs per image; the fidelity gate then compares it with the baseline.
+fixed digits (mse, psnr, ssim, preservation, noised_accuracy, frechet_distance, kid, each with
+its ``_ci95`` interval), latency percentiles (``sec_per_image_p50/p90/p99``), the peak memory of
+one untimed call (``peak_memory_bytes``, ``peak_memory_method``), steps, strength, batch, device,
+parameters and FLOPs per image; the fidelity gate then compares it with the baseline.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from benchlib import DEVICES, synchronized
+from benchlib import DEVICES, WARMUP, latency_info, memory_info, pedantic_call
 from diffbench.config import SystemConfig, validate
 from diffbench.sampling import DEFAULT_STEPS, SAMPLERS
 from diffbench.system import SPACES, generator_for
@@ -74,9 +76,10 @@ def test_img2img(benchmark, bench_env, device, case, system, strength, batch):
     def translate():
         return translator(images, strength, generator=generator_for(translator, 0))
 
-    run = synchronized(translate, device)
+    target, setup = pedantic_call(translator, images, strength, device)
     benchmark.group = f"img2img {system['space']}-{system['sampler']} b{batch}"
-    benchmark.pedantic(run, rounds=rounds_for(steps_run, batch), warmup_rounds=1, iterations=1)
+    benchmark.pedantic(target, setup=setup, rounds=rounds_for(steps_run, batch),
+                       warmup_rounds=WARMUP, iterations=1)
     fidelity = bench_env.fidelity(translator, strength, device)
     median = benchmark.stats.stats.median
     benchmark.extra_info.update(
@@ -89,6 +92,8 @@ def test_img2img(benchmark, bench_env, device, case, system, strength, batch):
         device=device,
         sec_per_image=median / batch,
         images_per_second=batch / median,
+        **latency_info(benchmark, batch),
+        **memory_info(translator, images, strength, device),
         parameters=translator.facts["unet_parameters"] + translator.facts["vae_parameters"],
         flops_per_image=translator.flops_per_image(strength),
         **getattr(translator, "settings", {}),

@@ -22,6 +22,7 @@ from benchlib import (
     DEVICES,
     SCORED_IMAGES,
     STRENGTH,
+    WARMUP,
     median_seconds,
     report,
     side_by_side,
@@ -49,10 +50,10 @@ def peer_path(bench_env):
 def test_img2img_against_peer(benchmark, bench_env, device, peer_path):
     pixel = bench_env.translator("pixel", "ddim", 50, device)
     peer = PeerTranslator.from_checkpoint(peer_path, num_steps=50, device=device)
-    pixel_s, peer_s = side_by_side(benchmark, bench_env, device, pixel, peer, 5, 3)
+    pixel_s, peer_s, _ = side_by_side(benchmark, bench_env, device, pixel, peer, 5)
     peer_cl = PeerTranslator.from_checkpoint(peer_path, 50, device, channels_last=True)
     peer_cl_s = measure_latency(peer_cl, bench_env.digits(device).images[:BATCH], STRENGTH,
-                                seed=0, repeats=3)["sec_per_image"]
+                                seed=0, repeats=5, warmup=WARMUP, memory=False)["sec_per_image"]
     # The peer is scored by the same code as every system (256 digits, seed 0).
     ours, theirs = (bench_env.fidelity(system, STRENGTH, device, SCORED_IMAGES)
                     for system in (pixel, peer))

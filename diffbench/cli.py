@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="allow TF32 matmuls and convolutions (CUDA only; default off)")
     compare.add_argument("--data-dir", help="MNIST folder (default: $DIFFBENCH_DATA_DIR)")
     compare.add_argument("--seed", type=_seed)
+    compare.add_argument("--match-information", type=float, metavar="A",
+                         help="also compare every system where its own space's noised accuracy "
+                              "equals A (in (0, 1))")
     return parser
 
 
@@ -144,7 +147,7 @@ def _compare(args: argparse.Namespace) -> None:
         args.config, args.overrides, checkpoints=args.checkpoints, out=args.out,
         strengths=args.strength, steps=args.steps, num_images=args.num_images,
         device=args.device, data_dir=args.data_dir, seed=args.seed, compile=args.compile,
-        noise_device=args.noise_device, tf32=args.tf32,
+        noise_device=args.noise_device, tf32=args.tf32, match_information=args.match_information,
     )
     run_compare(config)
     print(f"wrote {config.out}/results.json, results.md, i2i_comparison.png, pareto.png")

@@ -3,9 +3,14 @@
 Systems are the config's (a registered or ``package.module:Name`` sampler, on the shipped
 checkpoint or a ``package.module:factory`` model) and, from Python (:func:`run`), any
 :class:`~diffbench.system.System` object. For every system and strength: fidelity on
-``num_images`` test digits and latency timed honestly (warm-up calls first, the device
-synchronised before the clock stops, the same digits and seeds for every system, median and
-spread of ``repeats`` calls), both by :mod:`diffbench.scoring`. Results reach disk (JSON,
+``num_images`` test digits, each figure with its 95% interval, beside the noised accuracy in the
+system's own space; and latency timed the same way for every system (``warmup`` untimed calls at
+each strength, then ``repeats`` timed ones, inputs and generators on the device before the
+clock starts, the device synchronised before it stops; median, p50/p90/p99, min, max) with the
+peak memory of a call; both by :mod:`diffbench.scoring`. These rows are the equal-strength view
+(``"view": "equal_strength"``); with ``match_information`` set, each system also gets an
+equal-information row (``"view": "equal_information"``) at the strength where its own space's
+noised accuracy equals that value (:mod:`diffbench.information`). Results reach disk (JSON,
 Markdown, PNGs) before MLflow is tried. With ``compile`` set, compilation (or CUDA-graph
 capture) happens in untimed calls and is reported apart, as ``compile_seconds``.
 
@@ -34,7 +39,8 @@ from diffbench.checkpoints import (
 )
 from diffbench.config import CompareConfig, SystemConfig, validate
 from diffbench.errors import InputError
-from diffbench.metrics import Judge
+from diffbench.information import match_information
+from diffbench.metrics import NOISY_CLASSIFIERS, Judge
 from diffbench.report import (
     GridBlock,
     markdown_table,
@@ -45,24 +51,28 @@ from diffbench.report import (
     sweeps_nfe,
 )
 from diffbench.runtime import resolve_device
-from diffbench.scoring import Digits, load_digits, noised_inputs, score_system
-from diffbench.scoring import measure_latency as measure_latency  # lived here; still importable
-from diffbench.system import System, check_system, compile_seconds, generator_for
+from diffbench.scoring import Digits, load_digits, measure_latency, noised_inputs, score_system
+from diffbench.system import System, check_system, compile_seconds
 from diffbench.tracking import start_run
 from diffbench.translate import Translator
 
 RESULT_KEYS = (
-    "name", "space", "sampler", "steps", "strength", "num_images", "sec_per_image", "mse",
-    "psnr", "ssim", "preservation", "preservation_ceiling", "frechet_distance", "train_seconds",
-    "compile_seconds",
+    "view", "name", "space", "sampler", "steps", "strength", "start_timestep", "num_images",
+    "sec_per_image", "sec_per_image_p50", "sec_per_image_p90", "sec_per_image_p99",
+    "peak_memory_bytes", "peak_memory_method", "mse", "mse_ci95", "psnr", "psnr_ci95", "ssim",
+    "ssim_ci95", "preservation", "preservation_ci95", "noised_accuracy", "noised_accuracy_ci95",
+    "noised_space", "frechet_distance", "frechet_distance_ci95", "kid", "kid_ci95",
+    "train_seconds", "compile_seconds",
 )
+MATCHED_KEYS = ("match_information", "matched_timestep", "noised_accuracy_curve")
+"""Added to equal-information rows."""
 
 
 def checkpoint_files(config: CompareConfig) -> list[str]:
-    """The checkpoint files the comparison reads (the noise-aware classifier when present)."""
+    """The checkpoint files the comparison reads (the noise-aware classifiers when present)."""
     names = ["classifier.safetensors"]
-    if (Path(config.checkpoints) / "noisy_classifier.safetensors").is_file():
-        names.append("noisy_classifier.safetensors")
+    names += [f"{name}.safetensors" for name in NOISY_CLASSIFIERS.values()
+              if (Path(config.checkpoints) / f"{name}.safetensors").is_file()]
     spaces = {system.space for system in config.systems if system.model is None}
     names += [f"{space}.safetensors" for space in ("pixel", "latent") if space in spaces]
     latent = any(system.space == "latent" for system in config.systems)
@@ -104,7 +114,7 @@ def run_compare(config: CompareConfig, systems: Sequence[System] = ()) -> list[d
         check_system(system)
         for strength in config.strengths:
             system.start_timestep(strength)  # a ValueError now, not mid-run
-    judges = [name for name in names if name.startswith(("classifier", "noisy_classifier"))]
+    judges = [name for name in names if "classifier" in name]
     judge_hashes = checkpoint_sha256(config.checkpoints, judges)
     provenance = {"seed": config.seed, "device": str(device), "torch": torch.__version__}
     digits = load_digits(judge, max(config.num_images, config.grid_images), config.data_dir)
@@ -112,31 +122,60 @@ def run_compare(config: CompareConfig, systems: Sequence[System] = ()) -> list[d
     grid_columns: dict[float, list[tuple[str, torch.Tensor]]] = {s: [] for s in config.strengths}
     results = []
     for system in systems:
-        timing_images = digits.images[: config.timing_batch]
-        compiled_before = compile_seconds(system)
-        for _ in range(config.warmup):
-            system(timing_images.to(system.device), config.strengths[0],
-                   generator=generator_for(system, config.seed))
+        used = ("classifier.safetensors", f"{NOISY_CLASSIFIERS[system.space]}.safetensors")
+        hashes = {name: judge_hashes[name] for name in used if name in judge_hashes}
+        facts = {**provenance, **getattr(system, "settings", {}),
+                 "checkpoint_sha256": {**hashes, **system.checkpoint_sha256()}}
         for strength in config.strengths:
-            result, outputs = score_system(system, judge, scored, strength, config.seed)
-            row = result.as_dict()
-            row.update(measure_latency(system, timing_images, strength, config.seed,
-                                       config.repeats))
-            row["train_seconds"] = system.facts["train_seconds"]
-            row["flops_per_image"] = system.flops_per_image(strength)
-            row["compile_seconds"] = compile_seconds(system) - compiled_before
-            compiled_before = compile_seconds(system)
-            row.update(provenance, **getattr(system, "settings", {}),
-                       checkpoint_sha256={**judge_hashes, **system.checkpoint_sha256()})
-            results.append(row)
+            row, outputs = measure_row(system, judge, digits, strength, config)
+            results.append({**row, **facts})
             grid_columns[strength].append((system.name, outputs[: config.grid_images]))
-            print(f"{system.name:>14} strength {strength:.2f}: "
-                  f"{row['sec_per_image']:.4f} s/image, mse {row['mse']:.4f}, "
-                  f"preservation {row['preservation']:.3f} (ceiling "
-                  f"{row['preservation_ceiling']:.3f})")
+            print_row(row)
+        if config.match_information is not None:
+            matched = match_information(system, judge, scored, config.match_information,
+                                        config.seed)
+            if matched is None:
+                print(f"{system.name:>14}: its noised accuracy never equals "
+                      f"{config.match_information:g} on the start-timestep grid; no "
+                      f"equal-information row")
+                continue
+            row, _ = measure_row(system, judge, digits, matched["strength"], config,
+                                 view="equal_information")
+            results.append({**row, **matched, **facts})
+            print_row(row)
     files = write_results(config, results, digits, grid_columns, systems[0])
     track(config, results, files)
     return results
+
+
+def measure_row(
+    system: System,
+    judge: Judge,
+    digits: Digits,
+    strength: float,
+    config: CompareConfig,
+    view: str = "equal_strength",
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """One results row (fidelity on the first ``num_images`` digits, latency on the first
+    ``timing_batch``, memory, training and compile seconds) and the outputs scored."""
+    compiled_before = compile_seconds(system)
+    scored = digits.first(config.num_images)
+    result, outputs = score_system(system, judge, scored, strength, config.seed)
+    row = {"view": view, **result.as_dict()}
+    row.update(measure_latency(system, digits.images[: config.timing_batch], strength,
+                               config.seed, config.repeats, config.warmup))
+    row["train_seconds"] = system.facts["train_seconds"]
+    row["flops_per_image"] = system.flops_per_image(strength)
+    row["compile_seconds"] = compile_seconds(system) - compiled_before
+    return row, outputs
+
+
+def print_row(row: dict[str, Any]) -> None:
+    lo, hi = row["preservation_ci95"]
+    print(f"{row['name']:>14} strength {row['strength']:.3g} (t={row['start_timestep']}): "
+          f"{row['sec_per_image']:.4f} s/image, mse {row['mse']:.4f}, preservation "
+          f"{row['preservation']:.3f} [{lo:.3f}, {hi:.3f}] (noised accuracy "
+          f"{row['noised_accuracy']:.3f})")
 
 
 def write_results(
@@ -162,7 +201,7 @@ def write_results(
         ))
     files = [
         write_atomic_text(out / "results.json", json.dumps(results, indent=2) + "\n"),
-        write_atomic_text(out / "results.md", markdown_table(results)),
+        write_atomic_text(out / "results.md", results_markdown(results)),
         out / "i2i_comparison.png",
         out / "pareto.png",
     ]
@@ -170,11 +209,21 @@ def write_results(
     plot_pareto(results, files[3])
     if len(config.strengths) > 1:
         files.append(out / "fidelity_vs_strength.png")
-        plot_strength(results, files[-1])
+        plot_strength([r for r in results if r["view"] == "equal_strength"], files[-1])
     if sweeps_nfe(results):
         files.append(out / "fidelity_vs_nfe.png")
-        plot_nfe(results, files[-1])
+        plot_nfe([r for r in results if r["view"] == "equal_strength"], files[-1])
     return files
+
+
+def results_markdown(results: list[dict[str, Any]]) -> str:
+    """The equal-strength table, then (when there are any) the equal-information one."""
+    text = markdown_table([r for r in results if r["view"] == "equal_strength"])
+    matched = [r for r in results if r["view"] == "equal_information"]
+    if matched:
+        text += (f"\n## Equal information: noised accuracy {matched[0]['match_information']:g} "
+                 f"in each system's own space\n\n" + markdown_table(matched))
+    return text
 
 
 def track(config: CompareConfig, results: list[dict[str, Any]], files: list[Path]) -> None:
@@ -184,13 +233,15 @@ def track(config: CompareConfig, results: list[dict[str, Any]], files: list[Path
         if not run.enabled:
             return  # tracking is unavailable and has warned once; the files are on disk
         for row in results:
-            prefix = f"{row['name']}/s{row['strength']:g}/"
+            view = "" if row["view"] == "equal_strength" else "matched/"
+            prefix = f"{row['name']}/{view}s{row['strength']:g}/"
             run.log_metrics({prefix + k: v for k, v in row.items()
                              if isinstance(v, int | float) and not isinstance(v, bool)})
         for path in files:
             run.log_artifact(path)
         for name in dict.fromkeys(row["name"] for row in results):
-            rows = [row for row in results if row["name"] == name]
+            rows = [row for row in results
+                    if row["name"] == name and row["view"] == "equal_strength"]
             params = {k: rows[0][k] for k in ("space", "sampler")}
             with start_run(config.experiment, run_name=name, params=params, nested=True) as sub:
                 for row in rows:

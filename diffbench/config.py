@@ -166,7 +166,11 @@ class CompareConfig(_Strict):
     grid_images: int = Field(8, ge=1, description="rows of the comparison grid")
     timing_batch: int = Field(8, ge=1, description="images per timed call")
     repeats: int = Field(3, ge=1, description="timed calls per system and strength")
-    warmup: int = Field(1, ge=0, description="untimed calls per system before timing")
+    warmup: int = Field(1, ge=0, description="untimed calls per system and strength before "
+                                             "timing")
+    match_information: float | None = Field(
+        None, gt=0, lt=1, description="also compare each system at the strength where its own "
+        "space's noised accuracy equals this (null: equal strengths only)")
     seed: int = Field(0, ge=0, le=MAX_SEED)
     device: Literal[DEVICES] = "auto"
     compile: Literal[COMPILE_MODES] | None = Field(None, description="null: eager")

@@ -2,10 +2,12 @@
 
 Measures, and writes as one JSON file: classifier accuracy; VAE reconstruction; image-to-image
 fidelity of the four systems (pixel DDPM-1000 / DDIM-50, latent DDPM-1000 / DDIM-50) at a main
-strength and a sweep of strengths, each beside the preservation ceiling (every registered sampler
-in each space, so a newly registered sampler is evaluated too); and generation from
-pure noise. Source digits are the first test digits; Frechet-distance references are the last
-5,000 test digits, disjoint from the sources for up to 5,000 of them.
+strength and a sweep of strengths, each beside the noised accuracy in its own space (every
+registered sampler in each space, so a newly registered sampler is evaluated too); and generation
+from pure noise. Every figure carries its 95% interval (``<name>_ci95``: bootstrap over digits
+for mse, psnr, ssim and distances, Wilson for shares; see :mod:`diffbench.stats`). Source digits
+are the first test digits; Frechet-distance and KID references are the last 5,000 test digits,
+disjoint from the sources for up to 5,000 of them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from torch import Tensor
 
 from diffbench.checkpoints import environment_facts, load_metadata, load_model, write_atomic_text
 from diffbench.data import load_mnist
-from diffbench.metrics import Judge, mse
+from diffbench.metrics import Judge, mse_per_image
 from diffbench.sampling import SAMPLERS, sampler_class
 from diffbench.scoring import REFERENCE_SLICE as REFERENCE_SLICE  # scoring lived here: its names
 from diffbench.scoring import Digits as Digits  # stay importable from diffbench.evaluate
@@ -28,6 +30,7 @@ from diffbench.scoring import load_digits, score_system
 from diffbench.scoring import noised_inputs as noised_inputs
 from diffbench.scoring import start_timestep as start_timestep
 from diffbench.scoring import translate as translate
+from diffbench.stats import bootstrap_mean_interval, share_interval
 from diffbench.system import SPACES
 from diffbench.translate import Translator
 
@@ -37,16 +40,29 @@ def systems() -> list[tuple[str, str]]:
     return [(space, sampler) for space in SPACES for sampler in SAMPLERS]
 
 
+def accuracy(judge: Judge, images: Tensor, labels: Tensor) -> dict[str, Any]:
+    """The classifier's share of ``labels`` read, with its Wilson interval."""
+    correct = judge.correct(images, labels)
+    return {"value": float(correct.float().mean()), "ci95": share_interval(correct)}
+
+
 @torch.inference_mode()
-def vae_reconstruction(checkpoints: Path, judge: Judge, images: Tensor, labels: Tensor) -> dict:
+def vae_reconstruction(
+    checkpoints: Path, judge: Judge, images: Tensor, labels: Tensor, seed: int = 0
+) -> dict:
     vae, _ = load_model(checkpoints / "vae.safetensors", judge.device)
     reconstructions = torch.cat(
         [vae.decode(vae.encode(b.to(judge.device))[0]).cpu() for b in images.split(500)]
     )
+    errors = mse_per_image(reconstructions, images)
+    preserved = accuracy(judge, reconstructions, labels)
     return {
         "num_images": len(images),
-        "reconstruction_mse": mse(reconstructions, images),
-        "preservation": judge.preservation(reconstructions, labels),
+        "reconstruction_mse": float(errors.mean()),
+        "reconstruction_mse_ci95": bootstrap_mean_interval(
+            errors, torch.Generator().manual_seed(seed)),
+        "preservation": preserved["value"],
+        "preservation_ci95": preserved["ci95"],
     }
 
 
@@ -79,14 +95,16 @@ def evaluate(
     judge = Judge.from_checkpoints(checkpoints, device)
     test = load_mnist("test", data_dir)
     digits = load_digits(judge, max(num_images, ddpm_images, sweep_images), data_dir)
+    test_accuracy = accuracy(judge, test.images, test.labels)
     report: dict[str, Any] = {
         "checkpoints": str(checkpoints),
         "device": device,
         "seed": seed,
         "environment": environment_facts(),
-        "classifier": {"test_accuracy": judge.preservation(test.images, test.labels),
+        "classifier": {"test_accuracy": test_accuracy["value"],
+                       "test_accuracy_ci95": test_accuracy["ci95"],
                        "num_images": len(test.images)},
-        "vae": vae_reconstruction(checkpoints, judge, test.images, test.labels),
+        "vae": vae_reconstruction(checkpoints, judge, test.images, test.labels, seed),
         "train_seconds": {p.stem: load_metadata(p).get("train_seconds")
                           for p in sorted(checkpoints.glob("*.safetensors"))
                           if not p.name.endswith(".state.safetensors")},
@@ -120,16 +138,27 @@ def write_report(report: dict[str, Any], path: str | Path) -> Path:
 CARD_SECTION = "## Measured fidelity"
 
 
+CARD_COLUMNS = [("mse", "{:.4f}"), ("psnr", "{:.2f}"), ("ssim", "{:.3f}"),
+                ("preservation", "{:.3f}"), ("noised_accuracy", "{:.3f}"),
+                ("frechet_distance", "{:.2f}"), ("kid", "{:.3f}")]
+
+
+def with_interval(row: dict[str, Any], key: str, fmt: str) -> str:
+    """``row[key]`` and its 95% interval, e.g. ``0.0412 [0.0380, 0.0450]``."""
+    lo, hi = row[f"{key}_ci95"]
+    return f"{fmt.format(row[key])} [{fmt.format(lo)}, {fmt.format(hi)}]"
+
+
 def fidelity_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| system | strength | start t | digits | MSE | PSNR dB | SSIM | preservation | "
-             "ceiling | Frechet |", "|" + " --- |" * 10]
+             "noised acc. | Frechet | KID |", "|" + " --- |" * 11]
     lines += [
         f"| {r['name']} | {r['strength']:g} | {r['start_timestep']} | {r['num_images']} | "
-        f"{r['mse']:.4f} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['preservation']:.3f} | "
-        f"{r['preservation_ceiling']:.3f} | {r['frechet_distance']:.2f} |"
+        + " | ".join(with_interval(r, key, fmt) for key, fmt in CARD_COLUMNS) + " |"
         for r in rows
     ]
-    return "\n".join(lines)
+    note = "Brackets: 95% intervals (bootstrap over digits; Wilson for shares; KID: subsets)."
+    return "\n".join(lines) + "\n\n" + note
 
 
 def card_sections(report: dict[str, Any]) -> dict[str, str]:
@@ -139,22 +168,32 @@ def card_sections(report: dict[str, Any]) -> dict[str, str]:
     generation = {g["name"]: g for g in report["generation"]}
     vae = report["vae"]
 
+    def share(row: dict[str, Any], key: str, fmt: str = "{:.1%}") -> str:
+        return with_interval(row, key, fmt)
+
     def generated(name: str) -> str:
         g = generation[name]
         return (f"Generation from pure noise ({name}, {g['num_samples']} samples): "
-                f"{g['confident_share']:.1%} classified with probability >= 0.9; digit shares "
-                f"from {g['min_class_share']:.1%} to {g['max_class_share']:.1%}.")
+                f"{share(g, 'confident_share')} classified with probability >= 0.9; digit "
+                f"shares from {share(g, 'min_class_share')} to {share(g, 'max_class_share')} "
+                f"(95% Wilson intervals).")
 
-    ceiling = [r for r in rows if r["name"] == "DDIM-50"]
+    def noised(system: str, space: str) -> str:
+        return (f"Noised accuracy (accuracy on the test digits noised to x_t in {space} space; "
+                f"95% Wilson intervals):\n\n"
+                + "\n".join(f"- strength {r['strength']:g} (t = {r['start_timestep']}): "
+                            f"{share(r, 'noised_accuracy', '{:.3f}')}"
+                            for r in rows if r["name"] == system))
+
     return {
         "classifier": f"Test accuracy on all {report['classifier']['num_images']} MNIST test "
-                      f"digits: {report['classifier']['test_accuracy']:.2%}.",
-        "noisy_classifier": "Preservation ceiling (accuracy on the noised test digits x_t):\n\n"
-                            + "\n".join(f"- strength {r['strength']:g} (t = "
-                                         f"{r['start_timestep']}): {r['preservation_ceiling']:.3f}"
-                                         for r in ceiling),
+                      f"digits: {share(report['classifier'], 'test_accuracy', '{:.2%}')} (95% "
+                      f"Wilson interval).",
+        "noisy_classifier": noised("DDIM-50", "pixel"),
+        "latent_noisy_classifier": noised("LDM-DDIM-50", "latent"),
         "vae": f"Reconstructions of all {vae['num_images']} test digits: MSE "
-               f"{vae['reconstruction_mse']:.4f}, preservation {vae['preservation']:.2%}.",
+               f"{with_interval(vae, 'reconstruction_mse', '{:.4f}')}, preservation "
+               f"{share(vae, 'preservation', '{:.2%}')} (95% intervals).",
         "pixel": fidelity_table(by_space["pixel"]) + "\n\n" + generated("DDIM-50"),
         "latent": fidelity_table(by_space["latent"]) + "\n\n" + generated("LDM-DDIM-50"),
     }

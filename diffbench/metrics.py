@@ -1,14 +1,21 @@
-"""Fidelity of image-to-image outputs: pixel metrics, class preservation, Frechet distance.
+"""Fidelity of image-to-image outputs: pixel metrics, class preservation, Frechet distance, KID.
 
 Images are [B, 1, 28, 28] in [-1, 1] (data range 2). Pixel metrics compare an output with its
 source digit; the classifier metrics use the shipped MNIST classifiers:
 
 * preservation: share of outputs the classifier assigns to the source digit's label;
-* preservation ceiling: a noise-aware classifier's accuracy on the noised inputs x_t themselves,
-  i.e. how much identity survived the noise (no sampler can be expected to beat it);
+* noised accuracy: a noise-aware classifier's accuracy on the noised inputs x_t themselves, in
+  the system's own space (pixel x_t, or scaled VAE latents z_t with the latent noise-aware
+  classifier), i.e. how much identity survived the noise. An estimate of what is left to
+  preserve, not a bound: a deterministic sampler can exceed it;
 * Frechet distance (Heusel et al. 2017, "GANs Trained by a Two Time-Scale Update Rule") between
   Gaussians fitted to classifier features of outputs and of held-out real digits, with the MNIST
-  classifier's penultimate layer in place of Inception.
+  classifier's penultimate layer in place of Inception; biased at the small samples scored here;
+* KID (Binkowski et al. 2018, "Demystifying MMD GANs"): the unbiased squared MMD with the
+  polynomial kernel (x.y / d + 1)^3 on the same features, averaged over random subsets.
+
+Every figure comes with a 95% interval (see :mod:`diffbench.stats`): bootstrap over digits for
+mse, psnr, ssim and the Frechet distance, Wilson for shares, the subsets' spread for KID.
 """
 
 from __future__ import annotations
@@ -21,43 +28,135 @@ from torch import Tensor
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from diffbench.checkpoints import load_model
+from diffbench.errors import InputError
+from diffbench.stats import (
+    bootstrap_interval,
+    bootstrap_mean_interval,
+    percentile_interval,
+    share_interval,
+    wilson_interval,
+)
 
 DATA_RANGE = 2.0
+KID_SUBSETS = 100
+KID_SUBSET_SIZE = 1000
+
+
+def mse_per_image(output: Tensor, source: Tensor) -> Tensor:
+    """Mean squared error of each image [B]."""
+    return (output.float() - source.float()).pow(2).flatten(1).mean(1)
+
+
+def psnr_per_image(output: Tensor, source: Tensor) -> Tensor:
+    """Peak signal-to-noise ratio of each image in dB, 10 log10(range^2 / mse) [B]."""
+    return 10 * torch.log10(DATA_RANGE**2 / mse_per_image(output, source).clamp_min(1e-10))
+
+
+def ssim_per_image(output: Tensor, source: Tensor) -> Tensor:
+    """Structural similarity of each image (Wang et al. 2004; 11x11 Gaussian window, sigma 1.5),
+    via torchmetrics [B]."""
+    return structural_similarity_index_measure(
+        output.float(), source.float(), data_range=DATA_RANGE, reduction="none"
+    )
 
 
 def mse(output: Tensor, source: Tensor) -> float:
     """Mean squared error over all pixels."""
-    return float((output.float() - source.float()).pow(2).mean())
+    return float(mse_per_image(output, source).mean())
 
 
 def psnr(output: Tensor, source: Tensor) -> float:
-    """Peak signal-to-noise ratio in dB, 10 log10(range^2 / mse), averaged over images."""
-    per_image = (output.float() - source.float()).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-    return float((10 * torch.log10(DATA_RANGE**2 / per_image)).mean())
+    """Peak signal-to-noise ratio in dB, averaged over images."""
+    return float(psnr_per_image(output, source).mean())
 
 
 def ssim(output: Tensor, source: Tensor) -> float:
-    """Structural similarity (Wang et al. 2004; 11x11 Gaussian window, sigma 1.5), via
-    torchmetrics, averaged over images."""
-    return float(
-        structural_similarity_index_measure(output.float(), source.float(), data_range=DATA_RANGE)
-    )
+    """Structural similarity, averaged over images."""
+    return float(ssim_per_image(output, source).mean())
+
+
+def _root(cov: Tensor) -> Tensor:
+    values, vectors = torch.linalg.eigh(cov)
+    return vectors @ torch.diag(values.clamp_min(0).sqrt()) @ vectors.T
+
+
+class FrechetReference:
+    """The reference side of the Frechet distance (mean, covariance and its square root),
+    fitted once, so many samples (bootstrap resamples) are measured against it cheaply."""
+
+    def __init__(self, features: Tensor) -> None:
+        b = features.double()
+        self.mean, self.cov = b.mean(0), torch.cov(b.T)
+        self.root = _root(self.cov)
+
+    def distance(self, features: Tensor) -> float:
+        """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)), in float64.
+
+        Tr((S_a S_b)^(1/2)) is the sum of square roots of the eigenvalues of
+        S_b^(1/2) S_a S_b^(1/2), which is symmetric, so ``eigvalsh`` suffices.
+        """
+        a = features.double()
+        cov_a = torch.cov(a.T)
+        cross = torch.linalg.eigvalsh(self.root @ cov_a @ self.root).clamp_min(0).sqrt().sum()
+        distance = ((a.mean(0) - self.mean).pow(2).sum() + cov_a.trace() + self.cov.trace()
+                    - 2 * cross)
+        return float(distance.clamp_min(0))
 
 
 def frechet_distance(features_a: Tensor, features_b: Tensor) -> float:
-    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between Gaussian fits, in float64.
+    """The Frechet distance between Gaussian fits of two feature sets (Heusel et al. 2017)."""
+    return FrechetReference(features_b).distance(features_a)
 
-    Tr((S_a S_b)^(1/2)) is the sum of square roots of the eigenvalues of
-    S_a^(1/2) S_b S_a^(1/2), which is symmetric, so ``eigh`` suffices.
-    """
+
+def polynomial_mmd2(features_a: Tensor, features_b: Tensor) -> float:
+    """The unbiased estimate of the squared MMD with the kernel k(x, y) = (x.y / d + 1)^3
+    (Binkowski et al. 2018, eq. 4: degree 3, gamma 1/d, coef 1), in float64."""
     a, b = features_a.double(), features_b.double()
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
-    values, vectors = torch.linalg.eigh(cov_a)
-    root_a = vectors @ torch.diag(values.clamp_min(0).sqrt()) @ vectors.T
-    cross = torch.linalg.eigvalsh(root_a @ cov_b @ root_a).clamp_min(0).sqrt().sum()
-    distance = (mu_a - mu_b).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * cross
-    return float(distance.clamp_min(0))
+    m, n, d = len(a), len(b), a.shape[1]
+    if m < 2 or n < 2:
+        raise InputError(f"the unbiased MMD needs >= 2 samples a side, got {m} and {n}")
+    k_aa, k_bb, k_ab = ((x @ y.T / d + 1).pow(3) for x, y in ((a, a), (b, b), (a, b)))
+    within_a = (k_aa.sum() - k_aa.diagonal().sum()) / (m * (m - 1))
+    within_b = (k_bb.sum() - k_bb.diagonal().sum()) / (n * (n - 1))
+    return float(within_a + within_b - 2 * k_ab.mean())
+
+
+def kid(
+    features_a: Tensor,
+    features_b: Tensor,
+    generator: torch.Generator,
+    subsets: int = KID_SUBSETS,
+    subset_size: int = KID_SUBSET_SIZE,
+) -> dict[str, float | list[float]]:
+    """Kernel Inception Distance (Binkowski et al. 2018) and its 95% interval.
+
+    ``subsets`` pairs of random subsets, drawn without replacement from each side, of half the
+    smaller side (at most ``subset_size``), so the outputs vary between subsets too;
+    ``kid`` is the mean of the subsets' unbiased estimates, ``kid_ci95`` their 2.5 and 97.5
+    percentiles (the spread of a half-size estimate: wider than the full sample's, i.e.
+    conservative). Unbiased, so it can be slightly negative when the two sets match.
+    """
+    size = max(2, min(subset_size, len(features_a) // 2, len(features_b) // 2))
+    if len(features_a) < 2 or len(features_b) < 2:
+        raise InputError(f"KID needs >= 2 samples a side, got {len(features_a)} and "
+                         f"{len(features_b)}")
+    estimates = torch.tensor([
+        polynomial_mmd2(
+            features_a[torch.randperm(len(features_a), generator=generator)[:size]],
+            features_b[torch.randperm(len(features_b), generator=generator)[:size]],
+        )
+        for _ in range(subsets)
+    ])
+    return {"kid": float(estimates.mean()), "kid_ci95": percentile_interval(estimates)}
+
+
+NOISY_CLASSIFIERS = {"pixel": "noisy_classifier", "latent": "latent_noisy_classifier"}
+"""Space -> the checkpoint (without .safetensors) of its noise-aware classifier: pixel x_t
+[B, 1, 28, 28], or scaled VAE latents z_t [B, 4, 7, 7] (see diffbench.system.to_latent)."""
+
+
+def _optional_model(path: Path, device: str | torch.device) -> torch.nn.Module | None:
+    return load_model(path, device)[0] if path.is_file() else None
 
 
 @dataclass
@@ -68,14 +167,23 @@ class Judge:
     noisy_classifier: torch.nn.Module | None
     device: torch.device
     batch_size: int = 500
+    latent_noisy_classifier: torch.nn.Module | None = None
 
     @classmethod
     def from_checkpoints(cls, directory: str | Path, device: str | torch.device = "cpu") -> Judge:
+        """classifier.safetensors, and each space's noise-aware classifier when present."""
         directory = Path(directory)
         classifier, _ = load_model(directory / "classifier.safetensors", device)
-        noisy_path = directory / "noisy_classifier.safetensors"
-        noisy = load_model(noisy_path, device)[0] if noisy_path.is_file() else None
-        return cls(classifier, noisy, torch.device(device))
+        noisy = {space: _optional_model(directory / f"{name}.safetensors", device)
+                 for space, name in NOISY_CLASSIFIERS.items()}
+        return cls(classifier, noisy["pixel"], torch.device(device),
+                   latent_noisy_classifier=noisy["latent"])
+
+    def noisy_classifier_for(self, space: str) -> torch.nn.Module | None:
+        """The noise-aware classifier of ``space`` (None when its checkpoint is absent)."""
+        if space not in NOISY_CLASSIFIERS:
+            raise InputError(f"unknown space {space!r}; allowed: {', '.join(NOISY_CLASSIFIERS)}")
+        return self.noisy_classifier if space == "pixel" else self.latent_noisy_classifier
 
     @torch.inference_mode()
     def _batched(self, fn, *tensors: Tensor) -> Tensor:
@@ -90,15 +198,40 @@ class Judge:
     def features(self, images: Tensor) -> Tensor:
         return self._batched(self.classifier.features, images)
 
-    def preservation(self, outputs: Tensor, labels: Tensor) -> float:
-        return float((self.probabilities(outputs).argmax(1) == labels.cpu()).float().mean())
+    def correct(self, images: Tensor, labels: Tensor) -> Tensor:
+        """Per image: whether the classifier reads its label [B] (bool)."""
+        return self.probabilities(images).argmax(1) == labels.cpu()
 
-    def preservation_ceiling(self, noised: Tensor, t: Tensor, labels: Tensor) -> float:
-        """The noise-aware classifier's accuracy on the noised inputs x_t (at timesteps t)."""
-        if self.noisy_classifier is None:
-            return float("nan")
-        logits = self._batched(self.noisy_classifier, noised, t)
-        return float((logits.argmax(1) == labels.cpu()).float().mean())
+    def preservation(self, outputs: Tensor, labels: Tensor) -> float:
+        return float(self.correct(outputs, labels).float().mean())
+
+    def noised_correct(
+        self, noised: Tensor, t: Tensor, labels: Tensor, space: str = "pixel"
+    ) -> Tensor | None:
+        """Per input: whether ``space``'s noise-aware classifier reads the label of x_t (at
+        timesteps t) [B] (bool); None when that classifier is absent."""
+        classifier = self.noisy_classifier_for(space)
+        if classifier is None:
+            return None
+        return self._batched(classifier, noised, t).argmax(1) == labels.cpu()
+
+    def noised_accuracy(
+        self, noised: Tensor, t: Tensor, labels: Tensor, space: str = "pixel"
+    ) -> float:
+        """``space``'s noise-aware classifier's accuracy on the noised inputs x_t (NaN when that
+        classifier is absent): how much identity survived the noise, an estimate."""
+        flags = self.noised_correct(noised, t, labels, space)
+        return float("nan") if flags is None else float(flags.float().mean())
+
+    def per_digit(self, outputs: Tensor, sources: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """Per output digit: mse, psnr, ssim and whether its label is preserved (``correct``)."""
+        outputs, sources = outputs.cpu(), sources.cpu()
+        return {
+            "mse": mse_per_image(outputs, sources),
+            "psnr": psnr_per_image(outputs, sources),
+            "ssim": ssim_per_image(outputs, sources),
+            "correct": self.correct(outputs, labels),
+        }
 
     def score(
         self,
@@ -106,27 +239,44 @@ class Judge:
         sources: Tensor,
         labels: Tensor,
         reference_features: Tensor | None = None,
-    ) -> dict[str, float]:
-        """mse, psnr, ssim, preservation and (given real-digit features) frechet_distance."""
-        outputs, sources = outputs.cpu(), sources.cpu()
-        scores = {
-            "mse": mse(outputs, sources),
-            "psnr": psnr(outputs, sources),
-            "ssim": ssim(outputs, sources),
-            "preservation": self.preservation(outputs, labels),
-        }
+        generator: torch.Generator | None = None,
+    ) -> dict[str, float | list[float]]:
+        """mse, psnr, ssim, preservation and (given real-digit features) frechet_distance and
+        kid, each with its 95% interval (``<name>_ci95``) drawn from ``generator`` (default:
+        seeded 0)."""
+        generator = generator or torch.Generator().manual_seed(0)
+        digits = self.per_digit(outputs, sources, labels)
+        scores: dict[str, float | list[float]] = {}
+        for name in ("mse", "psnr", "ssim"):
+            scores[name] = float(digits[name].mean())
+            scores[f"{name}_ci95"] = bootstrap_mean_interval(digits[name], generator)
+        scores["preservation"] = float(digits["correct"].float().mean())
+        scores["preservation_ci95"] = share_interval(digits["correct"])
         if reference_features is not None:
             features = self.features(outputs)
-            scores["frechet_distance"] = frechet_distance(features, reference_features)
+            reference = FrechetReference(reference_features)
+            scores["frechet_distance"] = reference.distance(features)
+            scores["frechet_distance_ci95"] = bootstrap_interval(
+                lambda index: reference.distance(features[index]), len(features), generator)
+            scores.update(kid(features, reference_features, generator))
         return scores
 
-    def generation_quality(self, samples: Tensor, confidence: float = 0.9) -> dict[str, float]:
+    def generation_quality(
+        self, samples: Tensor, confidence: float = 0.9
+    ) -> dict[str, float | list[float]]:
         """For samples from pure noise: share classified with probability >= ``confidence``,
-        and the smallest and largest share of any digit (1/10 each would be perfectly even)."""
+        and the smallest and largest share of any digit (1/10 each would be perfectly even),
+        each with its Wilson interval (the extreme shares' intervals are those of the digit
+        that turned out rarest or commonest, so they are a little optimistic)."""
         probs = self.probabilities(samples)
-        shares = torch.bincount(probs.argmax(1), minlength=probs.shape[1]).float() / len(samples)
+        counts = torch.bincount(probs.argmax(1), minlength=probs.shape[1])
+        confident = probs.max(1).values >= confidence
+        n = len(samples)
         return {
-            "confident_share": float((probs.max(1).values >= confidence).float().mean()),
-            "min_class_share": float(shares.min()),
-            "max_class_share": float(shares.max()),
+            "confident_share": float(confident.float().mean()),
+            "confident_share_ci95": share_interval(confident),
+            "min_class_share": float(counts.min()) / n,
+            "min_class_share_ci95": wilson_interval(int(counts.min()), n),
+            "max_class_share": float(counts.max()) / n,
+            "max_class_share_ci95": wilson_interval(int(counts.max()), n),
         }

@@ -59,45 +59,80 @@ def render_grid(blocks: list[GridBlock], path: str | Path) -> tuple[int, int]:
 
 COLUMNS = [
     ("name", "system", "{}"),
-    ("strength", "strength", "{:.2f}"),
+    ("strength", "strength", "{:.3g}"),
     ("start_timestep", "start t", "{}"),
     ("steps", "NFE", "{}"),
     ("sec_per_image", "s / image", "{:.4f}"),
+    ("sec_per_image_p90", "p90", "{:.4f}"),
+    ("sec_per_image_p99", "p99", "{:.4f}"),
+    ("peak_memory_mib", "peak MiB", "{:.1f}"),
     ("mse", "MSE", "{:.4f}"),
     ("psnr", "PSNR dB", "{:.2f}"),
     ("ssim", "SSIM", "{:.3f}"),
     ("preservation", "preservation", "{:.3f}"),
-    ("preservation_ceiling", "ceiling", "{:.3f}"),
+    ("noised_accuracy", "noised acc.", "{:.3f}"),
     ("frechet_distance", "Frechet", "{:.2f}"),
+    ("kid", "KID", "{:.3f}"),
     ("train_seconds", "train s", "{:.0f}"),
 ]
+"""(row key, column title, format); a figure with a ``<key>_ci95`` shows it as [lo, hi]."""
+
+
+def cell(row: dict[str, Any], key: str, fmt: str) -> str:
+    """``row[key]`` formatted, followed by its 95% interval when the row has one."""
+    if key == "peak_memory_mib":
+        value = row.get("peak_memory_bytes")
+        value = None if value is None else value / 2**20
+    else:
+        value = row.get(key)
+    if value is None:
+        return "n/a"
+    text = fmt.format(value)
+    interval = row.get(f"{key}_ci95")
+    if interval is not None:
+        text += " [" + ", ".join(fmt.format(bound) for bound in interval) + "]"
+    return text
 
 
 def markdown_table(results: list[dict[str, Any]]) -> str:
-    """The results as a Markdown table, one row per (system, strength)."""
+    """The results as a Markdown table, one row per (system, strength); 95% intervals in
+    brackets, latency as the median (s / image) and the 90th and 99th percentiles."""
     lines = [
         "| " + " | ".join(title for _, title, _ in COLUMNS) + " |",
         "|" + "|".join(" --- " for _ in COLUMNS) + "|",
     ]
     for result in results:
-        cells = [fmt.format(result[key]) for key, _, fmt in COLUMNS]
+        cells = [cell(result, key, fmt) for key, _, fmt in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
+def error_bars(rows: list[dict[str, Any]], key: str) -> list[list[float]] | None:
+    """Matplotlib's asymmetric ``yerr`` ([below], [above]) from the rows' ``<key>_ci95``."""
+    if not all(f"{key}_ci95" in r for r in rows):
+        return None
+    return [[r[key] - r[f"{key}_ci95"][0] for r in rows],
+            [r[f"{key}_ci95"][1] - r[key] for r in rows]]
+
+
 def plot_pareto(results: list[dict[str, Any]], path: str | Path) -> None:
-    """Fidelity (MSE) against latency, one point per system and strength."""
+    """Fidelity (MSE, with its 95% interval) against latency, one point per system and
+    strength (and per equal-information row)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for strength in sorted({r["strength"] for r in results}):
-        points = [r for r in results if r["strength"] == strength]
-        ax.scatter([r["sec_per_image"] for r in points], [r["mse"] for r in points],
-                   label=f"strength {strength:g}")
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        label = (f"strength {r['strength']:g}" if r.get("view", "equal_strength") ==
+                 "equal_strength" else f"noised accuracy {r['match_information']:g}")
+        groups.setdefault(label, []).append(r)
+    for label, points in groups.items():
+        ax.errorbar([r["sec_per_image"] for r in points], [r["mse"] for r in points],
+                    yerr=error_bars(points, "mse"), fmt="o", capsize=3, label=label)
         for r in points:
             ax.annotate(r["name"], (r["sec_per_image"], r["mse"]), fontsize=7,
                         xytext=(4, 3), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("seconds per image (median, log scale)")
-    ax.set_ylabel("MSE to the source digit (lower is better)")
+    ax.set_ylabel("MSE to the source digit (lower is better; 95% interval)")
     ax.set_title("Fidelity against latency")
     ax.legend()
     ax.grid(alpha=0.3)
@@ -107,20 +142,26 @@ def plot_pareto(results: list[dict[str, Any]], path: str | Path) -> None:
 
 
 def plot_strength(results: list[dict[str, Any]], path: str | Path) -> None:
-    """MSE and preservation against strength per system, the preservation ceiling dashed."""
+    """MSE and preservation against strength per system, with 95% intervals; dashed, the noised
+    accuracy of each space (its noise-aware classifier on x_t at the start timestep)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     names = list(dict.fromkeys(r["name"] for r in results))
+    noised: dict[str, list[dict[str, Any]]] = {}
     for name in names:
         rows = sorted((r for r in results if r["name"] == name), key=lambda r: r["strength"])
         strengths = [r["strength"] for r in rows]
-        left.plot(strengths, [r["mse"] for r in rows], marker="o", label=name)
-        right.plot(strengths, [r["preservation"] for r in rows], marker="o", label=name)
-    ceiling = {}
-    for r in results:
-        ceiling.setdefault(r["strength"], r["preservation_ceiling"])
-    right.plot(sorted(ceiling), [ceiling[s] for s in sorted(ceiling)], "k--", label="ceiling")
-    left.set(xlabel="strength", ylabel="MSE", title="MSE against strength")
-    right.set(xlabel="strength", ylabel="preservation", title="Class preservation")
+        left.errorbar(strengths, [r["mse"] for r in rows], yerr=error_bars(rows, "mse"),
+                      marker="o", capsize=3, label=name)
+        right.errorbar(strengths, [r["preservation"] for r in rows],
+                       yerr=error_bars(rows, "preservation"), marker="o", capsize=3, label=name)
+        noised.setdefault(rows[0].get("noised_space", rows[0]["space"]), rows)
+    for space, rows in noised.items():
+        right.errorbar([r["strength"] for r in rows], [r["noised_accuracy"] for r in rows],
+                       yerr=error_bars(rows, "noised_accuracy"), fmt="k--" if space == "pixel"
+                       else "k:", capsize=3, label=f"noised accuracy ({space})")
+    left.set(xlabel="strength", ylabel="MSE (95% interval)", title="MSE against strength")
+    right.set(xlabel="strength", ylabel="preservation (95% interval)",
+              title="Class preservation")
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -153,7 +194,7 @@ def plot_nfe(results: list[dict[str, Any]], path: str | Path) -> None:
         left.plot(nfe, [r["mse"] for r in rows], label=label, **style)
         right.plot(nfe, [r["preservation"] for r in rows], label=label, **style)
     for strength in sorted({r["strength"] for r in results}):
-        accuracy = next(r["preservation_ceiling"] for r in results if r["strength"] == strength)
+        accuracy = next(r["noised_accuracy"] for r in results if r["strength"] == strength)
         right.axhline(accuracy, color="k", linestyle="--", linewidth=1,
                       label=f"noised accuracy s{strength:g}")
     left.set(xlabel="network evaluations (NFE)", ylabel="MSE", title="MSE against NFE")

@@ -2,9 +2,15 @@
 
 Every system (diffbench's samplers, a user's plug-in, the diffusers peer) is scored by this code
 and nothing else: ``diffbench compare``, ``diffbench evaluate`` and the benches call it.
-Fidelity compares each output with its own source digit and stands beside the preservation
-ceiling at the system's start timestep; latency is the median of timed calls, the device
-synchronised before the clock stops, the same digits and seed for every call.
+Fidelity compares each output with its own source digit, each figure with its 95% interval
+(:mod:`diffbench.stats`), and stands beside the noised accuracy at the system's start timestep
+(its own space's noise-aware classifier on x_t: how much identity survived the noise).
+
+Latency is timed the same way for every system: the digits moved to the device and the
+generators made (on the device, by default) before any clock starts; ``warmup`` untimed calls,
+then ``repeats`` timed ones, the device synchronised before the clock starts and stops; median,
+p50/p90/p99, min and max per image; then the peak memory of one more, untimed call
+(:mod:`diffbench.memory`).
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from diffbench.data import load_mnist
+from diffbench.memory import peak_memory
 from diffbench.metrics import Judge
 from diffbench.runtime import timed
-from diffbench.system import System, generator_for
+from diffbench.stats import percentiles, share_interval
+from diffbench.system import System, generator_for, noised
 
 REFERENCE_SLICE = slice(5000, 10_000)
 """Test digits whose classifier features are the Frechet distance's reference."""
@@ -73,10 +81,26 @@ def translate(
 
 
 def noised_inputs(system: System, images: Tensor, strength: float, seed: int) -> Tensor:
-    """x_t at the system's start timestep, in pixel space, with seeded noise."""
+    """x_t at the system's start timestep, in pixel space, with seeded noise (for pictures)."""
     t = system.start_timestep(strength)
     noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
     return system.add_noise(images, noise, t)
+
+
+def noised_accuracy(
+    system: System, judge: Judge, digits: Digits, t: int, seed: int
+) -> dict[str, Any]:
+    """The noise-aware classifier's accuracy on the digits noised to ``t`` in the system's own
+    space (noise from a CPU generator seeded ``seed``), with its Wilson interval; NaN when that
+    space's classifier is absent. ``noised_space`` names the space measured."""
+    space, x_t = noised(system, digits.images, t, torch.Generator().manual_seed(seed))
+    timesteps = torch.full((len(x_t),), t, dtype=torch.long)
+    flags = judge.noised_correct(x_t, timesteps, digits.labels, space)
+    if flags is None:
+        return {"noised_accuracy": float("nan"), "noised_accuracy_ci95": [float("nan")] * 2,
+                "noised_space": space}
+    return {"noised_accuracy": float(flags.float().mean()),
+            "noised_accuracy_ci95": share_interval(flags), "noised_space": space}
 
 
 @dataclass
@@ -91,11 +115,20 @@ class SystemResult:
     num_images: int
     start_timestep: int
     mse: float
+    mse_ci95: list[float]
     psnr: float
+    psnr_ci95: list[float]
     ssim: float
+    ssim_ci95: list[float]
     preservation: float
-    preservation_ceiling: float
+    preservation_ci95: list[float]
+    noised_accuracy: float
+    noised_accuracy_ci95: list[float]
+    noised_space: str
     frechet_distance: float
+    frechet_distance_ci95: list[float]
+    kid: float
+    kid_ci95: list[float]
     sec_per_image: float
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -113,19 +146,15 @@ def score_system(
     seed: int,
     progress: bool = False,
 ) -> tuple[SystemResult, Tensor]:
-    """Translate the digits with one system at one strength and score the outputs.
-
-    The preservation ceiling is the noise-aware classifier's accuracy on the digits noised in
-    pixel space to the system's start timestep (for latent systems, a pixel-space stand-in for
-    the latent noise level at the same timestep).
-    """
+    """Translate the digits with one system at one strength and score the outputs, beside the
+    noised accuracy at its start timestep in its own space; intervals drawn from a generator
+    seeded ``seed``."""
     start = time.perf_counter()
     outputs = translate(system, digits.images, strength, seed, progress=progress)
     seconds = time.perf_counter() - start
     t = system.start_timestep(strength)
-    noised = noised_inputs(system, digits.images, strength, seed)
-    timesteps = torch.full((len(noised),), t, dtype=torch.long)
-    scores = judge.score(outputs, digits.images, digits.labels, digits.reference_features)
+    scores = judge.score(outputs, digits.images, digits.labels, digits.reference_features,
+                         generator=torch.Generator().manual_seed(seed))
     result = SystemResult(
         name=system.name,
         space=system.space,
@@ -134,31 +163,47 @@ def score_system(
         strength=strength,
         num_images=len(outputs),
         start_timestep=t,
-        preservation_ceiling=judge.preservation_ceiling(noised, timesteps, digits.labels),
         sec_per_image=seconds / len(outputs),
         **scores,
+        **noised_accuracy(system, judge, digits, t, seed),
     )
     return result, outputs
 
 
 def measure_latency(
-    system: System, images: Tensor, strength: float, seed: int, repeats: int
+    system: System,
+    images: Tensor,
+    strength: float,
+    seed: int,
+    repeats: int,
+    warmup: int = 1,
+    memory: bool = True,
 ) -> dict[str, Any]:
-    """Seconds per image of ``repeats`` timed calls on ``images`` (same seed each call); a
-    compiled system first prepares this shape and strength in an untimed call."""
+    """Seconds per image of ``repeats`` timed calls on ``images`` after ``warmup`` untimed ones
+    (at least one for a compiled system, which prepares this shape and strength then), the same
+    seed each call; median, p50/p90/p99, min and max; and (``memory``) the peak memory of one
+    more call. Inputs and generators are ready on the device before any clock starts."""
     images = images.to(system.device)
+    warmup = max(warmup, 1) if getattr(system, "compile", None) else warmup
+    generators = [generator_for(system, seed) for _ in range(warmup + repeats + 1)]
 
-    def call() -> Tensor:
-        return system(images, strength, generator=generator_for(system, seed))
+    def call(generator: torch.Generator) -> Tensor:
+        return system(images, strength, generator=generator)
 
-    if getattr(system, "compile", None):
-        call()
-
-    seconds = [timed(call, system.device)[0] / len(images) for _ in range(repeats)]
-    return {
+    for generator in generators[:warmup]:
+        call(generator)
+    seconds = [timed(lambda g=g: call(g), system.device)[0] / len(images)
+               for g in generators[warmup:warmup + repeats]]
+    spread = percentiles(seconds)
+    result = {
         "sec_per_image": statistics.median(seconds),
         "sec_per_image_min": min(seconds),
         "sec_per_image_max": max(seconds),
+        **{f"sec_per_image_p{q}": value for q, value in spread.items()},
         "timing_repeats": repeats,
+        "timing_warmup": warmup,
         "timing_batch": len(images),
     }
+    if memory:
+        result.update(peak_memory(lambda: call(generators[-1]), system.device))
+    return result

@@ -13,6 +13,11 @@ The policies every system of a space follows, each defined here once:
 * latent space works on the VAE's posterior mean times its stored scale factor, and decodes
   ``latent / scale factor`` (Rombach et al. 2022, sec. 4.3.2).
 
+Optional: ``system.noised(x0, t, generator) -> (space, x_t)``, ``x0`` noised to timestep ``t``
+in the space the system diffuses in (a Translator: pixel x_t, or the scaled latents z_t), which
+the noise-aware classifier of that space reads (see :func:`noised`). A system without it is
+noised in pixel space by its ``add_noise``.
+
 Imports nothing from diffbench, so every layer may use it.
 """
 
@@ -56,7 +61,7 @@ class System(Protocol):
         """Forward FLOPs of one translation at ``strength``."""
 
     def add_noise(self, x0: Tensor, noise: Tensor, t: int) -> Tensor:
-        """Its forward process q(x_t | x0) in pixel space (for the preservation ceiling)."""
+        """Its forward process q(x_t | x0) applied to pixels (e.g. the noised column of grids)."""
 
     def checkpoint_sha256(self) -> dict[str, str]:
         """File name -> sha256 of each checkpoint file it loaded (empty when none)."""
@@ -83,9 +88,25 @@ def check_system(system: Any) -> None:
 
 def generator_for(system: Any, seed: int) -> torch.Generator:
     """A generator seeded with ``seed`` for ``system``'s calls: its own ``generator(seed)`` when
-    it has one (a Translator's draws on its noise device), else a CPU generator."""
+    it has one (a Translator's draws on its noise device), else one on the system's device (so
+    noise is drawn where the system runs, for every system alike)."""
     make = getattr(system, "generator", None)
-    return make(seed) if make is not None else torch.Generator().manual_seed(seed)
+    if make is not None:
+        return make(seed)
+    return torch.Generator(torch.device(system.device)).manual_seed(seed)
+
+
+def noised(
+    system: Any, x0: Tensor, t: int, generator: torch.Generator | None = None
+) -> tuple[str, Tensor]:
+    """(space, x_t): ``x0`` noised to timestep ``t`` in ``system``'s own space when it has a
+    ``noised`` method, else in pixel space by its ``add_noise`` (noise from ``generator``)."""
+    own = getattr(system, "noised", None)
+    if own is not None:
+        return own(x0, t, generator)
+    device = generator.device if generator is not None else x0.device
+    noise = torch.randn(x0.shape, generator=generator, device=device).to(x0.device)
+    return "pixel", system.add_noise(x0, noise, t)
 
 
 def compile_seconds(system: Any) -> float:

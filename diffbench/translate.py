@@ -231,6 +231,17 @@ class Translator:
     def add_noise(self, x0: Tensor, noise: Tensor, t: int) -> Tensor:
         return self.sampler.schedule.add_noise(x0, noise, t)
 
+    @torch.inference_mode()
+    def noised(
+        self, x0: Tensor, t: int, generator: torch.Generator | None = None
+    ) -> tuple[str, Tensor]:
+        """(space, x_t): ``x0`` noised to ``t`` where this system diffuses: pixel x_t, or
+        z_t = add_noise(scaled VAE latents, noise, t) (noise drawn by ``generator``)."""
+        x = x0.to(self.device)
+        if self.vae is not None:
+            x = to_latent(self.vae, x, self._encode)
+        return self.space, self.add_noise(x, randn_like(x, generator), t)
+
     def checkpoint_sha256(self) -> dict[str, str]:
         if self._digests is None:
             self._digests = {name: sha256_file(p) for name, p in self._checkpoints.items()}

@@ -46,6 +46,7 @@ def tiny_checkpoints(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("tiny_checkpoints")
     x, z, t = torch.zeros(1, 1, 28, 28), torch.zeros(1, 4, 7, 7), torch.zeros(1, dtype=torch.long)
     classifier = ClassifierConfig(channels=(8, 16), num_groups=4)
+    noise_aware = {**classifier.__dict__, "noise_aware": True}
     models = {
         "pixel": (UNet(UNetConfig(base_channels=8)), (x, t)),
         "latent": (
@@ -54,9 +55,10 @@ def tiny_checkpoints(tmp_path_factory) -> Path:
         ),
         "vae": (VAE(VAEConfig(base_channels=8)), (x,)),
         "classifier": (Classifier(classifier), (x,)),
-        "noisy_classifier": (
-            Classifier(classifier.__class__(**{**classifier.__dict__, "noise_aware": True})),
-            (x, t),
+        "noisy_classifier": (Classifier(ClassifierConfig(**noise_aware)), (x, t)),
+        # scaled VAE latents z_t [B, 4, 7, 7] and t (see diffbench.metrics.NOISY_CLASSIFIERS)
+        "latent_noisy_classifier": (
+            Classifier(ClassifierConfig(**{**noise_aware, "in_channels": 4})), (z, t)
         ),
     }
     for name, (model, example) in models.items():

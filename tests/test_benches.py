@@ -35,9 +35,15 @@ def test_bench_session_writes_json_mlflow_run_and_traces(tiny_checkpoints, mnist
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     benchmarks = json.loads((tmp_path / "bench.json").read_text())["benchmarks"]
     img2img = next(b for b in benchmarks if b["name"].startswith("test_img2img"))
-    for key in ("mse", "psnr", "ssim", "preservation", "preservation_ceiling", "steps",
-                "strength", "batch", "device", "parameters", "flops_per_image"):
+    for key in ("mse", "mse_ci95", "psnr", "ssim", "preservation", "preservation_ci95",
+                "noised_accuracy", "noised_accuracy_ci95", "kid", "kid_ci95", "steps",
+                "strength", "batch", "device", "parameters", "flops_per_image",
+                "sec_per_image_p50", "sec_per_image_p90", "sec_per_image_p99",
+                "peak_memory_bytes", "peak_memory_method"):
         assert key in img2img["extra_info"], key
+    info = img2img["extra_info"]
+    assert info["mse_ci95"][0] <= info["mse"] <= info["mse_ci95"][1]
+    assert info["peak_memory_bytes"] > 0
     assert img2img["extra_info"]["steps"] == 3 and img2img["extra_info"]["batch"] == 1
     # --mlflow: the JSON reached disk, then one run holds every statistic and the JSON.
     (saved,) = (tmp_path / "results" / "benchmarks").glob("bench-*.json")
@@ -47,9 +53,14 @@ def test_bench_session_writes_json_mlflow_run_and_traces(tiny_checkpoints, mnist
     assert "test_img2img/cpu-pixel-ddim-10-s0.3-b1/median" in run.data.metrics
     assert "test_vae/cpu-encode-1/flops_per_image" in run.data.metrics
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == [saved.name]
-    # --profile: one TensorBoard-layout trace folder per benchmark.
-    traces = sorted(p.parent.name for p in (tmp_path / "traces").rglob("*.pt.trace.json"))
-    assert traces == ["img2img-cpu-pixel-ddim-10-s0.3-b1", "vae-cpu-encode-b1"]
+    # --profile: per benchmark a folder with a Perfetto (Chrome-format) trace and the
+    # operator table beside it.
+    traces = sorted((tmp_path / "traces").rglob("*.pt.trace.json"))
+    assert [p.parent.name for p in traces] == ["img2img-cpu-pixel-ddim-10-s0.3-b1",
+                                               "vae-cpu-encode-b1"]
+    for trace in traces:
+        assert json.loads(trace.read_text())["traceEvents"]
+        assert "Self CPU" in (trace.parent / "key_averages.txt").read_text()
     baseline = json.loads((tmp_path / "baseline.json").read_text())
     assert set(baseline) == {"cpu-pixel-ddim-10-s0.3"}
 

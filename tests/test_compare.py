@@ -42,12 +42,21 @@ def test_results_json_has_one_object_per_system_and_strength(compared):
     ]
     for row in results:
         assert set(RESULT_KEYS) <= set(row)
-        assert row["num_images"] == 2 and row["timing_repeats"] == 2
+        assert row["num_images"] == 2 and row["timing_repeats"] == 2 and row["timing_warmup"] == 1
+        assert row["view"] == "equal_strength" and row["noised_space"] == row["space"]
+        for key in ("mse", "psnr", "ssim", "preservation", "noised_accuracy"):
+            lo, hi = row[f"{key}_ci95"]
+            assert lo <= row[key] <= hi, key
+        assert row["sec_per_image_p50"] <= row["sec_per_image_p90"] <= row["sec_per_image_p99"]
+        assert row["peak_memory_bytes"] > 0
         assert row["sec_per_image_min"] <= row["sec_per_image"] <= row["sec_per_image_max"]
         assert row["train_seconds"] == 1.5 * (2 if row["space"] == "latent" else 1)
     assert {r["space"] for r in results} == {"pixel", "latent"}
     table = (out / "results" / "results.md").read_text()
     assert table.count("\n") == 2 + len(results) and "LDM-DDPM-20" in table
+    ddim = next(r for r in results if r["name"] == "DDIM-10")
+    lo, hi = ddim["mse_ci95"]
+    assert f"{ddim['mse']:.4f} [{lo:.4f}, {hi:.4f}]" in table
 
 
 def test_a_row_matches_fidelity_computed_by_hand(compared, tiny_checkpoints, mnist_dir):
@@ -83,7 +92,7 @@ def test_compare_is_an_mlflow_run_with_metrics_and_artifacts(compared):
     results = json.loads((compared[0] / "results" / "results.json").read_text())
     ddim = next(r for r in results if r["name"] == "DDIM-10" and r["strength"] == 0.3)
     assert parent.data.metrics["DDIM-10/s0.3/mse"] == pytest.approx(ddim["mse"])
-    assert "LDM-DDPM-20/s0.5/preservation_ceiling" in parent.data.metrics
+    assert "LDM-DDPM-20/s0.5/noised_accuracy" in parent.data.metrics
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"results.json", "results.md", "i2i_comparison.png", "pareto.png"} <= artifacts
     assert len(runs) == 5  # the parent and one nested run per system
@@ -99,7 +108,7 @@ def test_an_nfe_sweep_is_recognised_and_plotted(tmp_path):
 
     def row(sampler, nfe, mse):
         return {"space": "pixel", "sampler": sampler, "strength": 0.3, "steps": nfe,
-                "mse": mse, "preservation": 0.9, "preservation_ceiling": 0.95}
+                "mse": mse, "preservation": 0.9, "noised_accuracy": 0.95}
 
     single = [row("ddim", 15, 0.04), row("ddpm", 300, 0.07)]
     assert not sweeps_nfe(single)
@@ -108,3 +117,26 @@ def test_an_nfe_sweep_is_recognised_and_plotted(tmp_path):
     plot_nfe(swept, tmp_path / "fidelity_vs_nfe.png")
     with Image.open(tmp_path / "fidelity_vs_nfe.png") as image:
         assert image.size == (1320, 528)  # 11 x 4.4 inches at 120 dpi
+
+
+def test_match_information_adds_an_equal_information_row(tiny_checkpoints, mnist_dir, tmp_path,
+                                                         monkeypatch):
+    """With a crafted noised-accuracy curve crossing 0.6 at t = 150, the row runs at the
+    smallest strength whose start timestep reaches 150 (0.151 for DDPM-1000's exact start)."""
+    curve = [(0, 1.0), (100, 0.8), (200, 0.4), (999, 0.1)]
+    monkeypatch.setattr("diffbench.information.information_curve", lambda *a, **k: curve)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    code = main(["compare", "--checkpoints", str(tiny_checkpoints), "--out", str(tmp_path),
+                 "--data-dir", str(mnist_dir), "--num-images", "2", "--device", "cpu",
+                 "--strength", "0.3", "--match-information", "0.6",
+                 "--set", "systems=[{space: pixel, sampler: ddpm, steps: 1000}]",
+                 "--set", "grid_images=1", "--set", "timing_batch=1", "--set", "repeats=1"])
+    assert code == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["view"], r["strength"]) for r in results] == [
+        ("equal_strength", 0.3), ("equal_information", 0.151)]
+    matched = results[1]
+    assert matched["matched_timestep"] == matched["start_timestep"] == 150
+    assert matched["match_information"] == 0.6
+    assert matched["noised_accuracy_curve"] == [list(p) for p in curve]
+    assert "## Equal information: noised accuracy 0.6" in (tmp_path / "results.md").read_text()

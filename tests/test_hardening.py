@@ -511,7 +511,8 @@ def test_compare_with_a_dead_tracking_server_writes_results_and_warns_once(
     assert first["seed"] == 7 and first["device"] == "cpu" and first["torch"] == torch.__version__
     used = ("classifier.safetensors", "noisy_classifier.safetensors", "pixel.safetensors")
     assert first["checkpoint_sha256"] == {n: sha256_file(tiny_checkpoints / n) for n in used}
-    timing = {"sec_per_image", "sec_per_image_min", "sec_per_image_max"}
+    timing = {"sec_per_image", "sec_per_image_min", "sec_per_image_max", "sec_per_image_p50",
+              "sec_per_image_p90", "sec_per_image_p99", "peak_memory_bytes"}
     assert {k: v for k, v in first.items() if k not in timing} == {
         k: v for k, v in second.items() if k not in timing
     }

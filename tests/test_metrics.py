@@ -7,7 +7,16 @@ import math
 import pytest
 import torch
 
-from diffbench.metrics import Judge, frechet_distance, mse, psnr, ssim
+from diffbench.metrics import (
+    Judge,
+    frechet_distance,
+    mse,
+    mse_per_image,
+    psnr,
+    psnr_per_image,
+    ssim,
+    ssim_per_image,
+)
 
 
 def images(seed: int, batch: int = 4) -> torch.Tensor:
@@ -55,9 +64,34 @@ def test_judge_counts_preservation_and_generation_shares(tiny_checkpoints):
     with torch.inference_mode():
         noisy_predicted = judge.noisy_classifier(x, t).argmax(1)
     expected = float((noisy_predicted == predicted).float().mean())
-    assert judge.preservation_ceiling(x, t, predicted) == expected
-    assert judge.preservation_ceiling(x, t, noisy_predicted) == 1.0
+    assert judge.noised_accuracy(x, t, predicted) == expected
+    assert judge.noised_accuracy(x, t, noisy_predicted) == 1.0
     scores = judge.score(x, x, predicted, judge.features(images(4, batch=20)))
     assert scores["mse"] == 0.0 and scores["preservation"] == 1.0
+    assert scores["mse_ci95"] == [0.0, 0.0] and scores["preservation_ci95"][1] == 1.0
     expected = frechet_distance(judge.features(x), judge.features(images(4, batch=20)))
     assert scores["frechet_distance"] == pytest.approx(expected, rel=1e-6)
+    for name in ("psnr", "ssim", "frechet_distance", "kid"):
+        lo, hi = scores[f"{name}_ci95"]
+        assert lo <= hi, name
+
+
+def test_judge_reads_latents_with_the_latent_noisy_classifier(tiny_checkpoints):
+    """Each space has its own noise-aware classifier: z_t [B, 4, 7, 7] in latent space."""
+    judge = Judge.from_checkpoints(tiny_checkpoints)
+    z = torch.randn(6, 4, 7, 7, generator=torch.Generator().manual_seed(5))
+    t = torch.full((6,), 299)
+    with torch.inference_mode():
+        labels = judge.latent_noisy_classifier(z, t).argmax(1)
+    assert judge.noised_accuracy(z, t, labels, space="latent") == 1.0
+    assert judge.noised_accuracy(z, t, (labels + 1) % 10, space="latent") == 0.0
+    with pytest.raises(ValueError, match="allowed: pixel, latent"):
+        judge.noised_accuracy(z, t, labels, space="voxel")
+
+
+def test_per_digit_values_average_to_the_reported_means():
+    x, y = images(6, batch=5), images(7, batch=5)
+    assert float(mse_per_image(x, y).mean()) == pytest.approx(mse(x, y), rel=1e-6)
+    assert float(psnr_per_image(x, y).mean()) == pytest.approx(psnr(x, y), rel=1e-6)
+    assert float(ssim_per_image(x, y).mean()) == pytest.approx(ssim(x, y), rel=1e-6)
+    assert ssim_per_image(x, y).shape == (5,)

@@ -1,0 +1,114 @@
+"""The timing regression gate: a benchmark run's JSON (pytest-benchmark's ``--benchmark-json``)
+against a reference run's, failing only on a slowdown beyond the noise measured for that case.
+
+A case regresses when both hold:
+
+* ``new median > ref median + k * max(ref IQR, new IQR)``: slower by more than ``k``
+  interquartile ranges of whichever run was noisier (the IQR being each run's own measure of
+  its round-to-round noise; ``k`` = 2 by default), and
+* ``new median > ref median * (1 + floor)``: and by a margin that matters (``floor`` = 10% by
+  default), so a case timed with near-zero spread does not fail on a 1% drift.
+
+Cases only in the new run are listed as new, cases only in the reference are ignored (a subset
+such as ``-m quick`` may run). Usage::
+
+    python -m diffbench.benchgate NEW.json [--reference REF.json] [--k 2] [--floor 0.10]
+
+Without ``--reference``: ``$DIFFBENCH_BENCH_REFERENCE``, else the newest JSON saved under
+``.benchmarks/`` (``--benchmark-autosave``), else ``benches/reference/cpu.json``. Exit status 1
+on a regression, 2 on an unreadable file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from diffbench.errors import InputError
+
+K = 2.0
+FLOOR = 0.10
+DEFAULT_REFERENCE = Path("benches") / "reference" / "cpu.json"
+
+
+@dataclass(frozen=True)
+class Timing:
+    median: float
+    iqr: float
+    rounds: int
+
+
+def load_run(path: str | Path) -> dict[str, Timing]:
+    """Benchmark full name -> its median, IQR and rounds, from a pytest-benchmark JSON."""
+    try:
+        data = json.loads(Path(path).read_text())
+        return {b["fullname"]: Timing(float(b["stats"]["median"]), float(b["stats"]["iqr"]),
+                                      int(b["stats"]["rounds"]))
+                for b in data["benchmarks"]}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise InputError(f"{path} is not a readable pytest-benchmark JSON ({error!r}); allowed: "
+                         f"the file --benchmark-json or --benchmark-autosave writes") from None
+
+
+def limit(ref: Timing, new: Timing, k: float = K, floor: float = FLOOR) -> float:
+    """The slowest median ``new`` may have without counting as a regression."""
+    return max(ref.median + k * max(ref.iqr, new.iqr), ref.median * (1 + floor))
+
+
+def compare(
+    new: dict[str, Timing], ref: dict[str, Timing], k: float = K, floor: float = FLOOR
+) -> tuple[list[str], list[str]]:
+    """(regressions, other lines): one line per case of the new run."""
+    regressions, lines = [], []
+    for name, timing in new.items():
+        if name not in ref:
+            lines.append(f"new       {name}: median {timing.median:.4g} s (no reference)")
+            continue
+        bound = limit(ref[name], timing, k, floor)
+        line = (f"{name}: median {timing.median:.4g} s against {ref[name].median:.4g} s "
+                f"(IQR {timing.iqr:.2g} / {ref[name].iqr:.2g}; limit {bound:.4g} s)")
+        if timing.median > bound:
+            regressions.append("SLOWER    " + line)
+        else:
+            lines.append("ok        " + line)
+    return regressions, lines
+
+
+def default_reference(storage: str | Path = ".benchmarks") -> Path:
+    """``$DIFFBENCH_BENCH_REFERENCE``, else the newest saved run, else the committed one."""
+    if os.environ.get("DIFFBENCH_BENCH_REFERENCE"):
+        return Path(os.environ["DIFFBENCH_BENCH_REFERENCE"])
+    saved = sorted(Path(storage).glob("**/*.json"), key=lambda p: p.stat().st_mtime)
+    return saved[-1] if saved else DEFAULT_REFERENCE
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m diffbench.benchgate",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("new", type=Path, help="the new run's pytest-benchmark JSON")
+    parser.add_argument("--reference", type=Path, help="the reference run's JSON")
+    parser.add_argument("--k", type=float, default=K, help="IQRs of noise allowed (default 2)")
+    parser.add_argument("--floor", type=float, default=FLOOR,
+                        help="relative slowdown always allowed (default 0.10)")
+    args = parser.parse_args(argv)
+    reference = args.reference or default_reference()
+    try:
+        regressions, lines = compare(load_run(args.new), load_run(reference), args.k,
+                                     args.floor)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"reference: {reference}")
+    print("\n".join(lines + regressions))
+    if regressions:
+        print(f"{len(regressions)} case(s) slower beyond their noise", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""The timing gate on crafted pytest-benchmark JSON: slower beyond the noise fails, slower
+within it passes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from diffbench.benchgate import Timing, compare, limit, main
+
+
+def run(path, cases):
+    path.write_text(json.dumps({"benchmarks": [
+        {"fullname": name, "stats": {"median": median, "iqr": iqr, "rounds": 5}}
+        for name, (median, iqr) in cases.items()]}))
+    return path
+
+
+def test_limit_is_the_larger_of_the_noise_and_the_floor():
+    ref = Timing(1.0, 0.1, 5)
+    assert limit(ref, Timing(1.0, 0.05, 5)) == pytest.approx(1.2)  # 1.0 + 2 * 0.1
+    assert limit(ref, Timing(1.0, 0.3, 5)) == pytest.approx(1.6)  # the new run was noisier
+    assert limit(Timing(1.0, 0.0, 5), Timing(1.0, 0.01, 5)) == pytest.approx(1.1)  # floor
+
+
+def test_gate_fails_only_beyond_the_noise(tmp_path, capsys):
+    ref = run(tmp_path / "ref.json", {"quiet": (1.0, 0.01), "noisy": (1.0, 0.3),
+                                      "gone": (1.0, 0.0)})
+    within = run(tmp_path / "within.json", {"quiet": (1.05, 0.01), "noisy": (1.5, 0.3),
+                                            "added": (2.0, 0.1)})
+    assert main([str(within), "--reference", str(ref)]) == 0
+    out = capsys.readouterr().out
+    assert "new       added" in out and "gone" not in out
+    beyond = run(tmp_path / "beyond.json", {"quiet": (1.15, 0.01), "noisy": (1.5, 0.3)})
+    assert main([str(beyond), "--reference", str(ref)]) == 1
+    assert "SLOWER    quiet: median 1.15 s against 1 s" in capsys.readouterr().out
+    regressions, _ = compare({"noisy": Timing(1.7, 0.3, 5)}, {"noisy": Timing(1.0, 0.3, 5)})
+    assert len(regressions) == 1  # 1.7 > 1.0 + 2 * 0.3
+
+
+def test_gate_names_an_unreadable_file(tmp_path, capsys):
+    (tmp_path / "bad.json").write_text("{}")
+    assert main([str(tmp_path / "bad.json"), "--reference", str(tmp_path / "bad.json")]) == 2
+    assert "not a readable pytest-benchmark JSON" in capsys.readouterr().err
