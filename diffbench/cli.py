@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--sweep-images", type=_positive_int, default=128,
                           help="test digits per system at the other strengths")
     evaluate.add_argument("--sweep-ddpm-images", type=_positive_int, default=32)
+    evaluate.add_argument("--sweep", type=float, nargs="+", default=[0.1, 0.3, 0.5, 0.7, 0.9],
+                          metavar="S", help="strengths of the sweep (default 0.1 0.3 0.5 0.7 0.9)")
     evaluate.add_argument("--generation-samples", type=_positive_int, default=1000)
     evaluate.add_argument("--seed", type=_seed, default=0)
     evaluate.add_argument("--update-cards", action="store_true",
@@ -169,8 +171,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     report = evaluate(
         args.checkpoints, args.data_dir, device, args.num_images,
         args.ddpm_images, sweep_images=args.sweep_images,
-        sweep_ddpm_images=args.sweep_ddpm_images, generation_samples=args.generation_samples,
-        seed=args.seed,
+        sweep=tuple(args.sweep), sweep_ddpm_images=args.sweep_ddpm_images,
+        generation_samples=args.generation_samples, seed=args.seed,
     )
     write_report(report, args.out)
     if args.update_cards:
