@@ -23,6 +23,7 @@ from diffbench.translate import Translator
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = 64  # the fixed batch of real test digits; timed batches are its first 1, 16 or 64
 FIDELITY_IMAGES = 32  # of which the first 32 are scored per (system, strength)
+MATCHED_IMAGES = 512  # digits behind a "matched fidelity" claim (one digit: 0.2 points)
 SCORED_IMAGES = 256  # digits scored where a ratio compares preservation (one digit: 0.4 points)
 STRENGTH = 0.3  # the ratio benches' image-to-image strength and batch (issue 7's setting)
 BATCH = 64

@@ -11,6 +11,8 @@ included), a fresh generator per call made outside the clock.
    (on 256 digits, where one digit is 0.4 points).
 3. Sampling overhead: DDIM-50's time outside the network's forward passes; the UNet's achieved
    FLOP rate against this machine's fp32 matmul rate.
+5. The best few-step system of the NFE sweep (DPM++2M-10: 3 network evaluations at 0.3)
+   against DDIM-50 (15), at matched fidelity (MSE and preservation on 512 digits).
 4. Batch-1 DDIM-50 (pixel and latent) compiled against eager: ``torch.compile`` and, on CUDA,
    one CUDA graph per call (goal: >= 3x eager on a GPU); the compile or capture seconds apart;
    and eager with contiguous weights against the default channels-last ones.
@@ -24,6 +26,7 @@ import torch
 from benchlib import (
     BATCH,
     DEVICES,
+    MATCHED_IMAGES,
     SCORED_IMAGES,
     STRENGTH,
     median_seconds,
@@ -66,10 +69,33 @@ def test_latent_against_pixel(benchmark, bench_env, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_few_step_against_ddim(benchmark, bench_env, device):
+    few = bench_env.translator("pixel", "dpmsolver++", 10, device)
+    ddim = bench_env.translator("pixel", "ddim", 50, device)
+    few_s, ddim_s, spread = side_by_side(benchmark, bench_env, device, few, ddim, 5)
+    few_f = bench_env.fidelity(few, STRENGTH, device, MATCHED_IMAGES)
+    ddim_f = bench_env.fidelity(ddim, STRENGTH, device, MATCHED_IMAGES)
+    report(benchmark, "DPM++2M-10 vs DDIM-50 (goal: >= 2x images/s, mse <= DDIM-50's + 5%, "
+                      "preservation >= DDIM-50's - 1 point, on 512 digits)", {
+        "few_step_sec_per_image": few_s, "ddim_sec_per_image": ddim_s,
+        "few_step_sec_per_image_p90": spread["timed"][90],
+        "ddim_sec_per_image_p90": spread["other"][90],
+        "speedup": ddim_s / few_s, "few_step_nfe": few.evaluations(STRENGTH),
+        "ddim_nfe": ddim.evaluations(STRENGTH),
+        "few_step_mse": few_f["mse"], "ddim_mse": ddim_f["mse"],
+        "mse_ratio": few_f["mse"] / ddim_f["mse"],
+        "few_step_preservation": few_f["preservation"],
+        "ddim_preservation": ddim_f["preservation"],
+        "preservation_gap_points": 100 * (ddim_f["preservation"] - few_f["preservation"]),
+        "digits": MATCHED_IMAGES,
+    })
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_sampling_overhead_and_network_efficiency(benchmark, bench_env, device):
     translator = bench_env.translator("pixel", "ddim", 50, device)
     images = bench_env.digits(device).images[:BATCH].to(device)
-    timesteps = translator.sampler.img2img_timesteps(STRENGTH).tolist()
+    timesteps = translator.sampler.img2img_timesteps(STRENGTH, translator.start).tolist()
     t_batches = [torch.full((len(images),), t, device=device) for t in timesteps]
 
     @torch.inference_mode()

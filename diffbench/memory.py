@@ -16,12 +16,17 @@ The measured call is an extra one, never a timed one (the profiler slows it).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from diffbench.runtime import synchronize
+
+# Kineto, the profiler's backend, logs every start and stop (and, without a GPU, an "ERROR" that
+# it found none) to stderr; level 5 keeps it quiet unless the user set their own level.
+os.environ.setdefault("KINETO_LOG_LEVEL", "5")
 
 CUDA_METHOD = "cuda_max_memory_allocated"
 CPU_METHOD = "torch_profiler_cpu_allocations"

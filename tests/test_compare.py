@@ -27,7 +27,7 @@ def compared(tiny_checkpoints, mnist_dir, tmp_path_factory):
             "compare", "--checkpoints", str(tiny_checkpoints), "--out", str(out / "results"),
             "--data-dir", str(mnist_dir), "--num-images", "2", "--device", "cpu",
             "--steps", "10", "--set", "grid_images=2", "--set", "timing_batch=2",
-            "--set", "repeats=2", "--set", "systems.0.steps=20", "--set", "systems.3.steps=20",
+            "--set", "repeats=2", "--set", "systems.0.steps=20", "--set", "systems.4.steps=20",
         ])
     assert code == 0
     return out, uri
@@ -37,7 +37,7 @@ def test_results_json_has_one_object_per_system_and_strength(compared):
     out, _ = compared
     results = json.loads((out / "results" / "results.json").read_text())
     assert [(r["name"], r["strength"]) for r in results] == [
-        (name, s) for name in ("DDPM-20", "DDIM-10", "LDM-DDIM-10", "LDM-DDPM-20")
+        (name, s) for name in ("DDPM-20", "DDIM-10", "DPM++2M-10", "LDM-DDIM-10", "LDM-DDPM-20")
         for s in (0.3, 0.5)
     ]
     for row in results:
@@ -78,8 +78,8 @@ def test_a_row_matches_fidelity_computed_by_hand(compared, tiny_checkpoints, mni
 def test_grid_has_a_row_per_digit_and_a_column_per_image_kind(compared):
     out, _ = compared
     with Image.open(out / "results" / "i2i_comparison.png") as grid:
-        # Two blocks (strengths 0.3, 0.5) of 6 columns: source, noised, four systems; 2 rows.
-        assert grid.size == (2 * 6 * CELL + GAP, HEADER + 2 * CELL)
+        # Two blocks (strengths 0.3, 0.5) of 7 columns: source, noised, five systems; 2 rows.
+        assert grid.size == (2 * 7 * CELL + GAP, HEADER + 2 * CELL)
     for name in ("pareto.png", "fidelity_vs_strength.png"):
         assert (out / "results" / name).stat().st_size > 10_000
 
@@ -95,7 +95,7 @@ def test_compare_is_an_mlflow_run_with_metrics_and_artifacts(compared):
     assert "LDM-DDPM-20/s0.5/noised_accuracy" in parent.data.metrics
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"results.json", "results.md", "i2i_comparison.png", "pareto.png"} <= artifacts
-    assert len(runs) == 5  # the parent and one nested run per system
+    assert len(runs) == 6  # the parent and one nested run per system
 
 
 def test_bad_compare_config_is_one_clear_error(capsys, tiny_checkpoints):
