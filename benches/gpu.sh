@@ -64,11 +64,11 @@ PY
 if ((DRY)); then
   DEVICE=cpu
   NAME=dry-run-cpu
-  BASELINE="$OUTDIR/fidelity_baseline_dry_run.json"  # written by this run: exercises the writer
+  BASELINE="$OUTDIR/fidelity_baseline_dry_run.json"  # recorded by this run: exercises the writer
   TESTS=(tests/test_compiled.py tests/test_train.py -k "compile or autocast or batch_indices")
   BENCHES=(benches/test_img2img.py benches/test_ratios.py
            -k "test_img2img and cpu-pixel-ddim-10-s0.3-b1 or test_compiled_against_eager and cpu-pixel"
-           --fidelity-baseline "$BASELINE")
+           --fidelity-baseline "$BASELINE" --update-fidelity-baseline)
   TRAIN=(--device cpu --steps 3 --batch-size 8 --set train_images=64 --set model.base_channels=8)
 else
   "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())" \
