@@ -355,6 +355,7 @@ def environment_facts() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": _safely(_cpu_model),
+        "torch_threads": torch.get_num_threads(),
         "cuda_device": _safely(lambda: torch.cuda.get_device_name(0)) if cuda else None,
         "git_commit": _safely(lambda: _git("rev-parse", "HEAD")),
         "git_dirty": bool(_safely(lambda: _git("status", "--porcelain"))),

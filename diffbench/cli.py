@@ -12,6 +12,7 @@ from diffbench.compiled import COMPILE_MODES
 from diffbench.config import KINDS
 from diffbench.errors import InputError
 from diffbench.runtime import DEVICES, MAX_SEED, NOISE_DEVICES, resolve_device
+from diffbench.sampling import SAMPLERS
 
 EVALUATE_CHECKPOINTS = ["classifier", "pixel", "latent", "vae"]
 
@@ -109,8 +110,26 @@ def build_parser() -> argparse.ArgumentParser:
                           metavar="S", help="strengths of the sweep (default 0.1 0.3 0.5 0.7 0.9)")
     evaluate.add_argument("--generation-samples", type=_positive_int, default=1000)
     evaluate.add_argument("--seed", type=_seed, default=0)
+    evaluate.add_argument("--samplers", nargs="+", choices=list(SAMPLERS), metavar="NAME",
+                          help=f"samplers to evaluate in each space (default: all: "
+                               f"{' '.join(SAMPLERS)})")
     evaluate.add_argument("--update-cards", action="store_true",
                           help="write the numbers into the model cards beside the checkpoints")
+
+    shapes = commands.add_parser(
+        "shapes", help="the latent-shape sweep: one folder per latent shape's trained system")
+    shapes.add_argument("folders", type=Path, nargs="+", metavar="FOLDER",
+                        help="holds vae, latent and latent_noisy_classifier .safetensors")
+    shapes.add_argument("--checkpoints", type=Path, default=Path("fixtures/checkpoints"),
+                        help="the classifiers and pixel UNet to compare against")
+    shapes.add_argument("--out", type=Path, default=Path("results/latent_shapes.md"),
+                        help="Markdown table; the .png plot and .json numbers go beside it")
+    shapes.add_argument("--num-images", type=_positive_int, default=512)
+    shapes.add_argument("--rounds", type=_positive_int, default=7,
+                        help="timed calls per system (batch 64)")
+    shapes.add_argument("--data-dir", help="MNIST folder (default: $DIFFBENCH_DATA_DIR)")
+    shapes.add_argument("--device", choices=DEVICES, default="auto")
+    shapes.add_argument("--seed", type=_seed, default=0)
 
     compare = commands.add_parser(
         "compare", help="the image-to-image benchmark: grid, table, plots, MLflow run"
@@ -173,6 +192,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         args.ddpm_images, sweep_images=args.sweep_images,
         sweep=tuple(args.sweep), sweep_ddpm_images=args.sweep_ddpm_images,
         generation_samples=args.generation_samples, seed=args.seed,
+        samplers=tuple(args.samplers) if args.samplers else None,
     )
     write_report(report, args.out)
     if args.update_cards:
@@ -183,6 +203,23 @@ def _evaluate(args: argparse.Namespace) -> None:
         mark = "met " if goal["met"] else "MISS"
         print(f"{mark}  {goal['goal']}: {goal['value']:.4f} (goal {goal['target']})")
     print(f"wrote {args.out}")
+
+
+def _shapes(args: argparse.Namespace) -> None:
+    from diffbench.checkpoints import check_writable_dir, require_checkpoints
+    from diffbench.shapes import FILES, run_sweep, write_sweep
+
+    if args.out.suffix != ".md":
+        raise UsageError(f"--out {args.out}: allowed: a .md file path")
+    check_writable_dir(args.out.parent)
+    require_checkpoints(args.checkpoints, ["classifier.safetensors", "pixel.safetensors"])
+    for folder in args.folders:
+        require_checkpoints(folder, list(FILES))
+    sweep = run_sweep(args.folders, args.checkpoints, args.num_images, rounds=args.rounds,
+                      device=str(resolve_device(args.device)), data_dir=args.data_dir,
+                      seed=args.seed)
+    for path in write_sweep(sweep, args.out):
+        print(f"wrote {path}")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -232,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         args.command_line = shlex.join(["diffbench", *argv])
-        commands = {"demo": _demo, "train": _train, "evaluate": _evaluate, "compare": _compare}
+        commands = {"demo": _demo, "train": _train, "evaluate": _evaluate, "compare": _compare,
+                    "shapes": _shapes}
         commands[args.command](args)
     except (UsageError, InputError) as error:  # bad input only: MNISTNotFoundError included
         _error(error)

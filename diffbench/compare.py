@@ -62,7 +62,7 @@ RESULT_KEYS = (
     "peak_memory_bytes", "peak_memory_method", "mse", "mse_ci95", "psnr", "psnr_ci95", "ssim",
     "ssim_ci95", "preservation", "preservation_ci95", "noised_accuracy", "noised_accuracy_ci95",
     "noised_space", "frechet_distance", "frechet_distance_ci95", "kid", "kid_ci95",
-    "train_seconds", "compile_seconds",
+    "train_seconds", "train_cpu_seconds", "compile_seconds",
 )
 MATCHED_KEYS = ("match_information", "matched_timestep", "noised_accuracy_curve")
 """Added to equal-information rows."""
@@ -165,6 +165,7 @@ def measure_row(
     row.update(measure_latency(system, digits.images[: config.timing_batch], strength,
                                config.seed, config.repeats, config.warmup))
     row["train_seconds"] = system.facts["train_seconds"]
+    row["train_cpu_seconds"] = system.facts.get("train_cpu_seconds")
     row["flops_per_image"] = system.flops_per_image(strength)
     row["compile_seconds"] = compile_seconds(system) - compiled_before
     return row, outputs

@@ -70,6 +70,14 @@ class TrainConfig(_Strict):
     time_budget_s: float | None = Field(
         None, gt=0, description="also stop once this many seconds of training have run"
     )
+    cpu_budget_s: float | None = Field(
+        None, gt=0, description="train until the steps have used this many CPU-seconds (all "
+        "threads, time.process_time); the learning-rate schedule follows the budget's progress, "
+        "so it completes whether the budget or `steps` ends the run"
+    )
+    threads: int | None = Field(
+        None, ge=1, description="torch CPU threads for this run (null: torch's default)"
+    )
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(25, ge=1)
     seed: int = Field(0, ge=0, le=MAX_SEED)

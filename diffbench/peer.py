@@ -69,6 +69,7 @@ class PeerTranslator:
         if not isinstance(unet, PeerUNet):
             raise InputError(f"{path} holds a {type(unet).__name__}, not the diffusers peer")
         facts = {"train_seconds": metadata["train_seconds"],
+                 "train_cpu_seconds": metadata.get("cpu_seconds"),
                  "unet_parameters": metadata["stats"]["parameters"], "vae_parameters": 0}
         return cls(unet, metadata["schedule"], num_steps, device, facts, channels_last, path)
 

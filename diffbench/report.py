@@ -73,7 +73,7 @@ COLUMNS = [
     ("noised_accuracy", "noised acc.", "{:.3f}"),
     ("frechet_distance", "Frechet", "{:.2f}"),
     ("kid", "KID", "{:.3f}"),
-    ("train_seconds", "train s", "{:.0f}"),
+    ("train_cpu_seconds", "train CPU s", "{:.0f}"),
 ]
 """(row key, column title, format); a figure with a ``<key>_ci95`` shows it as [lo, hi]."""
 

@@ -44,7 +44,7 @@ class System(Protocol):
     sampler_name: str  # e.g. "ddim", a plug-in's "package.module:Name"
     num_steps: int  # its sampler's step count (at strength 1)
     device: torch.device
-    facts: dict[str, Any]  # train_seconds, unet_parameters, vae_parameters
+    facts: dict[str, Any]  # train_seconds, train_cpu_seconds, unet_parameters, vae_parameters
 
     def __call__(
         self, x0: Tensor, strength: float, generator: torch.Generator | None = None

@@ -93,6 +93,13 @@ def load_plugin_model(
     return model
 
 
+def training_cpu_seconds(unet: dict[str, Any], vae: dict[str, Any] | None) -> float | None:
+    """CPU-seconds the system's networks trained for (the VAE's included); None when a
+    checkpoint predates the record."""
+    parts = [unet.get("cpu_seconds")] + ([vae.get("cpu_seconds")] if vae is not None else [])
+    return None if None in parts else sum(parts)
+
+
 class Translator:
     """``translator(x0, strength, generator=None) -> x``: noise to ``strength``, denoise back.
     A :class:`diffbench.system.System`."""
@@ -183,6 +190,7 @@ class Translator:
         chosen = make_sampler(sampler, schedule, num_steps, clip_sample=clip, eta=eta)
         facts = {
             "train_seconds": metadata["train_seconds"] + vae_metadata.get("train_seconds", 0.0),
+            "train_cpu_seconds": training_cpu_seconds(metadata, vae_metadata if vae else None),
             "unet_parameters": metadata["stats"]["parameters"],
             "vae_parameters": vae_metadata["stats"]["parameters"] if vae is not None else 0,
         }

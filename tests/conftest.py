@@ -72,6 +72,7 @@ def tiny_checkpoints(tmp_path_factory) -> Path:
             "stats": model_stats(model, *example).as_dict(),
             "schedule": {"name": "linear", "num_timesteps": 1000},
             "train_seconds": 1.5,
+            "cpu_seconds": 1.25,
             "step": 0,
         }
         save_checkpoint(directory / f"{name}.safetensors", model.state_dict(), metadata)

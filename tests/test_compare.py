@@ -51,6 +51,7 @@ def test_results_json_has_one_object_per_system_and_strength(compared):
         assert row["peak_memory_bytes"] > 0
         assert row["sec_per_image_min"] <= row["sec_per_image"] <= row["sec_per_image_max"]
         assert row["train_seconds"] == 1.5 * (2 if row["space"] == "latent" else 1)
+        assert row["train_cpu_seconds"] == 1.25 * (2 if row["space"] == "latent" else 1)
     assert {r["space"] for r in results} == {"pixel", "latent"}
     table = (out / "results" / "results.md").read_text()
     assert table.count("\n") == 2 + len(results) and "LDM-DDPM-20" in table

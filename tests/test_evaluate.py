@@ -48,3 +48,22 @@ def test_evaluate_writes_every_number_and_updates_the_cards(tiny_checkpoints, mn
     card = (tiny_checkpoints / "pixel.md").read_text()
     assert card.startswith("# pixel\n\nhow it was trained\n\n## Measured fidelity")
     assert "| DDIM-50 | 0.3 | 299 | 4 |" in card
+
+
+def test_evaluate_samplers_limits_the_systems_and_their_goals(tiny_checkpoints, mnist_dir,
+                                                              tmp_path, capsys):
+    out = tmp_path / "evaluation.json"
+    args = ["evaluate", "--checkpoints", str(tiny_checkpoints), "--out", str(out),
+            "--data-dir", str(mnist_dir), "--device", "cpu", "--num-images", "2",
+            "--sweep-images", "2", "--generation-samples", "4", "--sweep", "0.5"]
+    assert main([*args, "--samplers", "ddim"]) == 0
+    report = json.loads(out.read_text())
+    assert {r["name"] for r in report["img2img"]} == {"DDIM-50", "LDM-DDIM-50"}
+    img2img_goals = [g["goal"] for g in report["goals"] if "strength" in g["goal"]]
+    assert img2img_goals == ["DDIM-50 preservation at strength 0.3",
+                             "DDIM-50 mse at strength 0.3",
+                             "LDM-DDIM-50 preservation at strength 0.3"]
+    capsys.readouterr()
+    assert main([*args, "--samplers", "ddim", "rk4"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "'rk4'" in err and "dpmsolver++" in err

@@ -17,7 +17,15 @@ from diffbench.cli import main
 from diffbench.config import ConfigError, TrainConfig, load_train_config
 from diffbench.data import KNOWN_MD5
 from diffbench.models import VAE, Classifier, UNet, UNetConfig
-from diffbench.train import Distributed, batch_indices, learning_rate_factor, update_ema
+from diffbench.train import (
+    Distributed,
+    batch_indices,
+    fit,
+    learning_rate_factor,
+    prepare_run,
+    training_budget_rows,
+    update_ema,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -110,6 +118,7 @@ def test_tiny_run_is_an_mlflow_run_with_params_metrics_and_timings(trained, trac
         "images_per_second",
         "lr",
         "train_seconds",
+        "cpu_seconds",
         "time/train_s",
         "time/epoch_s",
         "time/save_checkpoint_s",
@@ -224,6 +233,35 @@ def test_learning_rate_warms_up_then_decays_to_the_floor():
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
     assert factors[100] == pytest.approx(0.1)
+
+
+def test_learning_rate_schedule_follows_the_cpu_budget():
+    """With a CPU budget the cosine runs on the further of step and budget progress: a run the
+    budget ends early still reaches the floor, and one that steps end is the plain schedule."""
+    config = TrainConfig(kind="pixel", steps=100, warmup_steps=10, min_lr_ratio=0.1,
+                         cpu_budget_s=60)
+    assert learning_rate_factor(40, config, budget_used=1.0) == pytest.approx(0.1)
+    halfway = learning_rate_factor(10, config, budget_used=0.5)
+    assert halfway == pytest.approx(0.1 + 0.9 * 0.5)  # cos(pi/2) = 0: halfway down
+    assert learning_rate_factor(55, config, budget_used=0.0) == learning_rate_factor(55, config)
+    assert learning_rate_factor(5, config, budget_used=0.9) == pytest.approx(0.6)  # warm-up
+
+
+def test_cpu_budget_ends_the_run_and_the_card_says_so(tmp_path, mnist_dir):
+    overrides = [f"data_dir={mnist_dir}", f"out={tmp_path}", "train_images=16", "batch_size=4",
+                 "model.base_channels=8", "cpu_budget_s=1e-6", "threads=1", "steps=50"]
+    config = load_train_config("pixel", overrides=overrides)
+    run = prepare_run(config, torch.device("cpu"), Distributed(), resume=False, command="test")
+    fit(run, config.steps)
+    assert run.progress.step == 1  # checked between steps: one step, then the budget is spent
+    assert run.progress.cpu_seconds > 0
+    facts = dict(run.metadata, step=run.progress.step, cpu_seconds=run.progress.cpu_seconds)
+    rows = training_budget_rows(facts)
+    assert rows[0].startswith("| training CPU time |") and "(1 thread(s))" in rows[0]
+    assert "ended by the budget" in rows[1]
+    with pytest.raises(ConfigError, match="cpu_budget_s"):
+        prepare_run(config, torch.device("cpu"), Distributed(rank=0, local_rank=0, world_size=2),
+                    resume=False, command="test")
 
 
 def test_ema_update_moves_toward_the_model():

@@ -46,6 +46,7 @@ def test_defaults_names_and_facts(tiny_checkpoints):
     assert ddpm.sampler.num_steps == 1000 and ddim.sampler.num_steps == 50
     assert (ddpm.name, ddim.name) == ("DDPM-1000", "LDM-DDIM-50")
     assert ddpm.facts["train_seconds"] == 1.5 and ddim.facts["train_seconds"] == 3.0  # + VAE
+    assert ddpm.facts["train_cpu_seconds"] == 1.25 and ddim.facts["train_cpu_seconds"] == 2.5
     # FLOPs: the UNet once per step (15 of 50 at 0.3), plus encode and decode in latent space.
     assert ddim.flops_per_image(0.6) > ddim.flops_per_image(0.3) > 0
 

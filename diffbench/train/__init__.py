@@ -28,7 +28,13 @@ from diffbench.train.recipe import (
     steps_per_epoch,
     update_ema,
 )
-from diffbench.train.state import Progress, Run, checkpoint_paths, model_card
+from diffbench.train.state import (
+    Progress,
+    Run,
+    checkpoint_paths,
+    model_card,
+    training_budget_rows,
+)
 from diffbench.train.tasks import TASKS, Task, build_task, encode_with_vae, load_vae
 
 __all__ = [
@@ -36,5 +42,5 @@ __all__ = [
     "build_task", "checkpoint_paths", "encode_with_vae", "fit", "graceful_stop",
     "init_distributed", "learning_rate_factor", "load_vae", "model_card", "prepare_run",
     "resolve_device", "run_epoch", "step_generator", "steps_per_epoch", "train", "train_step",
-    "update_ema",
+    "training_budget_rows", "update_ema",
 ]

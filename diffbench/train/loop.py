@@ -106,6 +106,9 @@ def train(
     device = resolve_device(config.device)
     check_writable_dir(config.out)
     ddp, device = init_distributed(device)
+    threads = torch.get_num_threads()
+    if config.threads is not None:  # this run's threads; the caller's come back afterwards
+        torch.set_num_threads(config.threads)
     try:
         run = prepare_run(config, device, ddp, resume, command)
         end = min(config.steps, stop_at or config.steps)
@@ -122,6 +125,7 @@ def train(
                 fit(run, end)
             return finish(run)
     finally:
+        torch.set_num_threads(threads)
         if ddp.world_size > 1:
             dist.destroy_process_group()
 
@@ -130,9 +134,10 @@ def prepare_run(
     config: TrainConfig, device: torch.device, ddp: Distributed, resume: bool, command: str
 ) -> Run:
     """Model, EMA, optimizer and metadata, restored from the training state on ``resume``."""
-    if config.time_budget_s is not None and ddp.world_size > 1:
-        raise ConfigError("time_budget_s needs a single process (ranks' clocks differ); "
-                          "under torchrun set steps instead")
+    for budget in ("time_budget_s", "cpu_budget_s"):
+        if getattr(config, budget) is not None and ddp.world_size > 1:
+            raise ConfigError(f"{budget} needs a single process (ranks' clocks differ); "
+                              f"under torchrun set steps instead")
     torch.manual_seed(config.seed)
     task = build_task(config, device)
     model = task.model
@@ -185,7 +190,7 @@ def prepare_run(
 
 @time_execution(name="train")
 def fit(run: Run, end: int) -> None:
-    """Epochs until step ``end``, or until ``time_budget_s`` seconds of training have run."""
+    """Epochs until step ``end``, or until the run's time or CPU budget is spent."""
     config = run.task.config
     bar = tqdm(total=end, initial=run.progress.step, disable=not run.ddp.is_main, desc=config.kind)
     per_epoch = steps_per_epoch(len(run.task.inputs), config.batch_size, run.ddp.world_size)
@@ -200,8 +205,15 @@ def fit(run: Run, end: int) -> None:
 
 
 def out_of_time(run: Run) -> bool:
-    budget = run.task.config.time_budget_s
-    return budget is not None and run.progress.train_seconds >= budget
+    config, progress = run.task.config, run.progress
+    return (config.time_budget_s is not None and progress.train_seconds >= config.time_budget_s
+            or budget_used(run) >= 1.0)
+
+
+def budget_used(run: Run) -> float:
+    """The share of ``cpu_budget_s`` the training steps have used (0 without a budget)."""
+    budget = run.task.config.cpu_budget_s
+    return run.progress.cpu_seconds / budget if budget else 0.0
 
 
 def train_step(run: Run, index: Tensor, generator: torch.Generator) -> Tensor:
@@ -209,7 +221,7 @@ def train_step(run: Run, index: Tensor, generator: torch.Generator) -> Tensor:
     autocast on CUDA), backward, gradient clipping, AdamW, EMA. Returns the loss."""
     task, config, step = run.task, run.task.config, run.progress.step
     for group in run.optimizer.param_groups:
-        group["lr"] = config.lr * learning_rate_factor(step, config)
+        group["lr"] = config.lr * learning_rate_factor(step, config, budget_used(run))
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16) if run.device.type == "cuda" else nullcontext()
     )
@@ -231,13 +243,14 @@ def run_epoch(run: Run, epoch_end: int, bar: tqdm) -> None:
     window_start, window_images = time.perf_counter(), 0
     run.trainable.train()
     while progress.step < epoch_end and not out_of_time(run) and not run.stop_signals:
-        step_start = time.perf_counter()
+        step_start, cpu_start = time.perf_counter(), time.process_time()
         index = batch_indices(len(task.inputs), config, run.ddp, progress.step, run.device)
         generator = step_generator(config.seed, run.ddp.rank, progress.step, run.device)
         loss = train_step(run, index, generator)
         synchronize(run.device)  # the clock (and time_budget_s) counts the GPU's work too
         progress.step += 1
         progress.train_seconds += time.perf_counter() - step_start
+        progress.cpu_seconds += time.process_time() - cpu_start
         window_images += len(index) * run.ddp.world_size
         bar.update(1)
         if progress.step % config.log_every == 0 or progress.step == epoch_end:
@@ -280,7 +293,8 @@ def finish(run: Run) -> Path:
     write_atomic_text(card_path, model_card(load_metadata(weights_path), extra))
     if run.tracker is not None:
         run.tracker.log_metrics({k: v for k, v in extra.items() if isinstance(v, int | float)})
-        run.tracker.log_metrics({"train_seconds": run.progress.train_seconds})
+        run.tracker.log_metrics({"train_seconds": run.progress.train_seconds,
+                                 "cpu_seconds": run.progress.cpu_seconds})
         for path in (card_path, grid_path):
             run.tracker.log_artifact(path)
     print(f"wrote {weights_path} (step {run.progress.step}, {run.progress.train_seconds:.1f} s)")

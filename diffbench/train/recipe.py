@@ -60,12 +60,15 @@ def batch_indices(
     return shard[position * config.batch_size : (position + 1) * config.batch_size]
 
 
-def learning_rate_factor(step: int, config: TrainConfig) -> float:
-    """Linear warm-up to 1, then cosine decay to ``min_lr_ratio`` at ``config.steps``
-    (Loshchilov & Hutter 2017)."""
+def learning_rate_factor(step: int, config: TrainConfig, budget_used: float = 0.0) -> float:
+    """Linear warm-up to 1, then cosine decay to ``min_lr_ratio`` (Loshchilov & Hutter 2017)
+    over the run's progress: the further of ``step`` towards ``config.steps`` and
+    ``budget_used``, the share of ``cpu_budget_s`` spent, so the schedule completes whichever
+    ends the run."""
     if step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
     progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    progress = max(progress, budget_used)
     cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine
 

@@ -32,9 +32,10 @@ def checkpoint_paths(config: TrainConfig) -> tuple[Path, Path, Path]:
 @dataclass
 class Progress:
     step: int = 0
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # wall clock of the training steps
     last_loss: float = float("nan")
     images_per_second: float = float("nan")
+    cpu_seconds: float = 0.0  # CPU time of the training steps, all threads (time.process_time)
 
 
 @dataclass
@@ -64,6 +65,7 @@ def save_training(run: Run) -> None:
     weights_path, state_path, _ = checkpoint_paths(run.task.config)
     progress = run.progress
     facts = dict(run.metadata, step=progress.step, train_seconds=round(progress.train_seconds, 3),
+                 cpu_seconds=round(progress.cpu_seconds, 3),
                  final_loss=progress.last_loss, images_per_second=progress.images_per_second)
     save_checkpoint(weights_path, run.inference_model.state_dict(), facts)
     state = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict()}
@@ -94,7 +96,21 @@ def restore_training(run: Run) -> None:
             f"({type(error).__name__}: {detail}); resume with the config it was saved with"
         ) from error
     run.progress = Progress(metadata["step"], metadata["train_seconds"], metadata["final_loss"],
-                            metadata["images_per_second"])
+                            metadata["images_per_second"], metadata.get("cpu_seconds", 0.0))
+
+
+def training_budget_rows(metadata: dict[str, Any]) -> list[str]:
+    """The card's CPU-time rows: what the steps used, on how many threads, against the budget."""
+    config = metadata["config"]
+    if "cpu_seconds" not in metadata:  # a checkpoint from before CPU time was recorded
+        return []
+    threads = config.get("threads") or metadata.get("environment", {}).get("torch_threads", "?")
+    rows = [f"| training CPU time | {metadata['cpu_seconds']:.1f} s ({threads} thread(s)) |"]
+    if config.get("cpu_budget_s"):
+        completed = "the budget" if metadata["step"] < config["steps"] else "`steps`"
+        rows += [f"| CPU budget | {config['cpu_budget_s']:g} s (run ended by {completed}; "
+                 f"learning-rate schedule completed) |"]
+    return rows
 
 
 def model_card(metadata: dict[str, Any], extra: dict[str, Any]) -> str:
@@ -113,6 +129,7 @@ def model_card(metadata: dict[str, Any], extra: dict[str, Any]) -> str:
         "| --- | --- |",
         f"| steps | {metadata['step']} |",
         f"| training wall time | {metadata['train_seconds']:.1f} s |",
+        *training_budget_rows(metadata),
         f"| device | {metadata['device']} ({metadata['environment'].get('cpu') or ''}) |",
         f"| processes | {metadata['world_size']} |",
         f"| parameters | {stats['parameters']:,} |",
