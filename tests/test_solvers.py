@@ -18,7 +18,12 @@ from diffbench import NoiseSchedule, Translator
 from diffbench.cli import main
 from diffbench.config import CONFIG_DIR, ConfigError, load_compare_config
 from diffbench.sampling import SAMPLERS, SPACINGS, STARTS, DDIMSampler, make_sampler
-from diffbench.solvers import DPMSolverPlusPlusSampler, EulerSampler, HeunSampler, UniPCSampler
+from diffbench.sampling.solvers import (
+    DPMSolverPlusPlusSampler,
+    EulerSampler,
+    HeunSampler,
+    UniPCSampler,
+)
 
 LINEAR = NoiseSchedule.linear()
 SOLVERS = ["dpmsolver++", "euler", "heun", "unipc"]

@@ -1,41 +1,9 @@
-"""Reverse-process samplers: DDPM ancestral sampling and DDIM, plus SDEdit image-to-image.
-
-Numerics follow diffusers' ``DDPMScheduler`` and ``DDIMScheduler`` (defaults
-``clip_sample=True``, ``prediction_type="epsilon"``, ``set_alpha_to_one=True``,
-``steps_offset=0``) so the same model outputs and noise give the same numbers. Two documented
-departures, both invisible with the default ``leading`` spacing:
-
-* the previous timestep is the next element of :attr:`timesteps` (diffusers uses
-  ``t - T // n``, which is wrong when the spacing does not step by ``T // n``, as with
-  ``linspace`` and ``trailing`` at some step counts);
-* the final step adds no noise (diffusers adds noise whenever ``t > 0``; with ``leading``
-  spacing the final step is ``t = 0``, and otherwise its variance is ~0 anyway).
-
-Unlike diffusers' schedulers, a sampler is immutable: its step count and spacing are fixed at
-construction, so there is no ``set_timesteps`` state to forget; what a multistep sampler
-remembers between steps lives in a ``state`` dict local to one :meth:`Sampler.denoise` call.
-:meth:`Sampler.denoise` runs any strictly decreasing timestep sequence: each step gets a
-:class:`Timestep`, an ``int`` that also carries its alpha_bar and the next one's, so the
-coefficients of a step come from the call's own sequence, not from a fixed table.
-
-Image-to-image starts (``start=``, :data:`STARTS`) either as diffusers' img2img pipelines do
-(``"diffusers"``, the default, for parity: the last ``int(n * strength)`` of the sampler's n
-timesteps, so the noise level depends on n: DDIM-10 at strength 0.3 starts at t = 200, DDIM-50
-at 280, DDPM-1000 at 299) or at exactly ``t_start = int(strength * T) - 1`` for every sampler
-(``"exact"``: 299 at 0.3 with T = 1000), with ``max(1, int(n * strength))`` steps spread over
-[0, t_start] by the sampler's spacing (:func:`diffbench.schedule.make_start_timesteps`).
-
-Samplers register under a name with a label (``@register_sampler("ddim", "DDIM")``);
-:data:`SAMPLERS` is the one list of choices the configs, the CLI and the system names derive
-from. A user's sampler is one :class:`Sampler` subclass providing :meth:`Sampler.update` (one
-step) or :meth:`Sampler.advance` (a step that keeps history), registered or named as
-``"package.module:Name"``. The few-step solvers (DPM-Solver++, Euler, Heun, UniPC) live in
-:mod:`diffbench.solvers`, registered when this module is imported.
-"""
+"""The sampler skeleton: :class:`Sampler` (timesteps, img2img start, the loop, x0 and its
+clipping, the step), the :class:`Timestep` a step receives, the exact img2img start and seeded
+noise. Numerics and departures from diffusers: see :mod:`diffbench.sampling`."""
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable
 from numbers import Real
@@ -45,8 +13,6 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from diffbench.errors import InputError
-from diffbench.plugins import is_spec, load_object
-from diffbench.schedule import SPACINGS as SPACINGS  # re-exported: they lived here before
 from diffbench.schedule import (
     NoiseSchedule,
     img2img_num_steps,
@@ -62,67 +28,6 @@ STARTS = ("diffusers", "exact")
 """Where image-to-image starts: see :meth:`Sampler.img2img_timesteps`."""
 DEFAULT_STEPS = 50
 """The step count of a few-step sampler (DDIM, a plug-in) when none is given."""
-SAMPLERS: dict[str, type[Sampler]] = {}
-"""Registered samplers by name, in registration order (``ddpm``, ``ddim``, then any others)."""
-PLUGIN_SAMPLER = (
-    "a plug-in sampler is 'package.module:Name' naming a subclass of "
-    "diffbench.sampling.Sampler that provides update() (one step), advance() (a step with "
-    "history) or denoise() (the whole loop)"
-)
-
-
-def register_sampler(name: str, label: str | None = None):
-    """Class decorator: register a :class:`Sampler` subclass under ``name``; ``label`` (default
-    ``name.upper()``) names its systems, e.g. ``DDIM-50``."""
-
-    def register(cls: type[Sampler]) -> type[Sampler]:
-        check_sampler_class(cls, name)
-        cls.name, cls.label = name, label or name.upper()
-        SAMPLERS[name] = cls
-        return cls
-
-    return register
-
-
-def check_sampler_class(cls: object, spec: str) -> None:
-    """Raise a ValueError unless ``cls`` is a usable :class:`Sampler` subclass."""
-    if not (isinstance(cls, type) and issubclass(cls, Sampler)) or cls is Sampler:
-        raise InputError(f"sampler {spec!r} is {cls!r}, not a Sampler subclass; {PLUGIN_SAMPLER}")
-    if (cls.update, cls.advance, cls.denoise) == (Sampler.update, Sampler.advance,
-                                                   Sampler.denoise):
-        raise InputError(f"sampler {spec!r} provides none of update(), advance(), denoise(); "
-                         f"{PLUGIN_SAMPLER}")
-
-
-def sampler_class(name: str) -> type[Sampler]:
-    """The sampler registered as ``name``, or the class a ``"package.module:Name"`` names."""
-    if name in SAMPLERS:
-        return SAMPLERS[name]
-    if not is_spec(name):
-        raise InputError(f"unknown sampler {name!r}; allowed: {', '.join(SAMPLERS)} or "
-                         f"'package.module:Name' ({PLUGIN_SAMPLER})")
-    cls = load_object(name, PLUGIN_SAMPLER)
-    check_sampler_class(cls, name)
-    return cls
-
-
-def make_sampler(
-    name: str,
-    schedule: NoiseSchedule,
-    num_steps: int | None = None,
-    clip_sample: bool = True,
-    eta: float = 0.0,
-) -> Sampler:
-    """The sampler ``name`` (registered or ``package.module:Name``) with ``num_steps`` (None:
-    its default) and, for samplers that take it, ``eta``."""
-    cls = sampler_class(name)
-    if "eta" in inspect.signature(cls).parameters:
-        return cls(schedule, num_steps, eta=eta, clip_sample=clip_sample)
-    if eta != 0.0:
-        takers = [c.label for c in SAMPLERS.values() if "eta" in inspect.signature(c).parameters]
-        raise InputError(f"eta applies to the {' and '.join(takers)} sampler only, "
-                         f"got eta={eta!r} with {name}")
-    return cls(schedule, num_steps, clip_sample=clip_sample)
 
 
 def exact_start(num_timesteps: int, strength: float) -> int:
@@ -379,86 +284,3 @@ class Sampler:
         eps = model(x, torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long))
         _check_same_shape("eps", eps, x)
         return eps
-
-
-@register_sampler("ddpm", "DDPM")
-class DDPMSampler(Sampler):
-    """Ancestral sampling, Ho et al. 2020, Algorithm 2: x_{t-1} ~ q(x_{t-1} | x_t, x0_hat).
-
-    ``variance="fixed_small"`` uses the posterior variance beta_tilde (eq. 7); ``"fixed_large"``
-    uses beta_t (both from sec. 3.2). ``num_steps`` below T skips timesteps ("leading" spacing
-    by default), using the betas implied by the alpha_bar of consecutive visited timesteps. The
-    final step adds no noise.
-    """
-
-    default_steps = None  # every timestep
-
-    def __init__(
-        self,
-        schedule: NoiseSchedule,
-        num_steps: int | None = None,
-        variance: str = "fixed_small",
-        spacing: str = "leading",
-        clip_sample: bool = True,
-    ) -> None:
-        if variance not in VARIANCES:
-            raise InputError(f"unknown variance {variance!r}; allowed: {', '.join(VARIANCES)}")
-        super().__init__(schedule, num_steps, spacing, clip_sample)
-        self.variance = variance
-
-    def _posterior(self, a_t: float, a_prev: float) -> tuple[float, float, float]:
-        """(x0 coefficient, x_t coefficient, std) of q(x_{t-1} | x_t, x0), DDPM eq. 6-7."""
-        beta_t = 1 - a_t / a_prev
-        x0_coef = math.sqrt(a_prev) * beta_t / (1 - a_t)
-        xt_coef = math.sqrt(1 - beta_t) * (1 - a_prev) / (1 - a_t)
-        if self.variance == "fixed_small":
-            variance = max((1 - a_prev) / (1 - a_t) * beta_t, 1e-20)
-        else:
-            variance = beta_t
-        return x0_coef, xt_coef, math.sqrt(variance)
-
-    def update(self, t: Timestep, x0: Tensor, eps: Tensor, x_t: Tensor) -> tuple[Tensor, float]:
-        """The posterior mean from the predicted x0 and x_t, and the posterior std (0 at the
-        call's last step)."""
-        x0_coef, xt_coef, std = self._posterior(*self.alpha_bars(t))
-        return x0_coef * x0 + xt_coef * x_t, 0.0 if t.last else std
-
-
-@register_sampler("ddim", "DDIM")
-class DDIMSampler(Sampler):
-    """Song et al. 2021, "Denoising Diffusion Implicit Models", eq. 12.
-
-    ``eta=0`` is the deterministic DDIM sampler (no randomness after the initial noise);
-    ``eta=1`` over all timesteps is DDPM with the posterior variance. ``eta`` must lie in
-    [0, 1]: beyond 1 the direction term's square root goes negative.
-    """
-
-    def __init__(
-        self,
-        schedule: NoiseSchedule,
-        num_steps: int | None = DEFAULT_STEPS,
-        eta: float = 0.0,
-        spacing: str = "leading",
-        clip_sample: bool = True,
-    ) -> None:
-        if isinstance(eta, bool) or not isinstance(eta, Real) or not 0 <= eta <= 1:
-            raise InputError(f"eta must be a number in [0, 1], got {eta!r}")
-        super().__init__(schedule, num_steps, spacing, clip_sample)
-        self.eta = float(eta)
-
-    def _update(self, a_t: float, a_prev: float) -> tuple[float, float, float]:
-        """(x0 coefficient, eps coefficient, sigma) of eq. 12, sigma from eq. 16."""
-        sigma = self.eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
-        return math.sqrt(a_prev), math.sqrt(max(1 - a_prev - sigma**2, 0.0)), sigma
-
-    def update(self, t: Timestep, x0: Tensor, eps: Tensor, x_t: Tensor) -> tuple[Tensor, float]:
-        """x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - sigma^2) eps (+ sigma z).
-
-        As in diffusers, the direction term uses the model's eps, not one recomputed from the
-        clipped x0 (``use_clipped_model_output=False``).
-        """
-        x0_coef, eps_coef, sigma = self._update(*self.alpha_bars(t))
-        return x0_coef * x0 + eps_coef * eps, sigma
-
-
-from diffbench import solvers as solvers  # noqa: E402  registers dpmsolver++, euler, heun, unipc

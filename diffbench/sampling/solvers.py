@@ -38,7 +38,8 @@ import math
 import torch
 from torch import Tensor
 
-from diffbench.sampling import Model, Sampler, Timestep, register_sampler
+from diffbench.sampling.base import Model, Sampler, Timestep
+from diffbench.sampling.registry import register_sampler
 
 
 def _lambda(alpha_bar: float) -> float:

@@ -1,0 +1,74 @@
+"""The sampler registry: :data:`SAMPLERS` (the one list of choices configs, the CLI and
+system names derive from), :func:`register_sampler`, and plug-ins named
+``"package.module:Name"``."""
+
+from __future__ import annotations
+
+import inspect
+
+from diffbench.errors import InputError
+from diffbench.plugins import is_spec, load_object
+from diffbench.sampling.base import Sampler
+from diffbench.schedule import NoiseSchedule
+
+SAMPLERS: dict[str, type[Sampler]] = {}
+"""Registered samplers by name, in registration order (``ddpm``, ``ddim``, then any others)."""
+PLUGIN_SAMPLER = (
+    "a plug-in sampler is 'package.module:Name' naming a subclass of "
+    "diffbench.sampling.Sampler that provides update() (one step), advance() (a step with "
+    "history) or denoise() (the whole loop)"
+)
+
+
+def register_sampler(name: str, label: str | None = None):
+    """Class decorator: register a :class:`Sampler` subclass under ``name``; ``label`` (default
+    ``name.upper()``) names its systems, e.g. ``DDIM-50``."""
+
+    def register(cls: type[Sampler]) -> type[Sampler]:
+        check_sampler_class(cls, name)
+        cls.name, cls.label = name, label or name.upper()
+        SAMPLERS[name] = cls
+        return cls
+
+    return register
+
+
+def check_sampler_class(cls: object, spec: str) -> None:
+    """Raise a ValueError unless ``cls`` is a usable :class:`Sampler` subclass."""
+    if not (isinstance(cls, type) and issubclass(cls, Sampler)) or cls is Sampler:
+        raise InputError(f"sampler {spec!r} is {cls!r}, not a Sampler subclass; {PLUGIN_SAMPLER}")
+    if (cls.update, cls.advance, cls.denoise) == (Sampler.update, Sampler.advance,
+                                                   Sampler.denoise):
+        raise InputError(f"sampler {spec!r} provides none of update(), advance(), denoise(); "
+                         f"{PLUGIN_SAMPLER}")
+
+
+def sampler_class(name: str) -> type[Sampler]:
+    """The sampler registered as ``name``, or the class a ``"package.module:Name"`` names."""
+    if name in SAMPLERS:
+        return SAMPLERS[name]
+    if not is_spec(name):
+        raise InputError(f"unknown sampler {name!r}; allowed: {', '.join(SAMPLERS)} or "
+                         f"'package.module:Name' ({PLUGIN_SAMPLER})")
+    cls = load_object(name, PLUGIN_SAMPLER)
+    check_sampler_class(cls, name)
+    return cls
+
+
+def make_sampler(
+    name: str,
+    schedule: NoiseSchedule,
+    num_steps: int | None = None,
+    clip_sample: bool = True,
+    eta: float = 0.0,
+) -> Sampler:
+    """The sampler ``name`` (registered or ``package.module:Name``) with ``num_steps`` (None:
+    its default) and, for samplers that take it, ``eta``."""
+    cls = sampler_class(name)
+    if "eta" in inspect.signature(cls).parameters:
+        return cls(schedule, num_steps, eta=eta, clip_sample=clip_sample)
+    if eta != 0.0:
+        takers = [c.label for c in SAMPLERS.values() if "eta" in inspect.signature(c).parameters]
+        raise InputError(f"eta applies to the {' and '.join(takers)} sampler only, "
+                         f"got eta={eta!r} with {name}")
+    return cls(schedule, num_steps, clip_sample=clip_sample)
