@@ -42,7 +42,12 @@ def test_evaluate_writes_every_number_and_updates_the_cards(tiny_checkpoints, mn
     assert rows[("DDIM-50", 0.3)]["start_timestep"] == 299  # the exact start, as DDPM-1000's
     assert rows[("DDPM-1000", 0.3)]["start_timestep"] == 299
     assert [g["name"] for g in report["generation"]] == ["DDIM-50", "LDM-DDIM-50"]
-    assert len(report["goals"]) == 2 + 6 + 6 and all("met" in g for g in report["goals"])
+    assert len(report["goals"]) == 2 + 6 + 2 + 6 and all("met" in g for g in report["goals"])
+    main_rows = {r["name"]: r for r in report["img2img"] if r["strength"] == 0.3}
+    ratio = next(g for g in report["goals"] if g["goal"].startswith("LDM-DDIM-50 mse / DDIM"))
+    assert ratio["value"] == pytest.approx(main_rows["LDM-DDIM-50"]["mse"]
+                                           / main_rows["DDIM-50"]["mse"])
+    assert ratio["met"] == (ratio["value"] <= 1.5) and ratio["target"] == "<= 1.5"
     printed = capsys.readouterr().out
     assert "DDIM-50 preservation at strength 0.3" in printed
     card = (tiny_checkpoints / "pixel.md").read_text()
@@ -62,7 +67,9 @@ def test_evaluate_samplers_limits_the_systems_and_their_goals(tiny_checkpoints, 
     img2img_goals = [g["goal"] for g in report["goals"] if "strength" in g["goal"]]
     assert img2img_goals == ["DDIM-50 preservation at strength 0.3",
                              "DDIM-50 mse at strength 0.3",
-                             "LDM-DDIM-50 preservation at strength 0.3"]
+                             "LDM-DDIM-50 preservation at strength 0.3",
+                             "LDM-DDIM-50 preservation gap to DDIM-50 at strength 0.3",
+                             "LDM-DDIM-50 mse / DDIM-50 mse at strength 0.3"]
     capsys.readouterr()
     assert main([*args, "--samplers", "ddim", "rk4"]) == 2
     err = capsys.readouterr().err
