@@ -1,6 +1,7 @@
 """Iso-information matching: the strength at which a system's own space keeps a given share of
 the digits' identity, so systems are compared at equal information left rather than at equal
-strength (the same strength destroys more of a digit in a 4x7x7 latent than in 28x28 pixels).
+strength (the same strength can destroy more, or less, of a digit in a latent than in 28x28
+pixels: see docs/latent_shapes.md).
 
 Information is measured as the noised accuracy (:func:`diffbench.scoring.noised_accuracy`) on the
 scored digits over a grid of start timesteps, with the same noise at every timestep (common

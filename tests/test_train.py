@@ -135,7 +135,7 @@ def test_vae_measures_its_latent_scale_factor(trained):
     assert float(tensors["scale_factor"]) != 1.0
     latent_meta = load_metadata(trained / "latent.safetensors")
     assert latent_meta["vae_checkpoint"].endswith("vae.safetensors")
-    assert latent_meta["latent_shape"] == [4, 7, 7]
+    assert latent_meta["latent_shape"] == [4, 14, 14]  # the shipped shape (configs/train_vae.yaml)
 
 
 def test_resume_continues_to_the_same_weights(tracking_uri, tmp_path, mnist_dir):
@@ -359,7 +359,7 @@ def test_every_model_kind_has_a_training_task():
 
 
 def test_a_latent_noise_aware_classifier_trains_on_the_vaes_latents(trained, mnist_dir):
-    """``space: latent``: the classifier sees z_t of the VAE's scaled latents [B, 4, 7, 7]."""
+    """``space: latent``: the classifier sees z_t of the VAE's scaled latents [B, 4, 14, 14]."""
     config = load_train_config("classifier", REPO / "configs/train_latent_noisy_classifier.yaml", [
         f"out={trained}", f"vae_checkpoint={trained / 'vae.safetensors'}", f"data_dir={mnist_dir}",
         "train_images=64", "batch_size=8", "model.channels=[8, 16]", "model.num_groups=4",
@@ -369,8 +369,8 @@ def test_a_latent_noise_aware_classifier_trains_on_the_vaes_latents(trained, mni
 
     path = train(config, command="test")
     model, metadata = load_model(path)
-    assert metadata["latent_shape"] == [4, 7, 7] and metadata["config"]["space"] == "latent"
+    assert metadata["latent_shape"] == [4, 14, 14] and metadata["config"]["space"] == "latent"
     assert model.cfg.in_channels == 4 and model.cfg.noise_aware
-    z, t = torch.zeros(2, 4, 7, 7), torch.tensor([0, 999])
+    z, t = torch.zeros(2, 4, 14, 14), torch.tensor([0, 999])
     assert model(z, t).shape == (2, 10)
     assert "test_accuracy_first_1000" in (trained / "latent_noisy_classifier.md").read_text()

@@ -1,5 +1,6 @@
 """KL-regularised convolutional autoencoder (Kingma & Welling 2014; the "AutoencoderKL" of
-Rombach et al. 2022) mapping 1x28x28 images to 4x7x7 latents for latent diffusion.
+Rombach et al. 2022) mapping 1x28x28 images to latents for latent diffusion: C x 7 x 7 with
+the default two downsamplings, C x 14 x 14 with one (the shipped 4x14x14, configs/train_vae.yaml).
 
 ``decode`` ends in ``tanh``, so reconstructions always lie in [-1, 1] (clamping them is a no-op).
 ``scale_factor`` is a persistent buffer (default 1.0) that training sets to 1 / std of the training
