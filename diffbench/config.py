@@ -73,7 +73,8 @@ class TrainConfig(_Strict):
     cpu_budget_s: float | None = Field(
         None, gt=0, description="train until the steps have used this many CPU-seconds (all "
         "threads, time.process_time); the learning-rate schedule follows the budget's progress, "
-        "so it completes whether the budget or `steps` ends the run"
+        "so it completes whether the budget or `steps` ends the run (a CPU measure: on CUDA use "
+        "time_budget_s)"
     )
     threads: int | None = Field(
         None, ge=1, description="torch CPU threads for this run (null: torch's default)"

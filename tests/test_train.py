@@ -201,6 +201,8 @@ def test_two_process_torchrun_on_cpu(tmp_path, mnist_dir):
             "model.base_channels=8",
             "--set",
             "experiment=test-ddp",
+            "--set",  # the shipped config's CPU budget is for one process: steps end DDP runs
+            "cpu_budget_s=null",
         ],
         capture_output=True,
         text=True,

@@ -137,7 +137,7 @@ def prepare_run(
     for budget in ("time_budget_s", "cpu_budget_s"):
         if getattr(config, budget) is not None and ddp.world_size > 1:
             raise ConfigError(f"{budget} needs a single process (ranks' clocks differ); "
-                              f"under torchrun set steps instead")
+                              f"under torchrun let steps end the run (--set {budget}=null)")
     torch.manual_seed(config.seed)
     task = build_task(config, device)
     model = task.model
