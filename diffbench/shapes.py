@@ -59,17 +59,19 @@ class Sweep:
         return {"setup": self.setup, "pixel": self.pixel, "shapes": self.shapes}
 
 
-def training_facts(folder: Path) -> dict[str, Any]:
-    """Shape, steps and the CPU- and wall-seconds of the VAE and the latent UNet."""
+def training_facts(folder: Path, system: Translator) -> dict[str, Any]:
+    """Shape, steps and CPU-seconds of the VAE and the latent UNet; the totals and parameter
+    counts are the system's own facts (:meth:`Translator.from_checkpoints`)."""
     vae, unet = (load_metadata(folder / name) for name in FILES[:2])
-    cpu = [m.get("cpu_seconds", float("nan")) for m in (vae, unet)]
     return {
         "latent_shape": "x".join(map(str, unet.get("latent_shape") or [])),
         "vae_steps": vae["step"], "unet_steps": unet["step"],
-        "vae_cpu_seconds": cpu[0], "unet_cpu_seconds": cpu[1], "cpu_seconds": sum(cpu),
-        "train_seconds": vae["train_seconds"] + unet["train_seconds"],
-        "vae_parameters": vae["stats"]["parameters"],
-        "unet_parameters": unet["stats"]["parameters"],
+        "vae_cpu_seconds": vae.get("cpu_seconds", float("nan")),
+        "unet_cpu_seconds": unet.get("cpu_seconds", float("nan")),
+        "cpu_seconds": system.facts["train_cpu_seconds"] or float("nan"),
+        "train_seconds": system.facts["train_seconds"],
+        "vae_parameters": system.facts["vae_parameters"],
+        "unet_parameters": system.facts["unet_parameters"],
         "unet_final_loss": unet.get("final_loss", float("nan")),
     }
 
@@ -120,7 +122,7 @@ def run_sweep(
                                               rounds, seed)
         rows.append({
             "folder": str(folder),
-            **training_facts(folder),
+            **training_facts(folder, system),
             "vae": vae_reconstruction(folder, judge, digits.images, digits.labels, seed),
             "noised_accuracy": {
                 f"{s:g}": noised_accuracy(system, latent_judge, digits,
