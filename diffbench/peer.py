@@ -1,9 +1,16 @@
 """The peer system: a diffusers ``UNet2DModel`` driven by diffusers' ``DDIMScheduler``.
 
 What a user would write instead of diffbench, following diffusers' img2img pipelines: pad the
-digits to 32x32, ``scheduler.set_timesteps(n)``, keep the last ``min(int(n * strength), n)``
-timesteps, ``scheduler.add_noise`` at the first of them, then ``unet(x, t).sample`` and
-``scheduler.step(...).prev_sample`` per step; crop back to 28x28. A
+digits to 32x32, ``scheduler.set_timesteps(n)``, pick the img2img timesteps,
+``scheduler.add_noise`` at the first of them, then ``unet(x, t).sample`` and
+``scheduler.step(...).prev_sample`` per step; crop back to 28x28.
+
+Which timesteps: ``start="exact"`` (the default, as :class:`~diffbench.translate.Translator`'s)
+starts at exactly ``int(strength * T) - 1`` and takes ``int(n * strength)`` steps of the
+scheduler's stride ``T // n`` (299, 279, ..., 19 for DDIM-50 at 0.3), so the peer and diffbench
+start from the same noise; ``DDIMScheduler.step`` steps each by that stride, so the exact grid
+must be evenly spaced by it (true wherever ``strength * n`` is a whole number). ``"diffusers"``
+keeps the pipelines' last ``min(int(n * strength), n)`` of the scheduler's timesteps. A
 :class:`diffbench.system.System` like :class:`diffbench.translate.Translator`, so the same code
 times and scores both. Needs the optional ``diffusers`` dependency
 (``pip install diffbench[parity]``).
@@ -21,7 +28,8 @@ from diffbench.checkpoints import load_model, require_metadata, sha256_file
 from diffbench.errors import InputError
 from diffbench.models import PeerUNet, flops_per_image
 from diffbench.models.peer import crop_from_peer, pad_to_peer
-from diffbench.sampling import DEFAULT_STEPS, img2img_num_steps
+from diffbench.sampling import DEFAULT_STEPS, STARTS, exact_start, img2img_num_steps
+from diffbench.schedule import make_start_timesteps
 from diffbench.system import check_digits
 
 
@@ -40,13 +48,18 @@ class PeerTranslator:
         facts: dict[str, Any] | None = None,
         channels_last: bool = False,
         checkpoint: str | Path | None = None,
+        start: str = "exact",
     ) -> None:
         """``channels_last``: a lever diffusers users rarely pull on CPU, off by default; the
-        benches also time the peer with it, to tell layout from architecture."""
+        benches also time the peer with it, to tell layout from architecture. ``start``: where
+        img2img starts (``"exact"`` or ``"diffusers"``, see the module docstring)."""
         from diffusers import DDIMScheduler
 
         if schedule["name"] != "linear":
             raise InputError(f"the peer runs the linear schedule only, not {schedule['name']!r}")
+        if start not in STARTS:
+            raise InputError(f"unknown start {start!r}; allowed: {', '.join(STARTS)}")
+        self.start = start
         self.num_steps = num_steps
         self.unet = unet.to(memory_format=torch.channels_last) if channels_last else unet
         self.device = torch.device(device)
@@ -63,6 +76,7 @@ class PeerTranslator:
         num_steps: int = DEFAULT_STEPS,
         device: str | torch.device = "cpu",
         channels_last: bool = False,
+        start: str = "exact",
     ) -> PeerTranslator:
         unet, metadata = load_model(path, device)
         require_metadata(path, metadata, "train_seconds", "stats", "schedule")
@@ -71,16 +85,33 @@ class PeerTranslator:
         facts = {"train_seconds": metadata["train_seconds"],
                  "train_cpu_seconds": metadata.get("cpu_seconds"),
                  "unet_parameters": metadata["stats"]["parameters"], "vae_parameters": 0}
-        return cls(unet, metadata["schedule"], num_steps, device, facts, channels_last, path)
+        return cls(unet, metadata["schedule"], num_steps, device, facts, channels_last, path,
+                   start)
 
     @property
     def name(self) -> str:
         return f"diffusers-DDIM-{self.num_steps}"
 
     def img2img_timesteps(self, strength: float) -> Tensor:
-        """The scheduler's last ``min(int(n * strength), n)`` timesteps (diffusers' img2img)."""
-        steps = img2img_num_steps(self.num_steps, strength)
-        return self.scheduler.timesteps[self.num_steps - steps :]
+        """The timesteps img2img at ``strength`` runs, the first its start: with
+        ``start="diffusers"`` the scheduler's last ``min(int(n * strength), n)``; with
+        ``"exact"`` ``int(n * strength)`` steps of stride ``T // n`` from ``int(strength * T) - 1``
+        (an error where that grid is not evenly spaced by the stride ``DDIMScheduler`` steps by).
+        """
+        if self.start == "diffusers":
+            steps = img2img_num_steps(self.num_steps, strength)
+            return self.scheduler.timesteps[self.num_steps - steps :]
+        num_timesteps = self.scheduler.config.num_train_timesteps
+        t_start = exact_start(num_timesteps, strength)
+        timesteps = make_start_timesteps(t_start, max(1, int(self.num_steps * strength)))
+        stride = num_timesteps // self.num_steps
+        if (t_start + 1) != len(timesteps) * stride:
+            raise InputError(
+                f"the peer's exact start at strength {strength!r} with {self.num_steps} steps is "
+                f"not a grid of DDIMScheduler's stride {stride}: use a strength that is a "
+                f"multiple of 1/{self.num_steps}, or start='diffusers'"
+            )
+        return timesteps.to(self.device)
 
     def start_timestep(self, strength: float) -> int:
         return int(self.img2img_timesteps(strength)[0])

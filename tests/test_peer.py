@@ -44,7 +44,8 @@ def test_padding_adds_background_and_cropping_undoes_it():
 
 def test_peer_img2img_runs_diffusers_timesteps_deterministically():
     torch.manual_seed(0)
-    peer = PeerTranslator(PeerUNet(TINY).eval(), {"name": "linear", "num_timesteps": 1000}, 20)
+    peer = PeerTranslator(PeerUNet(TINY).eval(), {"name": "linear", "num_timesteps": 1000}, 20,
+                          start="diffusers")
     ours = DDIMSampler(NoiseSchedule.linear(1000), num_steps=20)
     assert torch.equal(peer.img2img_timesteps(0.5).long(), ours.img2img_timesteps(0.5))
     images = torch.rand(2, 1, 28, 28) * 2 - 1
@@ -96,3 +97,33 @@ def test_peer_benches_are_opt_in(mnist_dir):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "opt-in bench group: run with -m peer" in result.stdout
     assert " passed" not in result.stdout
+
+
+@pytest.mark.parametrize(("steps", "strength"), [(50, 0.3), (50, 0.5), (10, 0.3), (20, 0.9)])
+def test_peer_exact_start_is_diffbench_ddim_exact_start(steps, strength):
+    """By default the peer starts where every Translator does (int(strength * T) - 1) and its
+    diffusers DDIMScheduler loop equals diffbench's DDIM over the same exact timesteps."""
+    torch.manual_seed(0)
+    unet = PeerUNet(TINY).eval()
+    peer = PeerTranslator(unet, {"name": "linear", "num_timesteps": 1000}, steps)
+    ours = DDIMSampler(NoiseSchedule.linear(1000), num_steps=steps)
+    expected = ours.img2img_timesteps(strength, start="exact")
+    assert peer.start_timestep(strength) == int(strength * 1000) - 1 == int(expected[0])
+    assert torch.equal(peer.img2img_timesteps(strength).long(), expected)
+    images = torch.rand(2, 1, 28, 28) * 2 - 1
+    theirs = peer(images, strength, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        mine = ours.img2img(unet, pad_to_peer(images), strength,
+                            generator=torch.Generator().manual_seed(5), start="exact")
+    # diffusers steps with float32 coefficients, diffbench with float64 tables: an untrained net
+    # amplifies the rounding over up to 18 steps (measured: at most 2e-4).
+    torch.testing.assert_close(theirs, crop_from_peer(mine).clamp(-1, 1), atol=1e-3, rtol=0)
+
+
+def test_peer_exact_start_off_its_schedulers_grid_is_one_clear_error():
+    peer = PeerTranslator(PeerUNet(TINY).eval(), {"name": "linear", "num_timesteps": 1000}, 50)
+    with pytest.raises(ValueError, match=r"strength 0\.25 with 50 steps.*stride 20"):
+        peer.img2img_timesteps(0.25)
+    with pytest.raises(ValueError, match="unknown start 'late'"):
+        PeerTranslator(PeerUNet(TINY).eval(), {"name": "linear", "num_timesteps": 1000},
+                       start="late")
