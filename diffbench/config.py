@@ -67,6 +67,10 @@ class TrainConfig(_Strict):
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine decay floor, times lr")
     grad_clip: float = Field(1.0, gt=0)
     ema_decay: float = Field(0.999, ge=0, lt=1, description="diffusion models only")
+    min_snr_gamma: float | None = Field(
+        None, gt=0, description="diffusion models: weight each example's noise-prediction loss "
+        "by min(SNR_t, gamma) / SNR_t (Min-SNR, Hang et al. 2023); null: the simple DDPM loss"
+    )
     time_budget_s: float | None = Field(
         None, gt=0, description="also stop once this many seconds of training have run"
     )

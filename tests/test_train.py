@@ -266,6 +266,41 @@ def test_cpu_budget_ends_the_run_and_the_card_says_so(tmp_path, mnist_dir):
                     resume=False, command="test")
 
 
+def test_min_snr_weights_cap_the_nearly_clean_steps():
+    """Hang et al. 2023, eq. 8 for eps-prediction: min(SNR_t, gamma) / SNR_t."""
+    from diffbench.schedule import NoiseSchedule
+    from diffbench.train.tasks import min_snr_weights
+
+    schedule = NoiseSchedule.linear(1000)
+    t = torch.arange(1000)
+    weights = min_snr_weights(schedule, t, 5.0)
+    snr = schedule.alphas_cumprod / (1 - schedule.alphas_cumprod)
+    assert torch.equal(weights[snr <= 5], torch.ones(int((snr <= 5).sum()), dtype=weights.dtype))
+    torch.testing.assert_close(weights[snr > 5], 5 / snr[snr > 5])
+    assert bool((weights > 0).all()) and bool((weights.diff() >= 0).all())  # grows with t to 1
+    assert weights[0] < 1e-3 and weights[-1] == 1
+
+
+def test_min_snr_loss_reweights_the_simple_loss(tmp_path, mnist_dir):
+    overrides = [f"data_dir={mnist_dir}", f"out={tmp_path}", "train_images=16",
+                 "model.base_channels=8"]
+    losses = {}
+    for gamma in (None, 1e9, 5.0):
+        config = load_train_config("pixel", overrides=[*overrides, f"min_snr_gamma={gamma}"
+                                                       if gamma else "min_snr_gamma=null"])
+        run = prepare_run(config, torch.device("cpu"), Distributed(), resume=False, command="t")
+        torch.manual_seed(0)
+        run.task.model.load_state_dict(UNet(config.build_model_config()).state_dict())
+        with torch.no_grad():
+            losses[gamma] = float(run.task.loss(run.task.model, run.task.inputs[:16],
+                                                run.task.labels[:16],
+                                                torch.Generator().manual_seed(1)))
+    assert losses[1e9] == pytest.approx(losses[None], rel=1e-6)  # every weight is 1
+    assert 0 < losses[5.0] < losses[None]  # the nearly clean examples weigh less
+    with pytest.raises(ConfigError, match="min_snr_gamma"):
+        load_train_config("pixel", overrides=["min_snr_gamma=0"])
+
+
 def test_ema_update_moves_toward_the_model():
     ema, model = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
     before = ema.weight.detach().clone()

@@ -6,7 +6,9 @@ model-card facts. A new kind is one class here plus its model config in
 Losses:
 
 * pixel / latent / peer: the "simple" DDPM objective ||eps - eps_theta(x_t, t)||^2
-  (Ho et al. 2020, eq. 14);
+  (Ho et al. 2020, eq. 14), or with ``min_snr_gamma`` each example weighted by
+  min(SNR_t, gamma) / SNR_t, SNR_t = alpha_bar_t / (1 - alpha_bar_t) (Min-SNR-gamma for
+  eps-prediction, Hang et al. 2023, arXiv 2303.09556, eq. 8);
 * vae: reconstruction MSE + ``kl_weight`` * KL(q(z|x) || N(0, I)) (Rombach et al. 2022, sec. 3);
 * classifier: cross-entropy, on x_t at t < ``noise_max_timestep`` when noise-aware; with
   ``space: latent`` on the shipped VAE's latents z (and z_t), the latent space's classifier.
@@ -63,6 +65,15 @@ def encode_with_vae(
         "latent_shape": list(vae.latent_shape),
     }
     return latents.cpu(), facts
+
+
+def min_snr_weights(schedule: NoiseSchedule, t: Tensor, gamma: float) -> Tensor:
+    """min(SNR_t, gamma) / SNR_t per timestep, SNR_t = alpha_bar_t / (1 - alpha_bar_t): the
+    Min-SNR-gamma weight of the eps-prediction loss (Hang et al. 2023, eq. 8). It is 1 where
+    SNR_t <= gamma (the noisy steps) and shrinks the nearly clean steps' weight to gamma / SNR_t."""
+    alpha_bar = schedule.alphas_cumprod.to(t.device)[t]
+    snr = alpha_bar / (1 - alpha_bar)
+    return snr.clamp(max=gamma) / snr
 
 
 class Task:
@@ -133,7 +144,12 @@ class DiffusionTask(Task):
 
     def loss(self, model: nn.Module, batch: Tensor, labels: Tensor, gen: torch.Generator) -> Tensor:
         x_t, t, eps = self.noised(batch, self.schedule.num_timesteps, gen)
-        return F.mse_loss(model(x_t, t), eps)
+        gamma = self.config.min_snr_gamma
+        if gamma is None:
+            return F.mse_loss(model(x_t, t), eps)
+        per_example = (model(x_t, t) - eps).pow(2).flatten(1).mean(1)
+        weights = min_snr_weights(self.schedule, t, gamma).to(per_example.dtype)
+        return (weights * per_example).mean()
 
     def preview(
         self, model: nn.Module, test: MNISTTensors, gen: torch.Generator
