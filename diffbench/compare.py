@@ -41,6 +41,7 @@ from diffbench.config import CompareConfig, SystemConfig, validate
 from diffbench.errors import InputError
 from diffbench.information import match_information
 from diffbench.metrics import NOISY_CLASSIFIERS, Judge
+from diffbench.nfe import fewest_nfe, fewest_nfe_markdown
 from diffbench.report import (
     GridBlock,
     markdown_table,
@@ -220,6 +221,8 @@ def write_results(
 def results_markdown(results: list[dict[str, Any]]) -> str:
     """The equal-strength table, then (when there are any) the equal-information one."""
     text = markdown_table([r for r in results if r["view"] == "equal_strength"])
+    if sweeps_nfe(results):
+        text += "\n" + fewest_nfe_markdown(fewest_nfe(results))
     matched = [r for r in results if r["view"] == "equal_information"]
     if matched:
         text += (f"\n## Equal information: noised accuracy {matched[0]['match_information']:g} "

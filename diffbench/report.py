@@ -179,31 +179,49 @@ def sweeps_nfe(results: list[dict[str, Any]]) -> bool:
 
 
 def plot_nfe(results: list[dict[str, Any]], path: str | Path) -> None:
-    """MSE and preservation against network evaluations (NFE, log scale), one line per sampler
-    (and space, strength); single points (e.g. DDPM-1000) as stars; the noised accuracy at each
-    strength dashed (every run starts from the same timestep there)."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4))
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in results:
-        groups.setdefault((r["space"], r["sampler"], r["strength"]), []).append(r)
-    for (space, sampler, strength), rows in groups.items():
-        rows.sort(key=lambda r: r["steps"])
-        label = f"{'LDM-' if space == 'latent' else ''}{sampler} s{strength:g}"
-        style = {"marker": "o"} if len(rows) > 1 else {"marker": "*", "markersize": 12}
-        nfe = [r["steps"] for r in rows]
-        left.plot(nfe, [r["mse"] for r in rows], label=label, **style)
-        right.plot(nfe, [r["preservation"] for r in rows], label=label, **style)
-    for strength in sorted({r["strength"] for r in results}):
-        accuracy = next(r["noised_accuracy"] for r in results if r["strength"] == strength)
-        right.axhline(accuracy, color="k", linestyle="--", linewidth=1,
-                      label=f"noised accuracy s{strength:g}")
-    left.set(xlabel="network evaluations (NFE)", ylabel="MSE", title="MSE against NFE")
-    right.set(xlabel="network evaluations (NFE)", ylabel="preservation",
-              title="Class preservation against NFE")
-    for ax in (left, right):
-        ax.set_xscale("log")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+    """MSE (top) and preservation (bottom) against network evaluations (NFE, log scale), one
+    column per (space, strength), one line per sampler; a run of every timestep from the start
+    (DDPM-1000: NFE = t_start + 1) and single points as stars. Where the column has a DDIM-50
+    row, dotted lines bound what matches it (MSE + 5%, preservation - 1 point:
+    :mod:`diffbench.nfe`); dashed, the ceiling: the space's noised accuracy at the start
+    timestep every run of the column shares."""
+    from diffbench.nfe import MSE_TOLERANCE, PRESERVATION_TOLERANCE, REFERENCE
+
+    panels = list(dict.fromkeys((r["space"], r["strength"]) for r in results))
+    fig, axes = plt.subplots(2, len(panels), figsize=(4.2 * len(panels), 7), squeeze=False)
+    for column, (space, strength) in enumerate(panels):
+        top, bottom = axes[0][column], axes[1][column]
+        here = [r for r in results if (r["space"], r["strength"]) == (space, strength)]
+        for sampler in dict.fromkeys(r["sampler"] for r in here):
+            rows = sorted((r for r in here if r["sampler"] == sampler), key=lambda r: r["steps"])
+            label = rows[0]["name"] if len(rows) == 1 else sampler
+            nfe = [r["steps"] for r in rows]
+            lines = top.plot(nfe, [r["mse"] for r in rows], marker="o", label=label)
+            bottom.plot(nfe, [r["preservation"] for r in rows], marker="o", label=label)
+            for r in rows:
+                if len(rows) == 1 or r["steps"] == r.get("start_timestep", -2) + 1:
+                    star = {"marker": "*", "markersize": 14, "color": lines[0].get_color()}
+                    top.plot([r["steps"]], [r["mse"]], **star)
+                    bottom.plot([r["steps"]], [r["preservation"]], **star)
+                    top.annotate(r["name"], (r["steps"], r["mse"]), fontsize=7,
+                                 xytext=(-10, 6), textcoords="offset points")
+        reference = next((r for r in here if r["sampler"] == "ddim"
+                          and r["name"].endswith(REFERENCE)), None)
+        if reference is not None:
+            top.axhline(reference["mse"] * (1 + MSE_TOLERANCE), color="grey", linestyle=":",
+                        label=f"{REFERENCE} MSE + {MSE_TOLERANCE:.0%}")
+            bottom.axhline(reference["preservation"] - PRESERVATION_TOLERANCE, color="grey",
+                           linestyle=":", label=f"{REFERENCE} - {PRESERVATION_TOLERANCE:g}")
+        if here[0].get("noised_accuracy") is not None:
+            bottom.axhline(here[0]["noised_accuracy"], color="k", linestyle="--", linewidth=1,
+                           label="ceiling: noised accuracy")
+        title = f"{space}, strength {strength:g} (t = {here[0].get('start_timestep', '?')})"
+        top.set(title=title, ylabel="MSE")
+        bottom.set(xlabel="network evaluations (NFE)", ylabel="preservation")
+        for ax in (top, bottom):
+            ax.set_xscale("log")
+            ax.grid(alpha=0.3, which="both")
+        bottom.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -107,17 +107,46 @@ def test_bad_compare_config_is_one_clear_error(capsys, tiny_checkpoints):
 def test_an_nfe_sweep_is_recognised_and_plotted(tmp_path):
     from diffbench.report import plot_nfe, sweeps_nfe
 
-    def row(sampler, nfe, mse):
-        return {"space": "pixel", "sampler": sampler, "strength": 0.3, "steps": nfe,
-                "mse": mse, "preservation": 0.9, "noised_accuracy": 0.95}
+    def row(sampler, name, nfe, mse, space="pixel"):
+        return {"space": space, "sampler": sampler, "name": name, "strength": 0.3, "steps": nfe,
+                "start_timestep": 299, "mse": mse, "preservation": 0.9, "noised_accuracy": 0.95}
 
-    single = [row("ddim", 15, 0.04), row("ddpm", 300, 0.07)]
+    single = [row("ddim", "DDIM-50", 15, 0.04), row("ddpm", "DDPM-1000", 300, 0.07)]
     assert not sweeps_nfe(single)
-    swept = [*single, row("ddim", 3, 0.05)]
+    swept = [*single, row("ddim", "DDIM-10", 3, 0.05), row("ddim", "LDM-DDIM-10", 3, 0.05,
+                                                           "latent")]
     assert sweeps_nfe(swept)
     plot_nfe(swept, tmp_path / "fidelity_vs_nfe.png")
     with Image.open(tmp_path / "fidelity_vs_nfe.png") as image:
-        assert image.size == (1320, 528)  # 11 x 4.4 inches at 120 dpi
+        assert image.size == (840, 700)  # a 4.2 x 7 inch column per (space, strength), 100 dpi
+
+
+def test_fewest_nfe_finds_each_samplers_first_match_against_ddim_50():
+    """Issue 17's rule: MSE <= DDIM-50's x 1.05 and preservation >= DDIM-50's - 0.01."""
+    from diffbench.compare import results_markdown
+    from diffbench.nfe import fewest_nfe, matches
+
+    def row(sampler, name, nfe, mse, preservation, num_images=512):
+        return {"view": "equal_strength", "space": "pixel", "strength": 0.3, "sampler": sampler,
+                "name": name, "steps": nfe, "mse": mse, "preservation": preservation,
+                "num_images": num_images}
+
+    reference = row("ddim", "DDIM-50", 15, 0.040, 0.98)
+    assert matches(row("x", "x", 3, 0.042, 0.97), reference)  # +5%, -1 point: the edges
+    assert not matches(row("x", "x", 3, 0.0421, 0.98), reference)
+    assert not matches(row("x", "x", 3, 0.030, 0.969), reference)
+    results = [reference, row("ddim", "DDIM-10", 3, 0.050, 0.98),
+               row("ddim", "DDIM-34", 10, 0.041, 0.975),
+               row("heun", "Heun-7", 3, 0.039, 0.99), row("heun", "Heun-27", 15, 0.05, 0.99),
+               row("euler", "Euler-10", 3, 0.09, 0.5, num_images=64)]
+    answers = {a["sampler"]: a for a in fewest_nfe(results)}
+    assert answers["ddim"]["fewest_nfe"] == 10 and answers["ddim"]["matching_nfe"] == [10, 15]
+    assert answers["heun"]["fewest_nfe"] == 3 and answers["heun"]["matching_nfe"] == [3]
+    assert answers["euler"]["fewest_nfe"] is None and answers["euler"]["num_images"] == 64
+    text = results_markdown(results)
+    assert "### pixel, strength 0.3: **3 NFE** (Heun-7)" in text
+    assert "| euler | none |  |  | [] / [3] |" in text
+    assert fewest_nfe([row("ddim", "DDIM-10", 3, 0.05, 0.98)]) == []  # no reference: no answer
 
 
 def test_match_information_adds_an_equal_information_row(tiny_checkpoints, mnist_dir, tmp_path,

@@ -1,0 +1,91 @@
+"""The NFE sweep's answer: at each strength, the fewest network evaluations (NFE) at which each
+sampler matches DDIM-50's fidelity, from the rows of one comparison.
+
+"Matches" is issue 17's rule: MSE no more than 5% above the reference's and class preservation
+no more than 1 point below it, on at least 512 digits (fewer are flagged, not hidden). Only the
+NFE the sweep ran are searched, so "fewest" means the fewest of those; a sampler whose fidelity
+is not monotone in NFE can match at a few NFE and miss at more, and the table shows both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+REFERENCE = "DDIM-50"
+"""The system every sampler is matched against, in each space (``LDM-DDIM-50`` in latents)."""
+MSE_TOLERANCE = 0.05
+"""A match's MSE may exceed the reference's by this fraction."""
+PRESERVATION_TOLERANCE = 0.01
+"""A match's preservation may trail the reference's by this much (1 point)."""
+MIN_DIGITS = 512
+"""Digits per row the rule asks for; a row scored on fewer is flagged."""
+
+
+def matches(row: dict[str, Any], reference: dict[str, Any]) -> bool:
+    """Whether ``row`` is as faithful as ``reference`` within the tolerances above."""
+    return (row["mse"] <= reference["mse"] * (1 + MSE_TOLERANCE)
+            and row["preservation"] >= reference["preservation"] - PRESERVATION_TOLERANCE)
+
+
+def fewest_nfe(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per (space, strength, sampler) of the equal-strength rows whose space and
+    strength have a DDIM-50 row: the reference, every NFE tested, those that match, and the
+    fewest that match (``None`` when none does)."""
+    rows = [r for r in results if r.get("view", "equal_strength") == "equal_strength"]
+    answers = []
+    for space, strength in dict.fromkeys((r["space"], r["strength"]) for r in rows):
+        here = [r for r in rows if r["space"] == space and r["strength"] == strength]
+        reference = next((r for r in here if r["sampler"] == "ddim"
+                          and r["name"].endswith(REFERENCE)), None)
+        if reference is None:
+            continue
+        for sampler in dict.fromkeys(r["sampler"] for r in here):
+            runs = sorted((r for r in here if r["sampler"] == sampler), key=lambda r: r["steps"])
+            matching = [r for r in runs if matches(r, reference)]
+            best = matching[0] if matching else None
+            answers.append({
+                "space": space, "strength": strength, "sampler": sampler,
+                "reference": reference["name"], "reference_nfe": reference["steps"],
+                "reference_mse": reference["mse"],
+                "reference_preservation": reference["preservation"],
+                "tested_nfe": [r["steps"] for r in runs],
+                "matching_nfe": [r["steps"] for r in matching],
+                "fewest_nfe": best["steps"] if best else None,
+                "name": best["name"] if best else None,
+                "mse": best["mse"] if best else None,
+                "preservation": best["preservation"] if best else None,
+                "num_images": min(r["num_images"] for r in [reference, *runs]),
+            })
+    return answers
+
+
+def fewest_nfe_markdown(answers: list[dict[str, Any]]) -> str:
+    """The answers as a Markdown section: one table per (space, strength), the winner first."""
+    if not answers:
+        return ""
+    lines = [f"## Fewest NFE matching {REFERENCE}",
+             "", f"A match: MSE <= {REFERENCE}'s x {1 + MSE_TOLERANCE:g} and preservation >= "
+             f"{REFERENCE}'s - {PRESERVATION_TOLERANCE:g}, among the NFE each sampler ran.", ""]
+    for space, strength in dict.fromkeys((a["space"], a["strength"]) for a in answers):
+        group = [a for a in answers if a["space"] == space and a["strength"] == strength]
+        ref = group[0]
+        found = [a for a in group if a["fewest_nfe"] is not None]
+        winner = min(found, key=lambda a: a["fewest_nfe"]) if found else None
+        fewest = (f"**{winner['fewest_nfe']} NFE** ("
+                  + ", ".join(a["name"] for a in found if a["fewest_nfe"] == winner["fewest_nfe"])
+                  + ")") if winner else "no sampler matches"
+        digits = min(a["num_images"] for a in group)
+        note = "" if digits >= MIN_DIGITS else f" (only {digits} digits: below {MIN_DIGITS})"
+        lines += [f"### {space}, strength {strength:g}: {fewest}",
+                  "", f"Reference {ref['reference']}: {ref['reference_nfe']} NFE, MSE "
+                  f"{ref['reference_mse']:.4f}, preservation {ref['reference_preservation']:.3f}; "
+                  f"{digits} digits{note}.", "",
+                  "| sampler | fewest matching NFE | MSE | preservation | matching / tested NFE |",
+                  "| --- | --- | --- | --- | --- |"]
+        for a in group:
+            cells = ([str(a["fewest_nfe"]), f"{a['mse']:.4f}", f"{a['preservation']:.3f}"]
+                     if a["fewest_nfe"] is not None else ["none", "", ""])
+            tested = f"{a['matching_nfe']} / {a['tested_nfe']}"
+            lines.append(f"| {a['sampler']} | " + " | ".join(cells) + f" | {tested} |")
+        lines.append("")
+    return "\n".join(lines)
