@@ -24,9 +24,10 @@ import torch
 
 from diffbench.runtime import synchronize
 
-# Kineto, the profiler's backend, logs every start and stop (and, without a GPU, an "ERROR" that
-# it found none) to stderr; level 5 keeps it quiet unless the user set their own level.
-os.environ.setdefault("KINETO_LOG_LEVEL", "5")
+# Kineto, the profiler's backend, logs every start and stop (at its highest level, USDT = 5, and
+# without a GPU an "ERROR" that it found none) to stderr; level 6 (past its last level) keeps it
+# quiet unless the user set their own level.
+os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
 CUDA_METHOD = "cuda_max_memory_allocated"
 CPU_METHOD = "torch_profiler_cpu_allocations"
