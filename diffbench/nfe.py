@@ -4,7 +4,11 @@ sampler matches DDIM-50's fidelity, from the rows of one comparison.
 "Matches" is issue 17's rule: MSE no more than 5% above the reference's and class preservation
 no more than 1 point below it, on at least 512 digits (fewer are flagged, not hidden). Only the
 NFE the sweep ran are searched, so "fewest" means the fewest of those; a sampler whose fidelity
-is not monotone in NFE can match at a few NFE and miss at more, and the table shows both.
+is not monotone in NFE can match at a few NFE and miss at more, and the table shows both. MSE
+and preservation reward a smooth estimate of the source (one step from t_start returns the
+network's x0 prediction, the mean of what the digit could have been), so the table also shows
+each match's Frechet distance, which does not, and the fewest NFE whose match is also within
+the reference's Frechet interval.
 """
 
 from __future__ import annotations
@@ -27,10 +31,19 @@ def matches(row: dict[str, Any], reference: dict[str, Any]) -> bool:
             and row["preservation"] >= reference["preservation"] - PRESERVATION_TOLERANCE)
 
 
+def sharp_as(row: dict[str, Any], reference: dict[str, Any]) -> bool:
+    """Whether ``row``'s Frechet distance is within the reference's 95% interval or below it
+    (``False`` when either lacks one)."""
+    interval = reference.get("frechet_distance_ci95")
+    value = row.get("frechet_distance")
+    return interval is not None and value is not None and value <= interval[1]
+
+
 def fewest_nfe(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per (space, strength, sampler) of the equal-strength rows whose space and
-    strength have a DDIM-50 row: the reference, every NFE tested, those that match, and the
-    fewest that match (``None`` when none does)."""
+    strength have a DDIM-50 row: the reference, every NFE tested, those that match, the fewest
+    that match (``None`` when none does), and the fewest that match with a Frechet distance no
+    worse than the upper end of the reference's 95% interval (:func:`sharp_as`)."""
     rows = [r for r in results if r.get("view", "equal_strength") == "equal_strength"]
     answers = []
     for space, strength in dict.fromkeys((r["space"], r["strength"]) for r in rows):
@@ -43,20 +56,28 @@ def fewest_nfe(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             runs = sorted((r for r in here if r["sampler"] == sampler), key=lambda r: r["steps"])
             matching = [r for r in runs if matches(r, reference)]
             best = matching[0] if matching else None
+            sharp = [r for r in matching if sharp_as(r, reference)]
             answers.append({
                 "space": space, "strength": strength, "sampler": sampler,
                 "reference": reference["name"], "reference_nfe": reference["steps"],
                 "reference_mse": reference["mse"],
                 "reference_preservation": reference["preservation"],
+                "reference_frechet_distance": reference.get("frechet_distance"),
                 "tested_nfe": [r["steps"] for r in runs],
                 "matching_nfe": [r["steps"] for r in matching],
                 "fewest_nfe": best["steps"] if best else None,
                 "name": best["name"] if best else None,
                 "mse": best["mse"] if best else None,
                 "preservation": best["preservation"] if best else None,
+                "frechet_distance": best.get("frechet_distance") if best else None,
+                "fewest_nfe_as_sharp": sharp[0]["steps"] if sharp else None,
                 "num_images": min(r["num_images"] for r in [reference, *runs]),
             })
     return answers
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def fewest_nfe_markdown(answers: list[dict[str, Any]]) -> str:
@@ -78,13 +99,17 @@ def fewest_nfe_markdown(answers: list[dict[str, Any]]) -> str:
         note = "" if digits >= MIN_DIGITS else f" (only {digits} digits: below {MIN_DIGITS})"
         lines += [f"### {space}, strength {strength:g}: {fewest}",
                   "", f"Reference {ref['reference']}: {ref['reference_nfe']} NFE, MSE "
-                  f"{ref['reference_mse']:.4f}, preservation {ref['reference_preservation']:.3f}; "
-                  f"{digits} digits{note}.", "",
-                  "| sampler | fewest matching NFE | MSE | preservation | matching / tested NFE |",
-                  "| --- | --- | --- | --- | --- |"]
+                  f"{ref['reference_mse']:.4f}, preservation {ref['reference_preservation']:.3f}, "
+                  f"Frechet {_number(ref['reference_frechet_distance'])}; {digits} digits{note}.",
+                  "", "| sampler | fewest matching NFE | MSE | preservation | Frechet | "
+                  "fewest matching NFE with Frechet <= the reference's upper 95% bound | "
+                  "matching / tested NFE |", "| --- | --- | --- | --- | --- | --- | --- |"]
         for a in group:
-            cells = ([str(a["fewest_nfe"]), f"{a['mse']:.4f}", f"{a['preservation']:.3f}"]
-                     if a["fewest_nfe"] is not None else ["none", "", ""])
+            cells = ([str(a["fewest_nfe"]), f"{a['mse']:.4f}", f"{a['preservation']:.3f}",
+                      _number(a["frechet_distance"])]
+                     if a["fewest_nfe"] is not None else ["none", "", "", ""])
+            cells.append("none" if a["fewest_nfe_as_sharp"] is None else
+                         str(a["fewest_nfe_as_sharp"]))
             tested = f"{a['matching_nfe']} / {a['tested_nfe']}"
             lines.append(f"| {a['sampler']} | " + " | ".join(cells) + f" | {tested} |")
         lines.append("")

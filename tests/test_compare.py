@@ -145,7 +145,12 @@ def test_fewest_nfe_finds_each_samplers_first_match_against_ddim_50():
     assert answers["euler"]["fewest_nfe"] is None and answers["euler"]["num_images"] == 64
     text = results_markdown(results)
     assert "### pixel, strength 0.3: **3 NFE** (Heun-7)" in text
-    assert "| euler | none |  |  | [] / [3] |" in text
+    assert "| euler | none |  |  |  | none | [] / [3] |" in text
+    assert "| heun | 3 | 0.0390 | 0.990 | n/a | none | [3] / [3, 15] |" in text
+    # Frechet: a match blurrier than the reference's interval is not "as sharp"
+    reference.update(frechet_distance=1.0, frechet_distance_ci95=[0.9, 1.2])
+    results[2]["frechet_distance"] = 3.0  # DDIM-34 (10 NFE) matches but is blurry
+    assert {a["sampler"]: a for a in fewest_nfe(results)}["ddim"]["fewest_nfe_as_sharp"] == 15
     assert fewest_nfe([row("ddim", "DDIM-10", 3, 0.05, 0.98)]) == []  # no reference: no answer
 
 
