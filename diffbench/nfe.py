@@ -39,6 +39,12 @@ def sharp_as(row: dict[str, Any], reference: dict[str, Any]) -> bool:
     return interval is not None and value is not None and value <= interval[1]
 
 
+def reference_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The DDIM-50 row among ``rows`` (one space and strength), or ``None``."""
+    return next((r for r in rows if r["sampler"] == "ddim" and r["name"].endswith(REFERENCE)),
+                None)
+
+
 def fewest_nfe(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per (space, strength, sampler) of the equal-strength rows whose space and
     strength have a DDIM-50 row: the reference, every NFE tested, those that match, the fewest
@@ -48,8 +54,7 @@ def fewest_nfe(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     answers = []
     for space, strength in dict.fromkeys((r["space"], r["strength"]) for r in rows):
         here = [r for r in rows if r["space"] == space and r["strength"] == strength]
-        reference = next((r for r in here if r["sampler"] == "ddim"
-                          and r["name"].endswith(REFERENCE)), None)
+        reference = reference_row(here)
         if reference is None:
             continue
         for sampler in dict.fromkeys(r["sampler"] for r in here):

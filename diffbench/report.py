@@ -11,6 +11,8 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
+from diffbench.nfe import MSE_TOLERANCE, PRESERVATION_TOLERANCE, REFERENCE, reference_row
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 
@@ -185,8 +187,6 @@ def plot_nfe(results: list[dict[str, Any]], path: str | Path) -> None:
     row, dotted lines bound what matches it (MSE + 5%, preservation - 1 point:
     :mod:`diffbench.nfe`); dashed, the ceiling: the space's noised accuracy at the start
     timestep every run of the column shares."""
-    from diffbench.nfe import MSE_TOLERANCE, PRESERVATION_TOLERANCE, REFERENCE
-
     panels = list(dict.fromkeys((r["space"], r["strength"]) for r in results))
     fig, axes = plt.subplots(2, len(panels), figsize=(4.2 * len(panels), 7), squeeze=False)
     for column, (space, strength) in enumerate(panels):
@@ -205,8 +205,7 @@ def plot_nfe(results: list[dict[str, Any]], path: str | Path) -> None:
                     bottom.plot([r["steps"]], [r["preservation"]], **star)
                     top.annotate(r["name"], (r["steps"], r["mse"]), fontsize=7,
                                  xytext=(-10, 6), textcoords="offset points")
-        reference = next((r for r in here if r["sampler"] == "ddim"
-                          and r["name"].endswith(REFERENCE)), None)
+        reference = reference_row(here)
         if reference is not None:
             top.axhline(reference["mse"] * (1 + MSE_TOLERANCE), color="grey", linestyle=":",
                         label=f"{REFERENCE} MSE + {MSE_TOLERANCE:.0%}")

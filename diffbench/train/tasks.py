@@ -16,6 +16,7 @@ Losses:
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -144,12 +145,18 @@ class DiffusionTask(Task):
 
     def loss(self, model: nn.Module, batch: Tensor, labels: Tensor, gen: torch.Generator) -> Tensor:
         x_t, t, eps = self.noised(batch, self.schedule.num_timesteps, gen)
-        gamma = self.config.min_snr_gamma
-        if gamma is None:
+        if self.config.min_snr_gamma is None:
             return F.mse_loss(model(x_t, t), eps)
         per_example = (model(x_t, t) - eps).pow(2).flatten(1).mean(1)
-        weights = min_snr_weights(self.schedule, t, gamma).to(per_example.dtype)
-        return (weights * per_example).mean()
+        return (self.loss_weights[t] * per_example).mean()
+
+    @functools.cached_property
+    def loss_weights(self) -> Tensor:
+        """The Min-SNR weight of every timestep, on the device in float32: built once, indexed
+        per step (no table copy or float64 math on the training hot path)."""
+        every = torch.arange(self.schedule.num_timesteps)
+        weights = min_snr_weights(self.schedule, every, self.config.min_snr_gamma)
+        return weights.to(device=self.device, dtype=torch.float32)
 
     def preview(
         self, model: nn.Module, test: MNISTTensors, gen: torch.Generator
