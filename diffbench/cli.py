@@ -157,7 +157,61 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--match-information", type=float, metavar="A",
                          help="also compare every system where its own space's noised accuracy "
                               "equals A (in (0, 1))")
+
+    ab = commands.add_parser(
+        "ab", help="base against head timed side by side, interleaved: the regression gate")
+    ab.add_argument("--base", required=True, metavar="REV",
+                    help="the revision to compare against (a commit, branch or tag; or a clean "
+                         "checkout folder)")
+    ab.add_argument("--head", metavar="REV", help="default: the working tree")
+    ab.add_argument("--cases", nargs="+", default=["quick"], metavar="CASE",
+                    help="quick (default), all, or case names (see diffbench.cases)")
+    ab.add_argument("--budget-s", type=float, default=None,
+                    help="seconds of timed pairs for all cases together (default 240)")
+    ab.add_argument("--out", type=Path, default=Path("results/ab"), help="output folder")
+    ab.add_argument("--threads", type=_positive_int, default=1,
+                    help="torch threads of each worker (default 1)")
+    ab.add_argument("--seed", type=_seed, help="the pair order's seed (default: drawn, recorded)")
+    ab.add_argument("--checkpoints", type=Path,
+                    help="the checkpoints both versions load (default: fixtures/checkpoints)")
+    ab.add_argument("--counts", action="store_true",
+                    help="also count one batch-1 call's instructions under callgrind (minutes)")
+    ab.add_argument("--no-control", action="store_true",
+                    help="skip the head-against-head control (the run is then not validated)")
+
+    history = commands.add_parser(
+        "history", help="each benchmark's median over commits, with change points, as a PNG")
+    history.add_argument("--storage", type=Path, default=Path(".benchmarks"),
+                         help="pytest-benchmark's storage folder (default .benchmarks)")
+    history.add_argument("--out", type=Path, default=Path("results/history.png"))
+    history.add_argument("--match", help="only cases whose name contains this")
     return parser
+
+
+def _ab(args: argparse.Namespace) -> int:
+    from diffbench.ab import DEFAULT_BUDGET_S, exit_status, run_ab
+
+    result = run_ab(args.base, args.head, args.cases, args.budget_s or DEFAULT_BUDGET_S,
+                    args.out, threads=args.threads, seed=args.seed,
+                    checkpoints=args.checkpoints, with_counts=args.counts,
+                    control=not args.no_control)
+    status = exit_status(result)
+    slower = [e["case"] for e in result["cases"] if e["verdict"] == "slower"]
+    if slower:
+        print(f"SLOWER: {', '.join(slower)}", file=sys.stderr)
+    if not result["valid"]:
+        print("INVALID RUN: the control (head against head) is not `same`; the verdicts above "
+              "cannot be trusted", file=sys.stderr)
+    print(f"wrote {args.out}/ab.json, ab.md")
+    return status
+
+
+def _history(args: argparse.Namespace) -> None:
+    from diffbench.history import draw_history, load_history
+
+    series = load_history(args.storage, args.match)
+    draw_history(series, args.out)
+    print(f"wrote {args.out}")
 
 
 def _compare(args: argparse.Namespace) -> None:
@@ -270,8 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         args.command_line = shlex.join(["diffbench", *argv])
         commands = {"demo": _demo, "train": _train, "evaluate": _evaluate, "compare": _compare,
-                    "shapes": _shapes}
-        commands[args.command](args)
+                    "shapes": _shapes, "ab": _ab, "history": _history}
+        status = commands[args.command](args)
     except (UsageError, InputError) as error:  # bad input only: MNISTNotFoundError included
         _error(error)
         return 2
@@ -287,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _error(error)
         return status
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":
