@@ -3,8 +3,10 @@
 A torch environment is ~6 GB; to skip building one per session, run the sessions inside an
 environment you already prepared (`pip install -e ".[dev,parity]"`): `nox --no-venv -s tests`.
 
-Benchmarks save their JSON under .benchmarks/ (pytest-benchmark's storage); `bench-compare`
-compares a new run with the last saved one and fails on a median slower by more than 10%.
+Benchmarks save their JSON under .benchmarks/ (pytest-benchmark's storage), keyed by commit.
+`ab` is the regression gate CI enforces: the base named in benches/ab-base against this tree,
+timed side by side and interleaved in one job (`diffbench ab`). `bench-compare` holds a new run
+against a saved one, allowing each case its measured noise: a report across machines and time.
 """
 
 import sys
@@ -74,6 +76,24 @@ def bench_compare(session: nox.Session) -> None:
     new = Path(session.create_tmp()) / "bench-compare.json"  # not under .benchmarks/
     session.run(tool(session, "pytest"), "benches", f"--benchmark-json={new}", *session.posargs)
     session.run(tool(session, "python"), "-m", "diffbench.benchgate", str(new))
+
+
+@nox.session
+def ab(session: nox.Session) -> None:
+    """The timing regression gate: benches/ab-base against the working tree, quick cases (or
+    the args after --, e.g. -- --cases all --budget-s 900)."""
+    install(session, "-e", DEV)
+    lines = Path("benches/ab-base").read_text().splitlines()
+    base = next(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+    session.run(tool(session, "diffbench"), "ab", "--base", base, "--out", "results/ab",
+                *(session.posargs or ["--cases", "quick"]))
+
+
+@nox.session
+def history(session: nox.Session) -> None:
+    """Each saved benchmark's median over commits, with change points: results/history.png."""
+    install(session, "-e", DEV)
+    session.run(tool(session, "diffbench"), "history", *session.posargs)
 
 
 @nox.session(venv_backend="none")

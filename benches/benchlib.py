@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import math
 import os
+import random
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
+from diffbench import paired
 from diffbench.config import SystemConfig, load_train_config
 from diffbench.gate import FidelityBaseline
 from diffbench.memory import peak_memory
 from diffbench.metrics import Judge
-from diffbench.scoring import Digits, load_digits, measure_latency, score_system
+from diffbench.scoring import Digits, load_digits, score_system
 from diffbench.stats import percentiles
 from diffbench.system import System, generator_for
 from diffbench.train import Distributed, Run, prepare_run
@@ -25,7 +29,7 @@ DIGITS = 64  # the fixed batch of real test digits; timed batches are its first 
 FIDELITY_IMAGES = 32  # of which the first 32 are scored per (system, strength)
 MATCHED_IMAGES = 512  # digits behind a "matched fidelity" claim (one digit: 0.2 points)
 SCORED_IMAGES = 256  # digits scored where a ratio compares preservation (one digit: 0.4 points)
-STRENGTH = 0.3  # the ratio benches' image-to-image strength and batch (issue 7's setting)
+STRENGTH = 0.3  # the ratio benches' image-to-image strength and batch
 BATCH = 64
 WARMUP = 1  # untimed calls before the timed rounds, for every system alike
 FIDELITY_KEYS = tuple(
@@ -209,21 +213,66 @@ def synchronized_call(fn, device: str):
     return call
 
 
-def side_by_side(benchmark, bench_env, device, timed, other, rounds):
+@dataclass
+class SideBySide:
+    """Two systems' seconds per image, from calls alternated in pairs: ``ratio`` is the median
+    over pairs of ``other / timed`` (a speed-up of ``timed`` when above 1) with its 95%
+    order-statistic interval (:func:`diffbench.paired.median_interval`)."""
+
+    timed_s: float
+    other_s: float
+    ratio: float
+    ratio_ci95: list[float]
+    pairs: int
+    spread: dict[str, dict[int, float]]
+
+
+def side_by_side(benchmark, bench_env, device, timed, other, rounds, seed=0) -> SideBySide:
     """Seconds per image of ``timed`` (the benchmark itself) and ``other`` on the same ``BATCH``
-    digits at ``STRENGTH``, one after the other in this process, each treated alike: the digits
-    moved to the device once, before any clock; ``WARMUP`` untimed calls; ``rounds`` timed
-    calls, each with a fresh generator seeded 0 made outside the clock; the device synchronised
-    before the clock stops. Returns both medians, and the p50/p90/p99 of each."""
+    digits at ``STRENGTH``, their calls alternated: each round (``WARMUP`` untimed ones first)
+    calls both, in an order drawn from ``random.Random(seed)``, so drift between rounds falls on
+    both alike. Each is treated alike: the digits moved to the device once, before any clock;
+    a fresh generator seeded 0 made outside the clock; the device synchronised before the clock
+    stops. The ratio needs at least 6 rounds for its 95% interval."""
     images = bench_env.digits(device).images[:BATCH].to(device)
     benchmark.group = "ratios"
-    target, setup = pedantic_call(timed, images, STRENGTH, device)
-    benchmark.pedantic(target, setup=setup, rounds=rounds, warmup_rounds=WARMUP, iterations=1)
-    timed_p = {q: v / len(images) for q, v in percentiles(benchmark.stats.stats.data).items()}
-    other_s = measure_latency(other, images, STRENGTH, seed=0, repeats=rounds, warmup=WARMUP,
-                              memory=False)
-    spread = {"timed": timed_p, "other": {q: other_s[f"sec_per_image_p{q}"] for q in timed_p}}
-    return benchmark.stats.stats.median / len(images), other_s["sec_per_image"], spread
+    target, setup_timed = pedantic_call(timed, images, STRENGTH, device)
+    other_call = synchronized_call(
+        lambda generator: other(images, STRENGTH, generator=generator), device)
+    order, other_first, other_seconds = random.Random(seed), [], []
+
+    def time_other():
+        generator = generator_for(other, 0)
+        start = time.perf_counter()
+        other_call(generator=generator)
+        other_seconds.append(time.perf_counter() - start)
+
+    def setup():
+        other_first.append(order.random() < 0.5)
+        if other_first[-1]:
+            time_other()
+        return setup_timed()
+
+    def teardown(**_):
+        if not other_first[-1]:
+            time_other()
+
+    benchmark.pedantic(target, setup=setup, teardown=teardown, rounds=rounds,
+                       warmup_rounds=WARMUP, iterations=1)
+    timed_seconds = list(benchmark.stats.stats.data)
+    other_seconds = other_seconds[WARMUP:]
+    ratios = paired.log_ratios(other_seconds, timed_seconds)
+    lo, hi = paired.median_interval(ratios, level=0.95)
+    per_image = {"timed": timed_seconds, "other": other_seconds}
+    spread = {k: {q: v / len(images) for q, v in percentiles(times).items()}
+              for k, times in per_image.items()}
+    result = SideBySide(paired.median(timed_seconds) / len(images),
+                        paired.median(other_seconds) / len(images),
+                        math.exp(paired.median(ratios)), [math.exp(lo), math.exp(hi)],
+                        len(ratios), spread)
+    benchmark.extra_info.update(ratio=result.ratio, ratio_ci95=result.ratio_ci95,
+                                pairs=result.pairs)
+    return result
 
 
 def latency_info(benchmark, batch: int) -> dict[str, float]:
@@ -241,5 +290,12 @@ def memory_info(system: System, images, strength: float, device: str) -> dict:
 def report(benchmark, title: str, numbers: dict[str, float]) -> None:
     """Record ``numbers`` in the benchmark's extra_info and print them under ``title``."""
     benchmark.extra_info.update(numbers)
-    lines = [f"{title}:"] + [f"    {k} = {v:.4g}" for k, v in numbers.items()]
+    lines = [f"{title}:"]
+    for key, value in numbers.items():
+        if key.endswith(("_ci95_lo", "_ci95_hi")):
+            continue  # printed beside their ratio
+        line = f"    {key} = {value:.4g}"
+        if f"{key}_ci95_lo" in numbers:
+            line += f" [{numbers[key + '_ci95_lo']:.4g}, {numbers[key + '_ci95_hi']:.4g}] (95%)"
+        lines.append(line)
     print("\n" + "\n".join(lines))

@@ -1,7 +1,8 @@
 """Image-to-image latency and fidelity per system, strength, batch size and device.
 
-The systems are every registered sampler in each space (few-step samplers at several step
-counts), plus any given with ``--system`` (e.g. a plug-in ``package.module:Name`` sampler).
+The systems are every registered sampler in each space at the step counts of
+:mod:`diffbench.cases` (the cases ``diffbench ab`` times too), plus any given with ``--system``
+(e.g. a plug-in ``package.module:Name`` sampler).
 Every case records in ``benchmark.extra_info`` what it measured besides time: fidelity on the
 fixed digits (mse, psnr, ssim, preservation, noised_accuracy, frechet_distance, kid, each with
 its ``_ci95`` interval), latency percentiles (``sec_per_image_p50/p90/p99``), the peak memory of
@@ -15,34 +16,18 @@ import pytest
 import yaml
 
 from benchlib import DEVICES, WARMUP, latency_info, memory_info, pedantic_call
+from diffbench.cases import BATCHES, QUICK, STRENGTHS, img2img_name, img2img_systems
 from diffbench.config import SystemConfig, validate
-from diffbench.sampling import DEFAULT_STEPS, SAMPLERS
+from diffbench.sampling import SAMPLERS
 from diffbench.system import SPACES, generator_for
-
-NUM_TIMESTEPS = 1000  # the shipped checkpoints' schedule: what an every-timestep sampler runs
-FEW_STEPS = {"pixel": (10, 20, DEFAULT_STEPS, 100), "latent": (DEFAULT_STEPS,)}  # DDIM's
-SOLVER_STEPS = {"dpmsolver++": 10, "unipc": 10, "euler": 10, "heun": 7}
-"""The few-step solvers' step counts: 3 network evaluations at strength 0.3 (5 at 0.5), where
-the NFE sweep in the README finds every sampler at DDIM-50's fidelity. A sampler registered by
-a user runs at DDIM's step counts."""
-STRENGTHS = [0.3, 0.5]
-BATCHES = [1, 16]  # latency, throughput
-QUICK = {"pixel-ddim-10", "pixel-ddim-50", "latent-ddim-50"}
 
 
 def systems(extra: list[str]) -> list[tuple[str, dict]]:
     """(case name, system as a config mapping, so the benchmark JSON can hold it): each space
-    with each registered sampler, then the ``--system``s."""
-    found = []
-    for space in SPACES:
-        for name, cls in SAMPLERS.items():
-            if cls.default_steps is None:
-                counts = (NUM_TIMESTEPS,)
-            else:
-                counts = (SOLVER_STEPS[name],) if name in SOLVER_STEPS else FEW_STEPS[space]
-            for steps in counts:
-                found.append((f"{space}-{name}-{steps}",
-                              {"space": space, "sampler": name, "steps": steps}))
+    with each registered sampler at the step counts of :mod:`diffbench.cases`, then the
+    ``--system``s."""
+    found = [(f"{s['space']}-{s['sampler']}-{s['steps']}", s)
+             for s in img2img_systems(SAMPLERS, tuple(SPACES))]
     for text in extra:
         system = validate(SystemConfig, yaml.safe_load(text))
         found.append((system.name or f"{system.space}-{system.sampler}",
@@ -53,7 +38,8 @@ def systems(extra: list[str]) -> list[tuple[str, dict]]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     cases = [
         pytest.param(case, system, strength, batch, id=f"{case}-s{strength}-b{batch}",
-                     marks=[pytest.mark.quick] if case in QUICK and strength == 0.3 else [])
+                     marks=[pytest.mark.quick] if img2img_name(system, strength, batch) in QUICK
+                     else [])
         for case, system in systems(metafunc.config.getoption("--system"))
         for strength in STRENGTHS
         for batch in BATCHES

@@ -50,7 +50,8 @@ def peer_path(bench_env):
 def test_img2img_against_peer(benchmark, bench_env, device, peer_path):
     pixel = bench_env.translator("pixel", "ddim", 50, device)
     peer = PeerTranslator.from_checkpoint(peer_path, num_steps=50, device=device)
-    pixel_s, peer_s, _ = side_by_side(benchmark, bench_env, device, pixel, peer, 5)
+    pair = side_by_side(benchmark, bench_env, device, pixel, peer, 10)
+    pixel_s, peer_s = pair.timed_s, pair.other_s
     peer_cl = PeerTranslator.from_checkpoint(peer_path, 50, device, channels_last=True)
     peer_cl_s = measure_latency(peer_cl, bench_env.digits(device).images[:BATCH], STRENGTH,
                                 seed=0, repeats=5, warmup=WARMUP, memory=False)["sec_per_image"]
@@ -60,7 +61,8 @@ def test_img2img_against_peer(benchmark, bench_env, device, peer_path):
     report(benchmark, "pixel DDIM-50 vs diffusers peer DDIM-50 (goal: >= 2x images/s, "
            "preservation and mse equal or better)", {
         "pixel_images_per_second": 1 / pixel_s, "peer_images_per_second": 1 / peer_s,
-        "throughput_ratio": peer_s / pixel_s,
+        "throughput_ratio": pair.ratio, "throughput_ratio_ci95_lo": pair.ratio_ci95[0],
+        "throughput_ratio_ci95_hi": pair.ratio_ci95[1],
         "peer_channels_last_images_per_second": 1 / peer_cl_s,
         "throughput_ratio_peer_channels_last": peer_cl_s / pixel_s,
         "pixel_preservation": ours["preservation"], "peer_preservation": theirs["preservation"],

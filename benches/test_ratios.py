@@ -4,7 +4,9 @@ machines are noise; ratios much less so). Each is reported with the numbers behi
 
 Both systems of a ratio are treated alike (``benchlib.side_by_side``): the same digits on the
 device before any clock, the same warm-up call, the same number of timed rounds (DDPM-1000's
-included), a fresh generator per call made outside the clock.
+included), a fresh generator per call made outside the clock, and their calls alternated in
+pairs, in a seeded random order, so that drift falls on both. Each speed-up is the median of the
+paired ratios with its 95% interval (``speedup_ci95``).
 
 1. DDIM-50 against DDPM-1000 (pixel): speed-up per image and the MSE ratio.
 2. LDM-DDIM-50 (VAE encode and decode included) against pixel DDIM-50, and the preservation gap
@@ -29,6 +31,7 @@ from benchlib import (
     MATCHED_IMAGES,
     SCORED_IMAGES,
     STRENGTH,
+    SideBySide,
     median_seconds,
     report,
     side_by_side,
@@ -36,18 +39,24 @@ from benchlib import (
 )
 
 
+def speedup(pair: SideBySide) -> dict[str, float]:
+    """The speed-up of the benchmark's own system and its 95% interval's ends."""
+    return {"speedup": pair.ratio, "speedup_ci95_lo": pair.ratio_ci95[0],
+            "speedup_ci95_hi": pair.ratio_ci95[1], "pairs": pair.pairs}
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_ddim_against_ddpm(benchmark, bench_env, device):
     ddim = bench_env.translator("pixel", "ddim", 50, device)
     ddpm = bench_env.translator("pixel", "ddpm", 1000, device)
-    ddim_s, ddpm_s, spread = side_by_side(benchmark, bench_env, device, ddim, ddpm, 3)
+    pair = side_by_side(benchmark, bench_env, device, ddim, ddpm, 6)
     ddim_mse = bench_env.fidelity(ddim, STRENGTH, device)["mse"]
     ddpm_mse = bench_env.fidelity(ddpm, STRENGTH, device)["mse"]
     report(benchmark, "DDIM-50 vs DDPM-1000 (goal: >= 18x faster, mse within 10%)", {
-        "ddim_sec_per_image": ddim_s, "ddpm_sec_per_image": ddpm_s,
-        "ddim_sec_per_image_p90": spread["timed"][90],
-        "ddpm_sec_per_image_p90": spread["other"][90],
-        "speedup": ddpm_s / ddim_s, "ddim_mse": ddim_mse, "ddpm_mse": ddpm_mse,
+        "ddim_sec_per_image": pair.timed_s, "ddpm_sec_per_image": pair.other_s,
+        "ddim_sec_per_image_p90": pair.spread["timed"][90],
+        "ddpm_sec_per_image_p90": pair.spread["other"][90],
+        **speedup(pair), "ddim_mse": ddim_mse, "ddpm_mse": ddpm_mse,
         "mse_ratio": ddim_mse / ddpm_mse,
     })
 
@@ -56,14 +65,14 @@ def test_ddim_against_ddpm(benchmark, bench_env, device):
 def test_latent_against_pixel(benchmark, bench_env, device):
     latent = bench_env.translator("latent", "ddim", 50, device)
     pixel = bench_env.translator("pixel", "ddim", 50, device)
-    latent_s, pixel_s, spread = side_by_side(benchmark, bench_env, device, latent, pixel, 5)
+    pair = side_by_side(benchmark, bench_env, device, latent, pixel, 10)
     latent_p = bench_env.fidelity(latent, STRENGTH, device, SCORED_IMAGES)["preservation"]
     pixel_p = bench_env.fidelity(pixel, STRENGTH, device, SCORED_IMAGES)["preservation"]
     report(benchmark, "LDM-DDIM-50 vs pixel DDIM-50 (goal: >= 4x faster, <= 2 points lower)", {
-        "latent_sec_per_image": latent_s, "pixel_sec_per_image": pixel_s,
-        "latent_sec_per_image_p90": spread["timed"][90],
-        "pixel_sec_per_image_p90": spread["other"][90],
-        "speedup": pixel_s / latent_s, "latent_preservation": latent_p,
+        "latent_sec_per_image": pair.timed_s, "pixel_sec_per_image": pair.other_s,
+        "latent_sec_per_image_p90": pair.spread["timed"][90],
+        "pixel_sec_per_image_p90": pair.spread["other"][90],
+        **speedup(pair), "latent_preservation": latent_p,
         "pixel_preservation": pixel_p, "preservation_gap_points": 100 * (pixel_p - latent_p),
     })
 
@@ -72,15 +81,15 @@ def test_latent_against_pixel(benchmark, bench_env, device):
 def test_few_step_against_ddim(benchmark, bench_env, device):
     few = bench_env.translator("pixel", "dpmsolver++", 10, device)
     ddim = bench_env.translator("pixel", "ddim", 50, device)
-    few_s, ddim_s, spread = side_by_side(benchmark, bench_env, device, few, ddim, 5)
+    pair = side_by_side(benchmark, bench_env, device, few, ddim, 10)
     few_f = bench_env.fidelity(few, STRENGTH, device, MATCHED_IMAGES)
     ddim_f = bench_env.fidelity(ddim, STRENGTH, device, MATCHED_IMAGES)
     report(benchmark, "DPM++2M-10 vs DDIM-50 (goal: >= 2x images/s, mse <= DDIM-50's + 5%, "
                       "preservation >= DDIM-50's - 1 point, on 512 digits)", {
-        "few_step_sec_per_image": few_s, "ddim_sec_per_image": ddim_s,
-        "few_step_sec_per_image_p90": spread["timed"][90],
-        "ddim_sec_per_image_p90": spread["other"][90],
-        "speedup": ddim_s / few_s, "few_step_nfe": few.evaluations(STRENGTH),
+        "few_step_sec_per_image": pair.timed_s, "ddim_sec_per_image": pair.other_s,
+        "few_step_sec_per_image_p90": pair.spread["timed"][90],
+        "ddim_sec_per_image_p90": pair.spread["other"][90],
+        **speedup(pair), "few_step_nfe": few.evaluations(STRENGTH),
         "ddim_nfe": ddim.evaluations(STRENGTH),
         "few_step_mse": few_f["mse"], "ddim_mse": ddim_f["mse"],
         "mse_ratio": few_f["mse"] / ddim_f["mse"],

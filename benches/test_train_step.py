@@ -6,15 +6,15 @@ import pytest
 import torch
 
 from benchlib import DEVICES, synchronized
+from diffbench.cases import TRAIN_BATCH, train_cases
 from diffbench.train import train_step
 
-BATCH = 64
+BATCH = TRAIN_BATCH
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [pytest.param("pixel", marks=pytest.mark.quick), "vae", "latent", "classifier"],
-)
+@pytest.mark.parametrize("kind", [
+    pytest.param(case.params["kind"], marks=[pytest.mark.quick] if case.quick else [])
+    for case in train_cases()])
 @pytest.mark.parametrize("device", DEVICES)
 def test_train_step(benchmark, bench_env, device, kind):
     run = bench_env.train_run(kind, device, BATCH)

@@ -6,12 +6,15 @@ import pytest
 import torch
 
 from benchlib import DEVICES, synchronized
+from diffbench.cases import vae_cases
 from diffbench.checkpoints import load_model
 from diffbench.models import flops_per_image
 
 
-@pytest.mark.parametrize("batch", [1, 16])
-@pytest.mark.parametrize("part", [pytest.param("encode", marks=pytest.mark.quick), "decode"])
+@pytest.mark.parametrize("part, batch", [
+    pytest.param(case.params["part"], case.params["batch"], id=f"{case.params['part']}-"
+                 f"{case.params['batch']}", marks=[pytest.mark.quick] if case.quick else [])
+    for case in vae_cases()])
 @pytest.mark.parametrize("device", DEVICES)
 def test_vae(benchmark, bench_env, device, part, batch):
     vae, _ = load_model(bench_env.checkpoints / "vae.safetensors", device)

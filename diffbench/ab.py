@@ -142,6 +142,11 @@ class Worker:
                                f"{self._log.name}")
         return json.loads(line)
 
+    def log_tail(self, lines: int = 3) -> str:
+        self._log.flush()
+        text = Path(self._log.name).read_text(errors="replace").strip().splitlines()
+        return " | ".join(text[-lines:])
+
     def close(self) -> None:
         with contextlib.suppress(OSError, ValueError):
             self.process.stdin.write(json.dumps({"op": "quit"}) + "\n")
@@ -170,7 +175,12 @@ def measure_case(name: str, head: Worker, base: Worker, budget_s: float, rng: ra
                  max_pairs: int = paired.MAX_PAIRS) -> dict[str, Any]:
     """Warm both workers up on ``name``, then pairs in random order until a verdict."""
     entry: dict[str, Any] = {"case": name, "head": head.name, "base": base.name}
-    replies = {w.name: w.ask(op="prepare", case=name, warmup=WARMUP) for w in (head, base)}
+    replies = {}
+    for worker in (head, base):
+        try:
+            replies[worker.name] = worker.ask(op="prepare", case=name, warmup=WARMUP)
+        except RuntimeError as error:  # it could not even import its diffbench
+            replies[worker.name] = {"ok": False, "error": f"{error}: {worker.log_tail()}"}
     failed = {side: r["error"] for side, r in replies.items() if not r["ok"]}
     if failed:
         return {**entry, "verdict": "not comparable", "error": failed, "pairs": 0}
@@ -216,6 +226,13 @@ def run_ab(base: str, head: str | None, case_spec: list[str], budget_s: float, o
            with_counts: bool = False, control: bool = True) -> dict[str, Any]:
     """The whole job; returns what it writes to ``out/ab.json``."""
     repo = repository_root(Path.cwd())
+    for label, rev in (("base", base), ("head", head)):  # bad revisions fail before any work
+        if rev is None:
+            continue
+        if label == "base" and Path(rev).is_dir() and (Path(rev) / "diffbench").is_dir():
+            check_clean(Path(rev))
+        else:
+            resolve_revision(repo, rev)
     known = case_module.all_cases()
     names = select_cases(case_spec, known)
     if budget_s <= 0:

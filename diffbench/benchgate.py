@@ -10,7 +10,13 @@ A case regresses when both hold:
   default), so a case timed with near-zero spread does not fail on a 1% drift.
 
 Cases only in the new run are listed as new, cases only in the reference are ignored (a subset
-such as ``-m quick`` may run). Usage::
+such as ``-m quick`` may run). A run that shares no case with the reference fails (renamed
+cases, an empty run, a quick run against a reference without its cases), and so does a median
+that is not a finite number.
+
+Absolute times against a run saved earlier drift with the machine (20-45% between runs on a
+shared 2-core machine), so this gate is a report across machines and over time; the regression
+gate that CI enforces is ``diffbench ab`` (base and head side by side, interleaved). Usage::
 
     python -m diffbench.benchgate NEW.json [--reference REF.json] [--k 2] [--floor 0.10]
 
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -65,6 +72,9 @@ def compare(
     """(regressions, other lines): one line per case of the new run."""
     regressions, lines = [], []
     for name, timing in new.items():
+        if not math.isfinite(timing.median) or timing.median <= 0:
+            regressions.append(f"NOT A TIME {name}: median {timing.median} s")
+            continue
         if name not in ref:
             lines.append(f"new       {name}: median {timing.median:.4g} s (no reference)")
             continue
@@ -104,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"reference: {reference}")
     print("\n".join(lines + regressions))
+    if not any(line.startswith(("ok", "SLOWER")) for line in lines + regressions):
+        print(f"no case of {args.new} is in the reference {reference}: nothing was compared "
+              f"(renamed cases, an empty run, or a subset the reference lacks)", file=sys.stderr)
+        return 1
     if regressions:
         print(f"{len(regressions)} case(s) slower beyond their noise", file=sys.stderr)
         return 1

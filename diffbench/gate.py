@@ -2,12 +2,13 @@
 
 A case fails when its MSE rose by more than ``mse_rel`` (relative) plus ``mse_abs`` (absolute),
 or its preservation fell by more than ``preservation_abs``. The messages name the case and both
-numbers. Timing regressions are pytest-benchmark's business (``--benchmark-compare-fail``).
+numbers; a measured value that is not a number fails too. Timing regressions: ``diffbench ab``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,13 +33,18 @@ def check_case(
     """The regressions of one case (empty when it is within tolerance)."""
     problems = []
     mse_limit = baseline["mse"] * (1 + tolerance.mse_rel) + tolerance.mse_abs
-    if measured["mse"] > mse_limit:
+    if not math.isfinite(measured["mse"]):  # NaN compares false with every limit
+        problems.append(f"{case}: mse is {measured['mse']} (not a number); the baseline is "
+                        f"{baseline['mse']:.5f}")
+    elif measured["mse"] > mse_limit:
         problems.append(
             f"{case}: mse {measured['mse']:.5f} is worse than the baseline {baseline['mse']:.5f} "
             f"(limit {mse_limit:.5f})"
         )
     floor = baseline["preservation"] - tolerance.preservation_abs
-    if measured["preservation"] < floor:
+    if not math.isfinite(measured["preservation"]):
+        problems.append(f"{case}: preservation is {measured['preservation']} (not a number)")
+    elif measured["preservation"] < floor:
         problems.append(
             f"{case}: preservation {measured['preservation']:.4f} is worse than the baseline "
             f"{baseline['preservation']:.4f} (limit {floor:.4f})"

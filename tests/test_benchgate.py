@@ -43,3 +43,19 @@ def test_gate_names_an_unreadable_file(tmp_path, capsys):
     (tmp_path / "bad.json").write_text("{}")
     assert main([str(tmp_path / "bad.json"), "--reference", str(tmp_path / "bad.json")]) == 2
     assert "not a readable pytest-benchmark JSON" in capsys.readouterr().err
+
+
+def test_gate_fails_when_it_compared_nothing(tmp_path, capsys):
+    ref = run(tmp_path / "ref.json", {"old-name": (1.0, 0.01)})
+    renamed = run(tmp_path / "renamed.json", {"new-name": (1.0, 0.01)})
+    assert main([str(renamed), "--reference", str(ref)]) == 1
+    assert "nothing was compared" in capsys.readouterr().err
+    empty = run(tmp_path / "empty.json", {})
+    assert main([str(empty), "--reference", str(ref)]) == 1
+
+
+def test_a_nan_median_fails(tmp_path, capsys):
+    ref = run(tmp_path / "ref.json", {"case": (1.0, 0.01), "other": (1.0, 0.01)})
+    nan = run(tmp_path / "nan.json", {"case": (float("nan"), 0.01), "other": (1.0, 0.01)})
+    assert main([str(nan), "--reference", str(ref)]) == 1
+    assert "NOT A TIME case: median nan s" in capsys.readouterr().out

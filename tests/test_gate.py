@@ -52,3 +52,10 @@ def test_a_missing_or_unreadable_baseline_is_an_error(tmp_path, content):
         path.write_text(content)
     with pytest.raises(BaselineError, match=f"fidelity baseline {path} cannot be read"):
         FidelityBaseline(path)
+
+
+@pytest.mark.parametrize("key", ["mse", "preservation"])
+def test_a_nan_fails(key):
+    measured = {"mse": 0.0300, "preservation": 0.97, key: float("nan")}
+    problems = check_case("pixel-ddim-50-s0.3", measured, BASE, Tolerance())
+    assert len(problems) == 1 and f"{key} is nan" in problems[0]

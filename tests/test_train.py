@@ -371,8 +371,11 @@ def test_unet_runs_under_bf16_autocast(grad):
     assert torch.allclose(got.float(), expected, atol=0.05)
     if grad:
         got.float().pow(2).mean().backward()
-        assert all(p.grad is not None and p.grad.isfinite().all() for p in model.parameters()
-                   if p.requires_grad and p.grad is not None)
+        trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        assert trainable
+        for name, p in trainable:  # every parameter gets a finite gradient
+            assert p.grad is not None, f"{name} got no gradient"
+            assert p.grad.isfinite().all(), f"{name} has a non-finite gradient"
 
 
 @pytest.mark.cuda
