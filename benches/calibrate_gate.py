@@ -16,7 +16,8 @@ duration (the snippet is in ``docs/regression_gate.md``).
 ``analyse`` counts verdicts per kind of run, then estimates both rates by resampling: it draws
 sequences of pairs with replacement from the pooled pairs of the unchanged runs, replays the
 gate's stopping rule (:func:`diffbench.paired.sequential`) on them, and, for detection, adds
-``ln(1 + f)`` to each drawn log-ratio.
+``ln(1 + f)`` to each drawn log-ratio. Each resampled case keeps its own noise and the number of
+pairs its budget bought in the real run.
 """
 
 from __future__ import annotations
@@ -99,8 +100,29 @@ def load_runs(folder: Path) -> list[tuple[dict, dict]]:
     return found
 
 
+def busy_windows(path: Path | None) -> list[tuple[float, float]]:
+    """(start, end) epoch seconds of other work on the machine, from lines ``start T ...`` and
+    ``end T`` (what a wrapper around that work logged)."""
+    if path is None or not path.exists():
+        return []
+    windows, start = [], None
+    for line in path.read_text().splitlines():
+        word, _, rest = line.partition(" ")
+        if word == "start":
+            start = float(rest.split()[0])
+        elif word == "end" and start is not None:
+            windows.append((start, float(rest.split()[0])))
+            start = None
+    return windows
+
+
 def analyse(args: argparse.Namespace) -> None:
     runs = load_runs(args.folder)
+    windows = busy_windows(args.neighbours)
+    for spec, _ in runs:  # a run beside other logged work had a busy neighbour too
+        end = spec["started"] + spec["wall_s"]
+        if any(a < end and spec["started"] < b for a, b in windows):
+            spec["neighbour"] = spec.get("neighbour") or "other work"
     verdicts: dict[str, Counter] = defaultdict(Counter)
     null_pairs: list[list[float]] = []
     walls = []
@@ -112,12 +134,13 @@ def analyse(args: argparse.Namespace) -> None:
             ratios = paired.log_ratios(entry["head_seconds"], entry["base_seconds"])
             if spec["kind"] == "unchanged":
                 key = "unchanged (control)" if entry.get("control") else "unchanged"
-                if spec.get("neighbour"):
-                    key += ", busy neighbour"
                 null_pairs.append(ratios)
             else:
                 key = f"planted {spec['where']} +{spec['level']:.0%}"
+            if spec.get("neighbour"):
+                key += ", busy neighbour"
             verdicts[key][entry["verdict"]] += 1
+            verdicts[key.split(",")[0] + " (all)"][entry["verdict"]] += 1
         if spec["kind"] == "unchanged":
             walls.append(spec["wall_s"])
             verdicts["unchanged runs"]["invalid" if not ab["valid"] else "valid"] += 1
@@ -130,13 +153,13 @@ def analyse(args: argparse.Namespace) -> None:
     rng = random.Random(args.seed)
     pooled = [r for seq in null_pairs for r in seq]
     print(f"\nResampling {args.resamples} sequences from {len(pooled)} pooled null pairs "
-          f"({len(null_pairs)} cases), max {paired.MAX_PAIRS} pairs:")
+          f"({len(null_pairs)} cases), each with its case's own noise and pair count:")
     for shift in (0.0, *LEVELS):
         tally: Counter = Counter()
         for _ in range(args.resamples):
             source = rng.choice(null_pairs)  # one case's own noise, resampled
-            draw = [rng.choice(source) + math.log1p(shift) for _ in range(args.pairs)]
-            tally[paired.sequential(draw, args.pairs)[0]] += 1
+            draw = [rng.choice(source) + math.log1p(shift) for _ in range(len(source))]
+            tally[paired.sequential(draw, len(source))[0]] += 1
         shares = {k: f"{v / args.resamples:.1%}" for k, v in sorted(tally.items())}
         print(f"  true slowdown {shift:.0%}: {shares}")
 
@@ -153,9 +176,9 @@ def main() -> None:
     look = commands.add_parser("analyse")
     look.add_argument("folder", type=Path)
     look.add_argument("--resamples", type=int, default=2000)
-    look.add_argument("--pairs", type=int, default=60,
-                      help="pairs a resampled case may use (about what a case's budget buys)")
     look.add_argument("--seed", type=int, default=0)
+    look.add_argument("--neighbours", type=Path,
+                      help="a log of other work's windows ('start EPOCH ...' / 'end EPOCH')")
     args = parser.parse_args()
     (run if args.command == "run" else analyse)(args)
 

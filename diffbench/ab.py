@@ -260,7 +260,34 @@ def run_ab(base: str, head: str | None, case_spec: list[str], budget_s: float, o
                        "--threads", str(threads)]
         pin = ["--cpu", str(max(os.sched_getaffinity(0)))]  # both take turns on one core
         started = time.perf_counter()
-        entries = []
+        entries: list[dict[str, Any]] = []
+
+        def save(complete: bool) -> dict[str, Any]:
+            """ab.json and ab.md as they stand: rewritten after every case, so a killed run
+            keeps what it measured (``"complete": false``)."""
+            result = {
+                "schema": SCHEMA, "complete": complete,
+                "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "base": {"rev": base, "commit": base_v.commit, "root": str(base_v.root)},
+                "head": {"rev": head or "working tree", "commit": head_v.commit,
+                         "dirty": head_v.dirty, "root": str(head_v.root)},
+                "seed": seed, "threads": threads, "budget_s": budget_s,
+                "checkpoints": str(checkpoints), "warmup": WARMUP,
+                "worker_env": WORKER_ENV,
+                "thresholds": {"level": paired.LEVEL, "lower_bound": paired.LOWER_BOUND,
+                               "min_effect": paired.MIN_EFFECT, "same_band": paired.SAME_BAND,
+                               "min_pairs": paired.MIN_PAIRS, "round": paired.ROUND,
+                               "max_pairs": paired.MAX_PAIRS},
+                "timing_seconds": time.perf_counter() - started,
+                "cases": [e for e in entries if not e["control"]],
+                "control": next((e for e in entries if e["control"]), None),
+            }
+            result["valid"] = result["control"] is None or \
+                result["control"]["verdict"] == "same"
+            write_atomic_text(out / "ab.json", json.dumps(result, indent=2) + "\n")
+            write_atomic_text(out / "ab.md", markdown(result))
+            return result
+
         plan = ([("control", case_module.CONTROL)] if control else []) + \
             [("case", name) for name in names]
         shares = [CONTROL_SHARES if role == "control" else 1 for role, _ in plan]
@@ -278,29 +305,15 @@ def run_ab(base: str, head: str | None, case_spec: list[str], budget_s: float, o
                     worker.close()
             entry["control"] = role == "control"
             entries.append(entry)
+            save(complete=False)
             print(line_for(entry), flush=True)
-        result = {
-            "schema": SCHEMA,
-            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "base": {"rev": base, "commit": base_v.commit, "root": str(base_v.root)},
-            "head": {"rev": head or "working tree", "commit": head_v.commit,
-                     "dirty": head_v.dirty, "root": str(head_v.root)},
-            "seed": seed, "threads": threads, "budget_s": budget_s,
-            "checkpoints": str(checkpoints), "warmup": WARMUP,
-            "thresholds": {"level": paired.LEVEL, "lower_bound": paired.LOWER_BOUND,
-                           "min_effect": paired.MIN_EFFECT, "same_band": paired.SAME_BAND,
-                           "min_pairs": paired.MIN_PAIRS, "round": paired.ROUND,
-                           "max_pairs": paired.MAX_PAIRS},
-            "timing_seconds": time.perf_counter() - started,
-            "cases": [e for e in entries if not e["control"]],
-            "control": next((e for e in entries if e["control"]), None),
-        }
-        result["valid"] = result["control"] is None or result["control"]["verdict"] == "same"
+        result = save(complete=not with_counts)
         if with_counts:
             result["counts"] = instruction_counts({"base": base_v, "head": head_v},
                                                   worker_args, env)
-    write_atomic_text(out / "ab.json", json.dumps(result, indent=2) + "\n")
-    write_atomic_text(out / "ab.md", markdown(result))
+            write_atomic_text(out / "ab.json", json.dumps({**result, "complete": True},
+                                                          indent=2) + "\n")
+            write_atomic_text(out / "ab.md", markdown(result))
     return result
 
 
