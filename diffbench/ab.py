@@ -45,7 +45,7 @@ SAMPLE_S = 0.2
 call on a shared 2-core machine spreads by +-20%, a sum of ten much less."""
 DEFAULT_BUDGET_S = 240.0
 EXIT_SLOWER, EXIT_INVALID = 1, 3
-CONTROL_SHARES = 2  # the control gets twice a case's time: an undecided control voids the run
+CONTROL_SHARES = 3  # the control gets three times a case's time: an undecided one voids the run
 WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "PYTHONDONTWRITEBYTECODE": "1"}
 """A fixed mmap threshold makes glibc map every buffer over 64 KiB afresh on each call, so each
 call's tensors land on new physical pages. With glibc's default (a threshold that grows to reuse
