@@ -1,7 +1,7 @@
 """The NFE sweep's answer: at each strength, the fewest network evaluations (NFE) at which each
 sampler matches DDIM-50's fidelity, from the rows of one comparison.
 
-"Matches" is issue 17's rule: MSE no more than 5% above the reference's and class preservation
+"Matches" is the NFE sweep's rule: MSE no more than 5% above the reference's and class preservation
 no more than 1 point below it, on at least 512 digits (fewer are flagged, not hidden). Only the
 NFE the sweep ran are searched, so "fewest" means the fewest of those; a sampler whose fidelity
 is not monotone in NFE can match at a few NFE and miss at more, and the table shows both. MSE

@@ -1,4 +1,4 @@
-"""Image-to-image's exact start (issue 17, item 0): every sampler and step count starts at
+"""Image-to-image's exact start: every sampler and step count starts at
 t_start = int(strength * T) - 1, and the loop runs any decreasing timestep sequence."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Hardening (issue 8): bad input is one clear error, untrusted files are never unpickled,
+"""Hardening: bad input is one clear error, untrusted files are never unpickled,
 faults lose nothing, runs are reproducible, and fuzzed configs and sampler arguments fail only
 with a ValueError."""
 

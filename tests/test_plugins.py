@@ -1,4 +1,4 @@
-"""Bring your own sampler or model (issue 13): a sampler defined and registered here, and a model
+"""Bring your own sampler or model: a sampler defined and registered here, and a model
 from a plain nn.Module factory (plugin_models.py), measured like the built-in systems by
 compare, evaluate and the benches; bad plug-ins are one clear error."""
 

@@ -1,4 +1,4 @@
-"""The few-step solvers (issue 17): DPM-Solver++(2M), Euler, Heun, UniPC. Their algebra against
+"""The few-step solvers: DPM-Solver++(2M), Euler, Heun, UniPC. Their algebra against
 closed forms (an oracle model, Gaussian data), network evaluations, per-call state, the clip
 policy, names and configs. Parity with diffusers is tests/test_parity_solvers.py."""
 
