@@ -21,16 +21,19 @@ from typing import Any
 NUM_TIMESTEPS = 1000  # the shipped checkpoints' schedule: what an every-timestep sampler runs
 DEFAULT_STEPS = 50  # a few-step sampler's default (diffbench.sampling.DEFAULT_STEPS)
 FEW_STEPS = {"pixel": (10, 20, DEFAULT_STEPS, 100), "latent": (DEFAULT_STEPS,)}  # DDIM's
-SOLVER_STEPS = {"dpmsolver++": 10, "unipc": 10, "euler": 10, "heun": 7}
+SOLVER_STEPS = {"dpmsolver++": 10, "unipc": 10, "euler": 10, "heun": 7,
+                "flow-euler": 10, "flow-heun": 7, "flow-dpmsolver++": 10}
 """The few-step solvers' step counts: 3 network evaluations at strength 0.3 (5 at 0.5), where
-the NFE sweep finds every sampler at DDIM-50's fidelity. A sampler registered by a user runs at
-DDIM's step counts."""
+the NFE sweep finds every sampler at DDIM-50's fidelity; the flow samplers (on the flow
+networks) alike. A sampler registered by a user runs at DDIM's step counts."""
 ANCESTRAL_STEPS = (DEFAULT_STEPS, NUM_TIMESTEPS)
 """An every-timestep sampler (DDPM) at 50 leading-spaced steps (diffusers' DDPMScheduler with
 ``num_inference_steps=50``) and at every timestep."""
 STRENGTHS = (0.3, 0.5)
 BATCHES = (1, 16)  # latency, throughput
 TRAIN_KINDS = ("pixel", "vae", "latent", "classifier")
+TRAIN_VARIANTS = {"pixel-flow": ("pixel", ["prediction=flow"])}
+"""Training steps of other objectives on a kind's network: name -> (kind, config overrides)."""
 TRAIN_BATCH = 64
 VAE_PARTS = ("encode", "decode")
 VAE_BATCHES = (1, 16)
@@ -89,7 +92,12 @@ def img2img_systems(samplers: dict[str, Any], spaces: tuple[str, ...]) -> list[d
                 counts = ANCESTRAL_STEPS
             else:
                 counts = (SOLVER_STEPS[name],) if name in SOLVER_STEPS else FEW_STEPS[space]
-            found += [{"space": space, "sampler": name, "steps": steps} for steps in counts]
+            # A flow sampler runs on its space's flow network (``predictions`` is absent from
+            # versions of diffbench without flow networks).
+            prediction = getattr(cls, "predictions", ("eps",))[0]
+            network = {} if prediction == "eps" else {"prediction": prediction}
+            found += [{"space": space, "sampler": name, "steps": steps, **network}
+                      for steps in counts]
     return found
 
 
@@ -112,9 +120,11 @@ def vae_cases() -> list[Case]:
 
 
 def train_cases() -> list[Case]:
-    return [Case(f"train-{kind}-b{TRAIN_BATCH}", "train", {"kind": kind, "batch": TRAIN_BATCH},
-                 quick=f"train-{kind}-b{TRAIN_BATCH}" in QUICK)
-            for kind in TRAIN_KINDS]
+    variants = {kind: (kind, []) for kind in TRAIN_KINDS} | TRAIN_VARIANTS
+    return [Case(f"train-{name}-b{TRAIN_BATCH}", "train",
+                 {"kind": kind, "batch": TRAIN_BATCH, "overrides": overrides},
+                 quick=f"train-{name}-b{TRAIN_BATCH}" in QUICK)
+            for name, (kind, overrides) in variants.items()]
 
 
 def all_cases() -> dict[str, Case]:
@@ -171,7 +181,7 @@ def _train(params, checkpoints, digits, device) -> Call:
 
     batch = params["batch"]
     overrides = [f"train_images={batch}", f"batch_size={batch}", f"device={device}",
-                 f"vae_checkpoint={checkpoints / 'vae.safetensors'}"]
+                 f"vae_checkpoint={checkpoints / 'vae.safetensors'}", *params.get("overrides", [])]
     config = load_train_config(params["kind"], overrides=overrides)
     run = prepare_run(config, torch.device(device), Distributed(), resume=False, command="bench")
     index = torch.arange(batch, device=device)

@@ -10,7 +10,11 @@ clock starts, the device synchronised before it stops; median, p50/p90/p99, min,
 peak memory of a call; both by :mod:`diffbench.scoring`. These rows are the equal-strength view
 (``"view": "equal_strength"``); with ``match_information`` set, each system also gets an
 equal-information row (``"view": "equal_information"``) at the strength where its own space's
-noised accuracy equals that value (:mod:`diffbench.information`). Results reach disk (JSON,
+noised accuracy equals that value (:mod:`diffbench.information`); with ``match_snr``, an
+equal-SNR row (``"view": "equal_snr"``) per strength, at the strength whose start has the SNR of
+the VP start ``t = int(strength * T) - 1`` (a flow network's input at sigma 0.3 has an SNR of
+5.4; a VP input at t = 299 one of 0.66). Every row carries its start's ``start_snr`` and, for a
+flow system, ``start_sigma``. Results reach disk (JSON,
 Markdown, PNGs) before MLflow is tried. With ``compile`` set, compilation (or CUDA-graph
 capture) happens in untimed calls and is reported apart, as ``compile_seconds``.
 
@@ -39,7 +43,7 @@ from diffbench.checkpoints import (
 )
 from diffbench.config import CompareConfig, SystemConfig, validate
 from diffbench.errors import InputError
-from diffbench.information import match_information
+from diffbench.information import match_information, strength_for_timestep
 from diffbench.metrics import NOISY_CLASSIFIERS, Judge
 from diffbench.nfe import fewest_nfe, fewest_nfe_markdown
 from diffbench.report import (
@@ -52,13 +56,15 @@ from diffbench.report import (
     sweeps_nfe,
 )
 from diffbench.runtime import resolve_device
+from diffbench.sampling import exact_start
 from diffbench.scoring import Digits, load_digits, measure_latency, noised_inputs, score_system
 from diffbench.system import System, check_system, compile_seconds
 from diffbench.tracking import start_run
 from diffbench.translate import Translator
 
 RESULT_KEYS = (
-    "view", "name", "space", "sampler", "steps", "strength", "start_timestep", "num_images",
+    "view", "name", "space", "prediction", "sampler", "steps", "strength", "start_timestep",
+    "start_sigma", "start_snr", "num_images",
     "sec_per_image", "sec_per_image_p50", "sec_per_image_p90", "sec_per_image_p99",
     "peak_memory_bytes", "peak_memory_method", "mse", "mse_ci95", "psnr", "psnr_ci95", "ssim",
     "ssim_ci95", "preservation", "preservation_ci95", "noised_accuracy", "noised_accuracy_ci95",
@@ -67,6 +73,8 @@ RESULT_KEYS = (
 )
 MATCHED_KEYS = ("match_information", "matched_timestep", "noised_accuracy_curve")
 """Added to equal-information rows."""
+SNR_KEYS = ("match_snr_of_strength", "matched_timestep")
+"""Added to equal-SNR rows: the strength whose VP start they match, and its timestep."""
 
 
 def checkpoint_files(config: CompareConfig) -> list[str]:
@@ -74,10 +82,15 @@ def checkpoint_files(config: CompareConfig) -> list[str]:
     names = ["classifier.safetensors"]
     names += [f"{name}.safetensors" for name in NOISY_CLASSIFIERS.values()
               if (Path(config.checkpoints) / f"{name}.safetensors").is_file()]
-    spaces = {system.space for system in config.systems if system.model is None}
-    names += [f"{space}.safetensors" for space in ("pixel", "latent") if space in spaces]
+    names += list(dict.fromkeys(f"{unet_stem(system)}.safetensors" for system in config.systems
+                                if system.model is None))
     latent = any(system.space == "latent" for system in config.systems)
     return names + (["vae.safetensors"] if latent else [])
+
+
+def unet_stem(system: SystemConfig) -> str:
+    """The shipped UNet checkpoint a system runs: ``pixel``, ``latent``, ``pixel_flow``, ..."""
+    return system.space if system.prediction == "eps" else f"{system.space}_{system.prediction}"
 
 
 class _PythonRun(CompareConfig):
@@ -144,6 +157,13 @@ def run_compare(config: CompareConfig, systems: Sequence[System] = ()) -> list[d
                                  view="equal_information")
             results.append({**row, **matched, **facts})
             print_row(row)
+        if config.match_snr:
+            measured = {r["strength"]: r for r in results
+                        if r["name"] == system.name and r["view"] == "equal_strength"}
+            for strength in config.strengths:
+                row = equal_snr_row(system, judge, digits, strength, config, measured)
+                results.append({**row, **facts})
+                print_row(row)
     files = write_results(config, results, digits, grid_columns, systems[0])
     track(config, results, files)
     return results
@@ -170,6 +190,26 @@ def measure_row(
     row["flops_per_image"] = system.flops_per_image(strength)
     row["compile_seconds"] = compile_seconds(system) - compiled_before
     return row, outputs
+
+
+def equal_snr_row(
+    system: System,
+    judge: Judge,
+    digits: Digits,
+    strength: float,
+    config: CompareConfig,
+    measured: dict[float, dict[str, Any]],
+) -> dict[str, Any]:
+    """The row of ``system`` at the strength whose start has the SNR of the VP start at
+    ``strength`` (``t = int(strength * T) - 1``; T = 1000 for every shipped network). Where
+    that is a strength already measured (a VP system's own), its row is reused, not rerun."""
+    t = exact_start(1000, strength)
+    matched = strength_for_timestep(system, t)
+    if matched in measured:
+        row = dict(measured[matched], view="equal_snr")
+    else:
+        row, _ = measure_row(system, judge, digits, matched, config, view="equal_snr")
+    return {**row, "match_snr_of_strength": strength, "matched_timestep": t}
 
 
 def print_row(row: dict[str, Any]) -> None:
@@ -212,9 +252,12 @@ def write_results(
     if len(config.strengths) > 1:
         files.append(out / "fidelity_vs_strength.png")
         plot_strength([r for r in results if r["view"] == "equal_strength"], files[-1])
-    if sweeps_nfe(results):
-        files.append(out / "fidelity_vs_nfe.png")
-        plot_nfe([r for r in results if r["view"] == "equal_strength"], files[-1])
+    for view, name in (("equal_strength", "fidelity_vs_nfe.png"),
+                       ("equal_snr", "fidelity_vs_nfe_equal_snr.png")):
+        rows = [r for r in results if r["view"] == view]
+        if rows and sweeps_nfe(rows):
+            files.append(out / name)
+            plot_nfe(rows, files[-1])
     return files
 
 
@@ -227,6 +270,12 @@ def results_markdown(results: list[dict[str, Any]]) -> str:
     if matched:
         text += (f"\n## Equal information: noised accuracy {matched[0]['match_information']:g} "
                  f"in each system's own space\n\n" + markdown_table(matched))
+    same_snr = [r for r in results if r["view"] == "equal_snr"]
+    if same_snr:
+        text += ("\n## Equal SNR: each system where its input is as noisy as a VP input at "
+                 "t = int(strength * 1000) - 1\n\n" + markdown_table(same_snr))
+        if sweeps_nfe(same_snr):
+            text += "\n" + fewest_nfe_markdown(fewest_nfe(results, view="equal_snr"))
     return text
 
 

@@ -22,6 +22,7 @@ from diffbench.models import ClassifierConfig, PeerConfig, UNetConfig, VAEConfig
 from diffbench.plugins import is_spec
 from diffbench.runtime import DEVICES, MAX_SEED, NOISE_DEVICES
 from diffbench.sampling import SAMPLERS, sampler_class
+from diffbench.sampling.prediction import PREDICTIONS
 from diffbench.system import SPACES
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -71,6 +72,13 @@ class TrainConfig(_Strict):
         None, gt=0, description="diffusion models: weight each example's noise-prediction loss "
         "by min(SNR_t, gamma) / SNR_t (Min-SNR, Hang et al. 2023); null: the simple DDPM loss"
     )
+    prediction: Literal[PREDICTIONS] = Field(
+        "eps", description="pixel / latent: what the network predicts: eps (the simple DDPM "
+        "loss), v (Salimans & Ho 2022) or flow (rectified flow's velocity eps - x0, sigma drawn "
+        "from SD3's logit-normal density)"
+    )
+    logit_mean: float = Field(0.0, description="flow: mean of logit(sigma) (SD3: 0)")
+    logit_std: float = Field(1.0, gt=0, description="flow: std of logit(sigma) (SD3: 1)")
     time_budget_s: float | None = Field(
         None, gt=0, description="also stop once this many seconds of training have run"
     )
@@ -132,8 +140,14 @@ class SystemConfig(_Strict):
 
     space: Literal[SPACES]
     sampler: str = Field(description="a registered sampler or 'package.module:Name'")
-    steps: int | None = Field(None, ge=1, description="null: 1000 for DDPM, 50 for DDIM")
+    steps: int | None = Field(None, ge=1, description="null: 1000 for DDPM, 50 otherwise")
     eta: float = Field(0.0, ge=0, le=1)
+    prediction: Literal[PREDICTIONS] = Field(
+        "eps", description="the network: eps (the shipped pixel/latent UNets) or flow (their "
+        "rectified-flow siblings, pixel_flow / latent_flow); with flow, euler, heun and "
+        "dpmsolver++ run their flow versions"
+    )
+    shift: float = Field(1.0, gt=0, description="flow samplers: SD3's timestep shift (SD3: 3)")
     name: str | None = Field(None, description="its name in the results; null: e.g. DDIM-50")
     model: str | None = Field(
         None, description="'package.module:factory' returning an nn.Module model(x_t, t) -> eps; "
@@ -184,6 +198,10 @@ class CompareConfig(_Strict):
     match_information: float | None = Field(
         None, gt=0, lt=1, description="also compare each system at the strength where its own "
         "space's noised accuracy equals this (null: equal strengths only)")
+    match_snr: bool = Field(
+        False, description="also compare each system, per strength, at the strength whose start "
+        "has the signal-to-noise ratio of the VP start t = int(strength * 1000) - 1 (flow "
+        "inputs are far less noisy than VP ones at equal strength)")
     seed: int = Field(0, ge=0, le=MAX_SEED)
     device: Literal[DEVICES] = "auto"
     compile: Literal[COMPILE_MODES] | None = Field(None, description="null: eager")

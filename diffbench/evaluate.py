@@ -35,10 +35,15 @@ from diffbench.system import SPACES
 from diffbench.translate import Translator
 
 
-def systems(samplers: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
-    """(space, sampler) of every system evaluated: each space with each of ``samplers``
-    (default: every registered sampler)."""
-    return [(space, sampler) for space in SPACES for sampler in samplers or tuple(SAMPLERS)]
+def systems(samplers: tuple[str, ...] | None = None) -> list[tuple[str, str, str]]:
+    """(space, sampler, prediction) of every system evaluated: each space with each of
+    ``samplers`` (default: every registered sampler), the flow samplers on the flow networks."""
+    return [(space, sampler, sampler_class(sampler).predictions[0])
+            for space in SPACES for sampler in samplers or tuple(SAMPLERS)]
+
+
+GENERATORS = (("ddim", "eps"), ("flow-euler", "flow"))
+"""The samplers (50 steps) whose generation from pure noise is scored, one per network."""
 
 
 def accuracy(judge: Judge, images: Tensor, labels: Tensor) -> dict[str, Any]:
@@ -112,8 +117,9 @@ def evaluate(
                           if not p.name.endswith(".state.safetensors")},
     }
     results = []
-    for space, sampler in systems(samplers):
-        translator = Translator.from_checkpoints(checkpoints, space, sampler, device=device)
+    for space, sampler, prediction in systems(samplers):
+        translator = Translator.from_checkpoints(checkpoints, space, sampler, device=device,
+                                                 prediction=prediction)
         # Pixel samplers that run every timestep (DDPM-1000) score fewer digits: they are slow.
         slow = space == "pixel" and sampler_class(sampler).default_steps is None
         for strength in sorted({main_strength, *sweep}):
@@ -125,9 +131,10 @@ def evaluate(
             results.append(result.as_dict())
     report["img2img"] = results
     report["generation"] = [
-        generation(Translator.from_checkpoints(checkpoints, space, "ddim", device=device),
+        generation(Translator.from_checkpoints(checkpoints, space, sampler, device=device,
+                                               prediction=prediction),
                    judge, generation_samples, seed)
-        for space in ("pixel", "latent")
+        for space in ("pixel", "latent") for sampler, prediction in GENERATORS
     ]
     report["goals"] = check_goals(report, main_strength)
     return report
@@ -166,7 +173,9 @@ def fidelity_table(rows: list[dict[str, Any]]) -> str:
 def card_sections(report: dict[str, Any]) -> dict[str, str]:
     """Card name -> the Markdown of its measured-fidelity section, from one report."""
     rows = report["img2img"]
-    by_space = {space: [r for r in rows if r["space"] == space] for space in ("pixel", "latent")}
+    by_network = {f"{space}{'' if prediction == 'eps' else '_' + prediction}":
+                  [r for r in rows if r["space"] == space and r["prediction"] == prediction]
+                  for space in ("pixel", "latent") for prediction in ("eps", "flow")}
     generation = {g["name"]: g for g in report["generation"]}
     vae = report["vae"]
 
@@ -196,8 +205,12 @@ def card_sections(report: dict[str, Any]) -> dict[str, str]:
         "vae": f"Reconstructions of all {vae['num_images']} test digits: MSE "
                f"{with_interval(vae, 'reconstruction_mse', '{:.4f}')}, preservation "
                f"{share(vae, 'preservation', '{:.2%}')} (95% intervals).",
-        "pixel": fidelity_table(by_space["pixel"]) + "\n\n" + generated("DDIM-50"),
-        "latent": fidelity_table(by_space["latent"]) + "\n\n" + generated("LDM-DDIM-50"),
+        "pixel": fidelity_table(by_network["pixel"]) + "\n\n" + generated("DDIM-50"),
+        "latent": fidelity_table(by_network["latent"]) + "\n\n" + generated("LDM-DDIM-50"),
+        "pixel_flow": fidelity_table(by_network["pixel_flow"]) + "\n\n"
+        + generated("RF-Euler-50"),
+        "latent_flow": fidelity_table(by_network["latent_flow"]) + "\n\n"
+        + generated("LDM-RF-Euler-50"),
     }
 
 

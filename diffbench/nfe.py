@@ -45,15 +45,23 @@ def reference_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
                 None)
 
 
-def fewest_nfe(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per (space, strength, sampler) of the equal-strength rows whose space and
-    strength have a DDIM-50 row: the reference, every NFE tested, those that match, the fewest
-    that match (``None`` when none does), and the fewest that match with a Frechet distance no
-    worse than the upper end of the reference's 95% interval (:func:`sharp_as`)."""
-    rows = [r for r in results if r.get("view", "equal_strength") == "equal_strength"]
+def level(row: dict[str, Any]) -> float:
+    """The noise level a row is compared at: its strength, or for an equal-SNR row the
+    strength whose VP start it matches."""
+    return row.get("match_snr_of_strength", row["strength"])
+
+
+def fewest_nfe(results: list[dict[str, Any]], view: str = "equal_strength") -> list[dict[str, Any]]:
+    """One entry per (space, strength, sampler) of the ``view``'s rows whose space and
+    strength (:func:`level`) have a DDIM-50 row: the reference, every NFE tested, those that
+    match, the fewest that match (``None`` when none does), and the fewest that match with a
+    Frechet distance no worse than the upper end of the reference's 95% interval
+    (:func:`sharp_as`). With ``view="equal_snr"`` every network is matched where its input is
+    as noisy as DDIM-50's."""
+    rows = [r for r in results if r.get("view", "equal_strength") == view]
     answers = []
-    for space, strength in dict.fromkeys((r["space"], r["strength"]) for r in rows):
-        here = [r for r in rows if r["space"] == space and r["strength"] == strength]
+    for space, strength in dict.fromkeys((r["space"], level(r)) for r in rows):
+        here = [r for r in rows if r["space"] == space and level(r) == strength]
         reference = reference_row(here)
         if reference is None:
             continue
@@ -63,7 +71,7 @@ def fewest_nfe(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             best = matching[0] if matching else None
             sharp = [r for r in matching if sharp_as(r, reference)]
             answers.append({
-                "space": space, "strength": strength, "sampler": sampler,
+                "space": space, "strength": strength, "sampler": sampler, "view": view,
                 "reference": reference["name"], "reference_nfe": reference["steps"],
                 "reference_mse": reference["mse"],
                 "reference_preservation": reference["preservation"],
@@ -89,7 +97,8 @@ def fewest_nfe_markdown(answers: list[dict[str, Any]]) -> str:
     """The answers as a Markdown section: one table per (space, strength), the winner first."""
     if not answers:
         return ""
-    lines = [f"## Fewest NFE matching {REFERENCE}",
+    title = "" if answers[0].get("view", "equal_strength") == "equal_strength" else ", equal SNR"
+    lines = [f"## Fewest NFE matching {REFERENCE}{title}",
              "", f"A match: MSE <= {REFERENCE}'s x {1 + MSE_TOLERANCE:g} and preservation >= "
              f"{REFERENCE}'s - {PRESERVATION_TOLERANCE:g}, among the NFE each sampler ran.", ""]
     for space, strength in dict.fromkeys((a["space"], a["strength"]) for a in answers):

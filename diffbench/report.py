@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from diffbench.nfe import MSE_TOLERANCE, PRESERVATION_TOLERANCE, REFERENCE, reference_row
+from diffbench.nfe import MSE_TOLERANCE, PRESERVATION_TOLERANCE, REFERENCE, level, reference_row
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
@@ -63,6 +63,7 @@ COLUMNS = [
     ("name", "system", "{}"),
     ("strength", "strength", "{:.3g}"),
     ("start_timestep", "start t", "{}"),
+    ("start_snr", "start SNR", "{:.3g}"),
     ("steps", "NFE", "{}"),
     ("sec_per_image", "s / image", "{:.4f}"),
     ("sec_per_image_p90", "p90", "{:.4f}"),
@@ -123,8 +124,10 @@ def plot_pareto(results: list[dict[str, Any]], path: str | Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in results:
-        label = (f"strength {r['strength']:g}" if r.get("view", "equal_strength") ==
-                 "equal_strength" else f"noised accuracy {r['match_information']:g}")
+        view = r.get("view", "equal_strength")
+        label = (f"strength {r['strength']:g}" if view == "equal_strength"
+                 else f"SNR of VP strength {r['match_snr_of_strength']:g}" if view == "equal_snr"
+                 else f"noised accuracy {r['match_information']:g}")
         groups.setdefault(label, []).append(r)
     for label, points in groups.items():
         ax.errorbar([r["sec_per_image"] for r in points], [r["mse"] for r in points],
@@ -176,7 +179,7 @@ def sweeps_nfe(results: list[dict[str, Any]]) -> bool:
     """Whether some sampler runs at several network-evaluation counts (an NFE sweep)."""
     counts: dict[tuple, set[int]] = {}
     for r in results:
-        counts.setdefault((r["space"], r["sampler"], r["strength"]), set()).add(r["steps"])
+        counts.setdefault((r["space"], r["sampler"], level(r)), set()).add(r["steps"])
     return any(len(nfes) > 1 for nfes in counts.values())
 
 
@@ -187,11 +190,11 @@ def plot_nfe(results: list[dict[str, Any]], path: str | Path) -> None:
     row, dotted lines bound what matches it (MSE + 5%, preservation - 1 point:
     :mod:`diffbench.nfe`); dashed, the ceiling: the space's noised accuracy at the start
     timestep every run of the column shares."""
-    panels = list(dict.fromkeys((r["space"], r["strength"]) for r in results))
+    panels = list(dict.fromkeys((r["space"], level(r)) for r in results))
     fig, axes = plt.subplots(2, len(panels), figsize=(4.2 * len(panels), 7), squeeze=False)
     for column, (space, strength) in enumerate(panels):
         top, bottom = axes[0][column], axes[1][column]
-        here = [r for r in results if (r["space"], r["strength"]) == (space, strength)]
+        here = [r for r in results if (r["space"], level(r)) == (space, strength)]
         for sampler in dict.fromkeys(r["sampler"] for r in here):
             rows = sorted((r for r in here if r["sampler"] == sampler), key=lambda r: r["steps"])
             label = rows[0]["name"] if len(rows) == 1 else sampler
@@ -215,6 +218,8 @@ def plot_nfe(results: list[dict[str, Any]], path: str | Path) -> None:
             bottom.axhline(here[0]["noised_accuracy"], color="k", linestyle="--", linewidth=1,
                            label="ceiling: noised accuracy")
         title = f"{space}, strength {strength:g} (t = {here[0].get('start_timestep', '?')})"
+        if here[0].get("view") == "equal_snr":
+            title = f"{space}, SNR of t = {here[0]['matched_timestep']} (strength {strength:g})"
         top.set(title=title, ylabel="MSE")
         bottom.set(xlabel="network evaluations (NFE)", ylabel="preservation")
         for ax in (top, bottom):

@@ -248,3 +248,21 @@ class NoiseSchedule:
         """Invert eq. 4 for the noise given x0: ``(x_t - sqrt(ab_t) x0) / sqrt(1 - ab_t)``."""
         ab = self._alpha_bar(t, x_t)
         return (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
+
+    # -- signal-to-noise ratio --------------------------------------------------------------
+
+    def snr(self, t: int) -> float:
+        """``ab_t / (1 - ab_t)``, the signal-to-noise ratio of x_t (Kingma et al. 2021)."""
+        alpha_bar = float(self.alphas_cumprod[t])
+        return alpha_bar / (1 - alpha_bar)
+
+    def timestep_for_snr(self, snr: float) -> int:
+        """The timestep whose SNR is nearest ``snr`` in log scale: where another path's noise
+        level (a flow sigma) stands on this schedule, as an equal-SNR currency; 0 (pure noise)
+        is the last timestep."""
+        if not snr >= 0:
+            raise InputError(f"snr must be >= 0, got {snr!r}")
+        if snr == 0:
+            return self.num_timesteps - 1
+        log_snr = (self.alphas_cumprod / (1 - self.alphas_cumprod)).log()
+        return int((log_snr - math.log(snr)).abs().argmin())

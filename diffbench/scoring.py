@@ -138,6 +138,16 @@ class SystemResult:
         return data
 
 
+def start_facts(system: System, strength: float) -> dict[str, Any]:
+    """What the network predicts and how noisy the start is: ``prediction``, ``start_sigma``
+    (flow systems) and ``start_snr``, from the system when it says (else eps and None)."""
+    return {
+        "prediction": getattr(system, "prediction", "eps"),
+        "start_sigma": system.start_sigma(strength) if hasattr(system, "start_sigma") else None,
+        "start_snr": system.start_snr(strength) if hasattr(system, "start_snr") else None,
+    }
+
+
 def score_system(
     system: System,
     judge: Judge,
@@ -164,6 +174,7 @@ def score_system(
         num_images=len(outputs),
         start_timestep=t,
         sec_per_image=seconds / len(outputs),
+        extra=start_facts(system, strength),
         **scores,
         **noised_accuracy(system, judge, digits, t, seed),
     )

@@ -39,7 +39,17 @@ from diffbench.errors import InputError
 from diffbench.models import flops_per_image
 from diffbench.plugins import load_object
 from diffbench.runtime import check_noise_device, check_tf32, noise_generator, tf32_mode
-from diffbench.sampling import SAMPLERS, STARTS, Sampler, make_sampler, randn_like, sampler_class
+from diffbench.sampling import (
+    SAMPLERS,
+    STARTS,
+    Sampler,
+    make_sampler,
+    randn_like,
+    resolve_sampler,
+    sampler_class,
+)
+from diffbench.sampling.flow import FlowSampler
+from diffbench.sampling.prediction import PREDICTIONS, check_prediction
 from diffbench.schedule import NoiseSchedule
 from diffbench.system import (
     IMAGE_SHAPE,
@@ -158,16 +168,26 @@ class Translator:
         device: str | torch.device = "cpu",
         model: str | Callable[[], Any] | None = None,
         name: str | None = None,
+        prediction: str = "eps",
+        shift: float = 1.0,
         **options: Any,
     ) -> Translator:
         """Load ``pixel.safetensors`` (or ``latent.safetensors`` + ``vae.safetensors``) from
-        ``directory``; ``model`` (a factory or its ``package.module:factory`` name) replaces the
-        UNet checkpoint. ``sampler``: a registered name or ``package.module:Name``;
+        ``directory``, or with ``prediction="flow"`` the rectified-flow network
+        ``pixel_flow.safetensors`` (``latent_flow.safetensors``); ``model`` (a factory or its
+        ``package.module:factory`` name) replaces the UNet checkpoint. ``sampler``: a
+        registered name or ``package.module:Name``; for a flow network ``euler``, ``heun`` and
+        ``dpmsolver++`` mean their flow versions (``shift``: SD3's timestep shift);
         ``num_steps=None``: the sampler's default (all timesteps for DDPM, 50 for DDIM).
         ``options``: ``compile``, ``noise_device``, ``tf32``, ``channels_last`` (see the
         class)."""
         clip = clip_sample(space)  # an unknown space fails here
-        sampler_class(sampler)  # an unknown sampler fails before any file is read
+        if prediction not in PREDICTIONS:
+            raise InputError(f"unknown prediction {prediction!r}; allowed: "
+                             f"{', '.join(PREDICTIONS)}")
+        sampler = resolve_sampler(sampler, prediction)
+        # An unknown sampler, or one that cannot read this network, fails before any file is read.
+        check_prediction(prediction, sampler_class(sampler).predictions, sampler)
         directory, device = Path(directory), torch.device(device)
         files = {"vae.safetensors": directory / "vae.safetensors"} if space == "latent" else {}
         vae, vae_metadata = (None, {})
@@ -175,9 +195,13 @@ class Translator:
             vae, vae_metadata = load_model(files["vae.safetensors"], device)
             require_metadata(files["vae.safetensors"], vae_metadata, "train_seconds", "stats")
         if model is None:
-            files[f"{space}.safetensors"] = directory / f"{space}.safetensors"
-            unet, metadata = load_model(files[f"{space}.safetensors"], device)
-            require_metadata(files[f"{space}.safetensors"], metadata, "train_seconds", "stats")
+            stem = space if prediction == "eps" else f"{space}_{prediction}"
+            path = files[f"{stem}.safetensors"] = directory / f"{stem}.safetensors"
+            unet, metadata = load_model(path, device)
+            require_metadata(path, metadata, "train_seconds", "stats")
+            if metadata.get("prediction", "eps") != prediction:
+                raise InputError(f"{path} holds a network predicting "
+                                 f"{metadata.get('prediction', 'eps')!r}, not {prediction!r}")
         else:
             shape = tuple(vae.latent_shape) if vae is not None else IMAGE_SHAPE
             unet = load_plugin_model(model, shape, device)
@@ -187,7 +211,9 @@ class Translator:
         schedule = NoiseSchedule.from_name(
             schedule_config["name"], schedule_config["num_timesteps"]
         )
-        chosen = make_sampler(sampler, schedule, num_steps, clip_sample=clip, eta=eta)
+        chosen = make_sampler(sampler, schedule, num_steps, clip_sample=clip, eta=eta,
+                              shift=shift)
+        chosen.prediction = prediction
         facts = {
             "train_seconds": metadata["train_seconds"] + vae_metadata.get("train_seconds", 0.0),
             "train_cpu_seconds": training_cpu_seconds(metadata, vae_metadata if vae else None),
@@ -207,6 +233,7 @@ class Translator:
         """The system a compare config names (see :class:`diffbench.config.SystemConfig`)."""
         return cls.from_checkpoints(directory, system.space, system.sampler, system.steps,
                                     system.eta, device, model=system.model, name=system.name,
+                                    prediction=system.prediction, shift=system.shift,
                                     **options)
 
     @property
@@ -227,16 +254,42 @@ class Translator:
     def num_steps(self) -> int:
         return self.sampler.num_steps
 
+    @property
+    def prediction(self) -> str:
+        """What the network predicts: ``eps``, ``v`` or ``flow``."""
+        return self.sampler.prediction
+
     def start_timestep(self, strength: float) -> int:
         """The timestep a translation at ``strength`` starts from: ``int(strength * T) - 1``
-        (299 at 0.3 with T = 1000) whatever the sampler and step count."""
+        (299 at 0.3 with T = 1000) whatever the sampler and step count. A flow system starts at
+        sigma = strength; its start timestep is the VP timestep of the same SNR
+        (:meth:`~diffbench.schedule.NoiseSchedule.timestep_for_snr`), the currency its noised
+        accuracy and the equal-SNR view are measured in."""
+        if isinstance(self.sampler, FlowSampler):
+            return self.sampler.schedule.timestep_for_snr(self.start_snr(strength))
         return int(self.sampler.img2img_timesteps(strength, self.start)[0])
+
+    def start_sigma(self, strength: float) -> float | None:
+        """The flow sigma a flow translation starts from (None for VP systems)."""
+        if isinstance(self.sampler, FlowSampler):
+            return self.sampler.start_sigma(strength, self.start)
+        return None
+
+    def start_snr(self, strength: float) -> float:
+        """Signal-to-noise ratio of the noised input a translation at ``strength`` starts from:
+        ``((1 - s) / s)^2`` on the flow path, ``ab_t / (1 - ab_t)`` on the VP path."""
+        if isinstance(self.sampler, FlowSampler):
+            return self.sampler.start_snr(strength, self.start)
+        return self.sampler.schedule.snr(int(self.sampler.img2img_timesteps(strength,
+                                                                            self.start)[0]))
 
     def evaluations(self, strength: float) -> int:
         """UNet calls per translation (the sampler's NFE: Heun's are two a step but the last)."""
         return self.sampler.nfe(strength, self.start)
 
     def add_noise(self, x0: Tensor, noise: Tensor, t: int) -> Tensor:
+        """x0 at VP timestep ``t``; for a flow system the VP input of the same SNR as its own
+        (a rescaling of it: the same information)."""
         return self.sampler.schedule.add_noise(x0, noise, t)
 
     @torch.inference_mode()

@@ -53,6 +53,12 @@ def tiny_checkpoints(tmp_path_factory) -> Path:
             UNet(UNetConfig(in_channels=4, image_size=7, base_channels=8, channel_mults=(1, 2))),
             (z, t),
         ),
+        # rectified-flow siblings (diffbench.sampling.flow), metadata prediction "flow"
+        "pixel_flow": (UNet(UNetConfig(base_channels=8)), (x, t)),
+        "latent_flow": (
+            UNet(UNetConfig(in_channels=4, image_size=7, base_channels=8, channel_mults=(1, 2))),
+            (z, t),
+        ),
         "vae": (VAE(VAEConfig(base_channels=8)), (x,)),
         "classifier": (Classifier(classifier), (x,)),
         "noisy_classifier": (Classifier(ClassifierConfig(**noise_aware)), (x, t)),
@@ -67,13 +73,14 @@ def tiny_checkpoints(tmp_path_factory) -> Path:
                 torch.nn.init.normal_(parameter, std=0.02)
         metadata = {
             **model_metadata(model),
-            "kind": "classifier" if "classifier" in name else name,
+            "kind": "classifier" if "classifier" in name else name.removesuffix("_flow"),
             "name": name,
             "stats": model_stats(model, *example).as_dict(),
             "schedule": {"name": "linear", "num_timesteps": 1000},
             "train_seconds": 1.5,
             "cpu_seconds": 1.25,
             "step": 0,
+            **({"prediction": "flow"} if name.endswith("_flow") else {}),
         }
         save_checkpoint(directory / f"{name}.safetensors", model.state_dict(), metadata)
     return directory

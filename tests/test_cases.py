@@ -31,9 +31,20 @@ def test_every_registered_sampler_has_cases_with_unique_names():
     from diffbench.sampling import SAMPLERS
 
     known = cases.all_cases()
-    assert len(known) == len(cases.img2img_systems(SAMPLERS, ("pixel", "latent"))) * 4 + 4 + 4
+    assert len(known) == len(cases.img2img_systems(SAMPLERS, ("pixel", "latent"))) * 4 + 4 + 5
     for name in SAMPLERS:
         assert any(f"-{name}-" in case for case in known)
+    flow = known["img2img-latent-flow-euler-10-s0.3-b1"].params["system"]
+    assert flow == {"space": "latent", "sampler": "flow-euler", "steps": 10, "prediction": "flow"}
+    assert known["train-pixel-flow-b64"].params["overrides"] == ["prediction=flow"]
+
+
+def test_flow_cases_run_on_tiny_checkpoints(tiny_checkpoints, mnist_dir):
+    digits = load_mnist("test", mnist_dir).images[:cases.DIGITS]
+    call = cases.build(cases.all_cases()["img2img-pixel-flow-heun-7-s0.5-b16"], tiny_checkpoints,
+                       digits)
+    out = call.run(**call.setup())
+    assert out.shape == (16, 1, 28, 28) and out.isfinite().all()
 
 
 def test_quick_cases_run_on_tiny_checkpoints(tiny_checkpoints, mnist_dir):

@@ -35,14 +35,17 @@ def test_evaluate_writes_every_number_and_updates_the_cards(tiny_checkpoints, mn
     rows = {(r["name"], r["strength"]): r for r in report["img2img"]}
     names = {f"{prefix}{cls.label}-{cls.default_steps or 1000}"  # every registered sampler
              for prefix in ("", "LDM-") for cls in SAMPLERS.values()}
+    assert {"RF-Euler-50", "LDM-RF-DPM++2M-50"} < names  # the flow samplers on the flow networks
+    assert {r["prediction"] for r in report["img2img"] if "RF-" in r["name"]} == {"flow"}
     assert {"DDPM-1000", "DDIM-50", "LDM-DDPM-1000", "LDM-DDIM-50", "Heun-50"} < names
     assert set(rows) == {(name, s) for name in names for s in (0.3, 0.5)}
     assert rows[("Heun-50", 0.3)]["steps"] == 29 and rows[("UniPC-50", 0.3)]["steps"] == 15
     assert rows[("DDIM-50", 0.3)]["num_images"] == 4 and rows[("DDPM-1000", 0.3)]["num_images"] == 2
     assert rows[("DDIM-50", 0.3)]["start_timestep"] == 299  # the exact start, as DDPM-1000's
     assert rows[("DDPM-1000", 0.3)]["start_timestep"] == 299
-    assert [g["name"] for g in report["generation"]] == ["DDIM-50", "LDM-DDIM-50"]
-    assert len(report["goals"]) == 2 + 6 + 2 + 6 and all("met" in g for g in report["goals"])
+    assert [g["name"] for g in report["generation"]] == [
+        "DDIM-50", "RF-Euler-50", "LDM-DDIM-50", "LDM-RF-Euler-50"]
+    assert len(report["goals"]) == 2 + 6 + 2 + 3 * 4 and all("met" in g for g in report["goals"])
     main_rows = {r["name"]: r for r in report["img2img"] if r["strength"] == 0.3}
     ratio = next(g for g in report["goals"] if g["goal"].startswith("LDM-DDIM-50 mse / DDIM"))
     assert ratio["value"] == pytest.approx(main_rows["LDM-DDIM-50"]["mse"]

@@ -27,6 +27,8 @@ from diffbench.sampling.solvers import (
 
 LINEAR = NoiseSchedule.linear()
 SOLVERS = ["dpmsolver++", "euler", "heun", "unipc"]
+FLOW_SAMPLERS = ["flow-euler", "flow-heun", "flow-dpmsolver++"]  # tests/test_parity_flow.py
+VP_SAMPLERS = [name for name, cls in SAMPLERS.items() if "eps" in cls.predictions]
 AB = LINEAR.alphas_cumprod
 DATA_STD = 0.5
 
@@ -65,7 +67,8 @@ class Recording:
 
 
 def test_the_solvers_are_registered_with_their_labels():
-    assert list(SAMPLERS) == ["ddpm", "ddim", *SOLVERS]
+    assert list(SAMPLERS) == ["ddpm", "ddim", *SOLVERS, *FLOW_SAMPLERS]
+    assert [*VP_SAMPLERS] == ["ddpm", "ddim", *SOLVERS]
     assert {name: SAMPLERS[name].label for name in SOLVERS} == {
         "dpmsolver++": "DPM++2M", "euler": "Euler", "heun": "Heun", "unipc": "UniPC"}
     assert (SAMPLERS["dpmsolver++"], SAMPLERS["unipc"]) == (DPMSolverPlusPlusSampler,
@@ -86,11 +89,13 @@ def test_compare_configs_accept_the_new_samplers_and_list_them_when_wrong():
     config = load_compare_config(overrides=["systems.0.sampler=dpmsolver++",
                                             "systems.0.steps=10"])
     assert (config.systems[0].sampler, config.systems[0].steps) == ("dpmsolver++", 10)
-    allowed = "'ddpm', 'ddim', 'dpmsolver++', 'euler', 'heun' or 'unipc'"
+    allowed = ("'ddpm', 'ddim', 'dpmsolver++', 'euler', 'heun', 'unipc', 'flow-euler', "
+               "'flow-heun' or 'flow-dpmsolver++'")
     with pytest.raises(ConfigError, match=re.escape(allowed)):
         load_compare_config(overrides=["systems.0.sampler=lms"])
     with pytest.raises(ValueError, match=re.escape("allowed: ddpm, ddim, dpmsolver++, euler, "
-                                                   "heun, unipc or 'package.module:Name'")):
+                                                   "heun, unipc, flow-euler, flow-heun, "
+                                                   "flow-dpmsolver++ or 'package.module:Name'")):
         make_sampler("lms", LINEAR)
 
 
@@ -133,7 +138,7 @@ def test_bad_arguments_name_the_value_and_what_is_allowed(build, message):
 # -- network evaluations ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", list(SAMPLERS))
+@pytest.mark.parametrize("name", VP_SAMPLERS)
 @pytest.mark.parametrize("start", STARTS)
 @pytest.mark.parametrize("strength", [0.3, 0.5, 1.0])
 def test_nfe_counts_the_model_calls(name, start, strength):
@@ -250,14 +255,15 @@ def test_the_nfe_sweep_config_hits_every_nfe_for_every_sampler_space_and_strengt
     config = load_compare_config(CONFIG_DIR / "nfe_sweep.yaml")
     raw = yaml.safe_load((CONFIG_DIR / "nfe_sweep.yaml").read_text())
     assert len(raw["systems"]) == len(config.systems)
-    assert config.strengths == [0.3, 0.5]
+    assert config.strengths == [0.3, 0.5, 0.7, 0.9, 1.0] and config.match_snr
     targets = {3, 5, 8, 10, 15, 25}
     for space in ("pixel", "latent"):
         for name in SAMPLERS:
             systems = [s for s in config.systems if (s.space, s.sampler) == (space, name)]
-            for strength in config.strengths:
+            assert {s.prediction for s in systems} == {SAMPLERS[name].predictions[0]}
+            for strength in (0.3, 0.5):
                 nfes = {make_sampler(name, LINEAR, s.steps).nfe(strength, "exact")
                         for s in systems}
                 # Heun's NFE is odd (2k - 1): 8 and 10 are bracketed by 7, 9 and 11.
-                wanted = targets if name != "heun" else {3, 5, 7, 9, 11, 15, 25}
+                wanted = targets if "heun" not in name else {3, 5, 7, 9, 11, 15, 25}
                 assert wanted <= nfes, (space, name, strength, sorted(nfes))

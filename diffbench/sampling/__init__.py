@@ -53,13 +53,15 @@ from diffbench.sampling.registry import (
     check_sampler_class,
     make_sampler,
     register_sampler,
+    resolve_sampler,
     sampler_class,
 )
 from diffbench.schedule import SPACINGS, img2img_num_steps, make_timesteps  # they lived here
 
 # isort: split
-# Importing registers; the order of these lines is the order of SAMPLERS: ddpm, ddim, then the
-# solvers (dpmsolver++, euler, heun, unipc).
+# Importing registers; the order of these lines is the order of SAMPLERS: ddpm, ddim, the
+# solvers (dpmsolver++, euler, heun, unipc), then the flow samplers (flow-euler, flow-heun,
+# flow-dpmsolver++).
 from diffbench.sampling.ddpm import DDPMSampler
 
 # isort: split
@@ -68,9 +70,12 @@ from diffbench.sampling.ddim import DDIMSampler
 # isort: split
 from diffbench.sampling import solvers as solvers
 
+# isort: split
+from diffbench.sampling import flow as flow
+
 __all__ = [
     "DEFAULT_STEPS", "PLUGIN_SAMPLER", "SAMPLERS", "SPACINGS", "STARTS", "VARIANCES",
     "DDIMSampler", "DDPMSampler", "Model", "Sampler", "Timestep", "check_sampler_class",
-    "exact_start", "img2img_num_steps", "make_sampler", "make_timesteps", "randn_like",
-    "register_sampler", "sampler_class", "solvers",
+    "exact_start", "flow", "img2img_num_steps", "make_sampler", "make_timesteps", "randn_like",
+    "register_sampler", "resolve_sampler", "sampler_class", "solvers",
 ]

@@ -13,6 +13,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from diffbench.errors import InputError
+from diffbench.sampling.prediction import VP_PREDICTIONS, vp_x0_eps
 from diffbench.schedule import (
     NoiseSchedule,
     img2img_num_steps,
@@ -93,6 +94,8 @@ class Sampler:
     """
 
     name: str | None = None  # set by register_sampler
+    predictions: tuple[str, ...] = VP_PREDICTIONS  # what networks it reads (see .prediction)
+    prediction: str = "eps"  # what this sampler's network predicts; set from its checkpoint
     label: str = "Sampler"  # names its systems ("DDIM-50"); default: the class name less Sampler
     default_steps: int | None = DEFAULT_STEPS  # None: every timestep of the schedule
     default_spacing: str = "leading"
@@ -278,9 +281,12 @@ class Sampler:
         desc = f"{self.label} ({len(steps)} steps)"
         return tqdm(steps, desc=desc, disable=not progress, leave=False)
 
-    @staticmethod
-    def call(model: Model, x: Tensor, t: int) -> Tensor:
-        """``model(x, t)`` with ``t`` a LongTensor [B] on ``x``'s device; eps shaped like x."""
-        eps = model(x, torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long))
-        _check_same_shape("eps", eps, x)
-        return eps
+    def call(self, model: Model, x: Tensor, t: int) -> Tensor:
+        """``model(x, t)`` with ``t`` a LongTensor [B] on ``x``'s device, read as eps: a
+        v-prediction network's output becomes eps through
+        :func:`~diffbench.sampling.prediction.vp_x0_eps`."""
+        output = model(x, torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long))
+        _check_same_shape("eps", output, x)
+        if self.prediction == "eps":
+            return output
+        return vp_x0_eps(self.prediction, output, x, self._alphas_cumprod[int(t)])[1]

@@ -55,20 +55,40 @@ def sampler_class(name: str) -> type[Sampler]:
     return cls
 
 
+FLOW_VERSIONS = {"euler": "flow-euler", "heun": "flow-heun", "dpmsolver++": "flow-dpmsolver++"}
+"""A VP sampler's name -> its flow version's, for a system keyed ``{prediction: flow,
+sampler: euler}``."""
+
+
+def resolve_sampler(name: str, prediction: str = "eps") -> str:
+    """The sampler a system of a network predicting ``prediction`` runs for ``name``: for a
+    flow network ``euler``, ``heun`` and ``dpmsolver++`` mean their flow versions."""
+    if prediction == "flow":
+        return FLOW_VERSIONS.get(name, name)
+    return name
+
+
 def make_sampler(
     name: str,
     schedule: NoiseSchedule,
     num_steps: int | None = None,
     clip_sample: bool = True,
     eta: float = 0.0,
+    shift: float = 1.0,
 ) -> Sampler:
     """The sampler ``name`` (registered or ``package.module:Name``) with ``num_steps`` (None:
-    its default) and, for samplers that take it, ``eta``."""
+    its default) and, for samplers that take them, ``eta`` (DDPM, DDIM) and ``shift`` (the flow
+    samplers; SD3 uses 3)."""
     cls = sampler_class(name)
-    if "eta" in inspect.signature(cls).parameters:
-        return cls(schedule, num_steps, eta=eta, clip_sample=clip_sample)
-    if eta != 0.0:
-        takers = [c.label for c in SAMPLERS.values() if "eta" in inspect.signature(c).parameters]
-        raise InputError(f"eta applies to the {' and '.join(takers)} sampler only, "
-                         f"got eta={eta!r} with {name}")
-    return cls(schedule, num_steps, clip_sample=clip_sample)
+    parameters = inspect.signature(cls).parameters
+    options = {}
+    for option, value, default in (("eta", eta, 0.0), ("shift", shift, 1.0)):
+        if option in parameters:
+            options[option] = value
+        elif value != default:
+            takers = [c.label for c in SAMPLERS.values()
+                      if option in inspect.signature(c).parameters]
+            plural = "s" if len(takers) > 1 else ""
+            raise InputError(f"{option} applies to the {' and '.join(takers)} sampler{plural} "
+                             f"only, got {option}={value!r} with {name}")
+    return cls(schedule, num_steps, clip_sample=clip_sample, **options)

@@ -8,7 +8,12 @@ Losses:
 * pixel / latent / peer: the "simple" DDPM objective ||eps - eps_theta(x_t, t)||^2
   (Ho et al. 2020, eq. 14), or with ``min_snr_gamma`` each example weighted by
   min(SNR_t, gamma) / SNR_t, SNR_t = alpha_bar_t / (1 - alpha_bar_t) (Min-SNR-gamma for
-  eps-prediction, Hang et al. 2023, arXiv 2303.09556, eq. 8);
+  eps-prediction, Hang et al. 2023, arXiv 2303.09556, eq. 8); with ``prediction: v`` the same
+  loss on v = sqrt(ab) eps - sqrt(1 - ab) x0 (Salimans & Ho 2022, arXiv 2202.00512);
+* pixel / latent with ``prediction: flow``: rectified flow (conditional flow matching),
+  ||(eps - x0) - v_theta(x_s, 1000 s)||^2 on x_s = (1 - s) x0 + s eps, with s drawn from SD3's
+  logit-normal density, s = sigmoid(m + std * u), u ~ N(0, 1) (Esser et al. 2024,
+  arXiv 2403.03206, sec. 3.1; Liu et al. 2022, arXiv 2209.03003);
 * vae: reconstruction MSE + ``kl_weight`` * KL(q(z|x) || N(0, I)) (Rombach et al. 2022, sec. 3);
 * classifier: cross-entropy, on x_t at t < ``noise_max_timestep`` when noise-aware; with
   ``space: latent`` on the shipped VAE's latents z (and z_t), the latent space's classifier.
@@ -30,6 +35,8 @@ from diffbench.data import MNISTTensors, load_mnist
 from diffbench.models import VAE, Classifier, PeerUNet, UNet
 from diffbench.models.peer import crop_from_peer, pad_to_peer
 from diffbench.sampling import DDIMSampler, randn_like
+from diffbench.sampling.flow import FlowEulerSampler
+from diffbench.sampling.prediction import FLOW_TIMESTEP_SCALE, flow_path
 from diffbench.schedule import NoiseSchedule
 from diffbench.system import clip_sample, from_latent, to_latent
 
@@ -135,20 +142,45 @@ class Task:
 
 
 class DiffusionTask(Task):
-    """eps-prediction with the simple DDPM loss; the preview samples 16 digits with DDIM-50."""
+    """A denoising network: eps- or v-prediction on the VP path, or rectified flow
+    (``config.prediction``); the preview samples 16 digits with DDIM-50, or RF-Euler-50."""
 
     diffusion = True
     space = "pixel"
+
+    def __init__(self, config: TrainConfig, device: torch.device) -> None:
+        if config.prediction != "eps" and self.kind == "peer":
+            raise ConfigError(f"the peer trains eps-prediction only, not {config.prediction!r}")
+        if config.prediction != "eps" and config.min_snr_gamma is not None:
+            raise ConfigError(f"min_snr_gamma weights the eps loss only, not prediction "
+                              f"{config.prediction!r}; set min_snr_gamma: null")
+        super().__init__(config, device)
+        self.facts["prediction"] = config.prediction
 
     def example_args(self, example: Tensor) -> tuple[Tensor, ...]:
         return example, torch.zeros(len(example), dtype=torch.long, device=example.device)
 
     def loss(self, model: nn.Module, batch: Tensor, labels: Tensor, gen: torch.Generator) -> Tensor:
+        if self.config.prediction == "flow":
+            return self.flow_loss(model, batch, gen)
         x_t, t, eps = self.noised(batch, self.schedule.num_timesteps, gen)
+        target = eps
+        if self.config.prediction == "v":
+            alpha_bar = self.schedule.alphas_cumprod.to(batch.device, torch.float32)[t]
+            a = alpha_bar.sqrt().view(-1, *([1] * (batch.dim() - 1)))
+            target = a * eps - (1 - a.square()).sqrt() * batch
         if self.config.min_snr_gamma is None:
-            return F.mse_loss(model(x_t, t), eps)
-        per_example = (model(x_t, t) - eps).pow(2).flatten(1).mean(1)
+            return F.mse_loss(model(x_t, t), target)
+        per_example = (model(x_t, t) - target).pow(2).flatten(1).mean(1)
         return (self.loss_weights[t] * per_example).mean()
+
+    def flow_loss(self, model: nn.Module, batch: Tensor, gen: torch.Generator) -> Tensor:
+        """Conditional flow matching on the straight path, sigma ~ logit-normal."""
+        u = torch.randn((len(batch),), generator=gen, device=gen.device).to(batch.device)
+        sigma = torch.sigmoid(self.config.logit_mean + self.config.logit_std * u)
+        eps = randn_like(batch, gen)
+        x_s = flow_path(batch, eps, sigma)
+        return F.mse_loss(model(x_s, sigma * FLOW_TIMESTEP_SCALE), eps - batch)
 
     @functools.cached_property
     def loss_weights(self) -> Tensor:
@@ -161,7 +193,11 @@ class DiffusionTask(Task):
     def preview(
         self, model: nn.Module, test: MNISTTensors, gen: torch.Generator
     ) -> tuple[Tensor, dict[str, Any]]:
-        sampler = DDIMSampler(self.schedule, clip_sample=clip_sample(self.space))
+        if self.config.prediction == "flow":
+            sampler = FlowEulerSampler(self.schedule, 50)
+        else:
+            sampler = DDIMSampler(self.schedule, clip_sample=clip_sample(self.space))
+            sampler.prediction = self.config.prediction
         x_T = torch.randn((16, *self.inputs.shape[1:]), generator=gen).to(self.device)
         return self.to_digits(sampler.sample(model, x_T)).clamp(-1, 1), {}
 
