@@ -89,10 +89,13 @@ class BenchEnv:
                                                             **options)
         return self._translators[key]
 
-    def train_run(self, kind: str, device: str, batch: int) -> Run:
-        """A fresh training run of ``kind`` (its shipped config) on the first ``batch`` images."""
+    def train_run(
+        self, kind: str, device: str, batch: int, overrides: list[str] = ()
+    ) -> Run:
+        """A fresh training run of ``kind`` (its shipped config, plus ``overrides``) on the
+        first ``batch`` images."""
         overrides = [f"train_images={batch}", f"batch_size={batch}", f"device={device}",
-                     f"vae_checkpoint={self.checkpoints / 'vae.safetensors'}"]
+                     f"vae_checkpoint={self.checkpoints / 'vae.safetensors'}", *overrides]
         if self.data_dir:
             overrides.append(f"data_dir={self.data_dir}")
         config = load_train_config(kind, overrides=overrides)

@@ -1,4 +1,5 @@
-"""One training step of each model (forward, backward, clipping, AdamW, EMA): images/s."""
+"""One training step of each model (forward, backward, clipping, AdamW, EMA): images/s; the
+rectified-flow objective on the pixel and latent UNets too (``pixel-flow``, ``latent-flow``)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from diffbench.train import train_step
 BATCH = TRAIN_BATCH
 
 
-@pytest.mark.parametrize("kind", [
-    pytest.param(case.params["kind"], marks=[pytest.mark.quick] if case.quick else [])
+@pytest.mark.parametrize("kind, overrides", [
+    pytest.param(case.params["kind"], case.params["overrides"],
+                 id=case.name.removeprefix("train-").removesuffix(f"-b{TRAIN_BATCH}"),
+                 marks=[pytest.mark.quick] if case.quick else [])
     for case in train_cases()])
 @pytest.mark.parametrize("device", DEVICES)
-def test_train_step(benchmark, bench_env, device, kind):
-    run = bench_env.train_run(kind, device, BATCH)
+def test_train_step(benchmark, bench_env, device, kind, overrides):
+    run = bench_env.train_run(kind, device, BATCH, overrides)
     index = torch.arange(BATCH, device=device)
     generator = torch.Generator(device).manual_seed(0)
     benchmark.group = "train step"
@@ -27,4 +30,5 @@ def test_train_step(benchmark, bench_env, device, kind):
         batch=BATCH, device=device, images_per_second=BATCH / benchmark.stats.stats.median,
         **run.metadata["stats"],
     )
-    bench_env.profile(f"train-{device}-{kind}", lambda: train_step(run, index, generator))
+    name = run.metadata["name"]
+    bench_env.profile(f"train-{device}-{name}", lambda: train_step(run, index, generator))

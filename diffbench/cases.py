@@ -32,7 +32,8 @@ ANCESTRAL_STEPS = (DEFAULT_STEPS, NUM_TIMESTEPS)
 STRENGTHS = (0.3, 0.5)
 BATCHES = (1, 16)  # latency, throughput
 TRAIN_KINDS = ("pixel", "vae", "latent", "classifier")
-TRAIN_VARIANTS = {"pixel-flow": ("pixel", ["prediction=flow"])}
+TRAIN_VARIANTS = {"pixel-flow": ("pixel", ["prediction=flow"]),
+                  "latent-flow": ("latent", ["prediction=flow"])}
 """Training steps of other objectives on a kind's network: name -> (kind, config overrides)."""
 TRAIN_BATCH = 64
 VAE_PARTS = ("encode", "decode")

@@ -61,6 +61,7 @@ from diffbench.scoring import Digits, load_digits, measure_latency, noised_input
 from diffbench.system import System, check_system, compile_seconds
 from diffbench.tracking import start_run
 from diffbench.translate import Translator
+from diffbench.versus import attach_paired
 
 RESULT_KEYS = (
     "view", "name", "space", "prediction", "sampler", "steps", "strength", "start_timestep",
@@ -134,7 +135,15 @@ def run_compare(config: CompareConfig, systems: Sequence[System] = ()) -> list[d
     digits = load_digits(judge, max(config.num_images, config.grid_images), config.data_dir)
     scored = digits.first(config.num_images)
     grid_columns: dict[float, list[tuple[str, torch.Tensor]]] = {s: [] for s in config.strengths}
-    results = []
+    results: list[dict[str, Any]] = []
+    per_digit: list[dict[str, torch.Tensor]] = []  # per_digit[i]: results[i]'s digit scores
+
+    def add(row: dict[str, Any], outputs: torch.Tensor | None, same_as: int | None = None):
+        results.append(row)
+        per_digit.append(per_digit[same_as] if same_as is not None else
+                         judge.per_digit(outputs, scored.images, scored.labels))
+        print_row(row)
+
     for system in systems:
         used = ("classifier.safetensors", f"{NOISY_CLASSIFIERS[system.space]}.safetensors")
         hashes = {name: judge_hashes[name] for name in used if name in judge_hashes}
@@ -142,9 +151,8 @@ def run_compare(config: CompareConfig, systems: Sequence[System] = ()) -> list[d
                  "checkpoint_sha256": {**hashes, **system.checkpoint_sha256()}}
         for strength in config.strengths:
             row, outputs = measure_row(system, judge, digits, strength, config)
-            results.append({**row, **facts})
+            add({**row, **facts}, outputs)
             grid_columns[strength].append((system.name, outputs[: config.grid_images]))
-            print_row(row)
         if config.match_information is not None:
             matched = match_information(system, judge, scored, config.match_information,
                                         config.seed)
@@ -153,17 +161,24 @@ def run_compare(config: CompareConfig, systems: Sequence[System] = ()) -> list[d
                       f"{config.match_information:g} on the start-timestep grid; no "
                       f"equal-information row")
                 continue
-            row, _ = measure_row(system, judge, digits, matched["strength"], config,
-                                 view="equal_information")
-            results.append({**row, **matched, **facts})
-            print_row(row)
+            row, outputs = measure_row(system, judge, digits, matched["strength"], config,
+                                       view="equal_information")
+            add({**row, **matched, **facts}, outputs)
         if config.match_snr:
-            measured = {r["strength"]: r for r in results
+            measured = {r["strength"]: i for i, r in enumerate(results)
                         if r["name"] == system.name and r["view"] == "equal_strength"}
             for strength in config.strengths:
-                row = equal_snr_row(system, judge, digits, strength, config, measured)
-                results.append({**row, **facts})
-                print_row(row)
+                t = exact_start(1000, strength)  # the VP start; T = 1000 for every shipped network
+                matched = strength_for_timestep(system, t)
+                snr_facts = {"match_snr_of_strength": strength, "matched_timestep": t}
+                if matched in measured:  # a VP system's own start: its row, not rerun
+                    i = measured[matched]
+                    add({**results[i], "view": "equal_snr", **snr_facts}, None, same_as=i)
+                    continue
+                row, outputs = measure_row(system, judge, digits, matched, config,
+                                           view="equal_snr")
+                add({**row, **snr_facts, **facts}, outputs)
+    attach_paired(results, per_digit, config.reference, config.seed)
     files = write_results(config, results, digits, grid_columns, systems[0])
     track(config, results, files)
     return results
@@ -190,26 +205,6 @@ def measure_row(
     row["flops_per_image"] = system.flops_per_image(strength)
     row["compile_seconds"] = compile_seconds(system) - compiled_before
     return row, outputs
-
-
-def equal_snr_row(
-    system: System,
-    judge: Judge,
-    digits: Digits,
-    strength: float,
-    config: CompareConfig,
-    measured: dict[float, dict[str, Any]],
-) -> dict[str, Any]:
-    """The row of ``system`` at the strength whose start has the SNR of the VP start at
-    ``strength`` (``t = int(strength * T) - 1``; T = 1000 for every shipped network). Where
-    that is a strength already measured (a VP system's own), its row is reused, not rerun."""
-    t = exact_start(1000, strength)
-    matched = strength_for_timestep(system, t)
-    if matched in measured:
-        row = dict(measured[matched], view="equal_snr")
-    else:
-        row, _ = measure_row(system, judge, digits, matched, config, view="equal_snr")
-    return {**row, "match_snr_of_strength": strength, "matched_timestep": t}
 
 
 def print_row(row: dict[str, Any]) -> None:

@@ -198,6 +198,10 @@ class CompareConfig(_Strict):
     match_information: float | None = Field(
         None, gt=0, lt=1, description="also compare each system at the strength where its own "
         "space's noised accuracy equals this (null: equal strengths only)")
+    reference: str = Field(
+        "DDIM-50", description="the system every row is paired against on the same digits "
+        "(its name in pixel space; LDM- + it in latent space): results gain the paired MSE and "
+        "preservation differences with 95% intervals")
     match_snr: bool = Field(
         False, description="also compare each system, per strength, at the strength whose start "
         "has the signal-to-noise ratio of the VP start t = int(strength * 1000) - 1 (flow "

@@ -2,7 +2,11 @@
 sampler matches DDIM-50's fidelity, from the rows of one comparison.
 
 "Matches" is the NFE sweep's rule: MSE no more than 5% above the reference's and class preservation
-no more than 1 point below it, on at least 512 digits (fewer are flagged, not hidden). Only the
+no more than 1 point below it, on at least 512 digits (fewer are flagged, not hidden). Where a
+row carries its paired figures against the reference (:mod:`diffbench.versus`: the same digits,
+resampled together), each is judged at its 95% interval's bound, a non-inferiority test: the
+upper bound of the relative MSE difference at most +5%, the lower bound of the preservation
+difference at least -1 point. Rows without them (older results) are judged at the point. Only the
 NFE the sweep ran are searched, so "fewest" means the fewest of those; a sampler whose fidelity
 is not monotone in NFE can match at a few NFE and miss at more, and the table shows both. MSE
 and preservation reward a smooth estimate of the source (one step from t_start returns the
@@ -15,6 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from diffbench.versus import level
+
 REFERENCE = "DDIM-50"
 """The system every sampler is matched against, in each space (``LDM-DDIM-50`` in latents)."""
 MSE_TOLERANCE = 0.05
@@ -26,7 +32,14 @@ MIN_DIGITS = 512
 
 
 def matches(row: dict[str, Any], reference: dict[str, Any]) -> bool:
-    """Whether ``row`` is as faithful as ``reference`` within the tolerances above."""
+    """Whether ``row`` is as faithful as ``reference`` within the tolerances above: at the
+    bounds of its paired intervals against ``reference`` when it has them, else at the point
+    estimates. The reference matches itself."""
+    if row is reference:
+        return True
+    if row.get("vs_reference") == reference["name"]:
+        return (row["mse_vs_reference_ci95"][1] <= MSE_TOLERANCE
+                and row["preservation_vs_reference_ci95"][0] >= -PRESERVATION_TOLERANCE)
     return (row["mse"] <= reference["mse"] * (1 + MSE_TOLERANCE)
             and row["preservation"] >= reference["preservation"] - PRESERVATION_TOLERANCE)
 
@@ -43,12 +56,6 @@ def reference_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The DDIM-50 row among ``rows`` (one space and strength), or ``None``."""
     return next((r for r in rows if r["sampler"] == "ddim" and r["name"].endswith(REFERENCE)),
                 None)
-
-
-def level(row: dict[str, Any]) -> float:
-    """The noise level a row is compared at: its strength, or for an equal-SNR row the
-    strength whose VP start it matches."""
-    return row.get("match_snr_of_strength", row["strength"])
 
 
 def fewest_nfe(results: list[dict[str, Any]], view: str = "equal_strength") -> list[dict[str, Any]]:
@@ -100,7 +107,8 @@ def fewest_nfe_markdown(answers: list[dict[str, Any]]) -> str:
     title = "" if answers[0].get("view", "equal_strength") == "equal_strength" else ", equal SNR"
     lines = [f"## Fewest NFE matching {REFERENCE}{title}",
              "", f"A match: MSE <= {REFERENCE}'s x {1 + MSE_TOLERANCE:g} and preservation >= "
-             f"{REFERENCE}'s - {PRESERVATION_TOLERANCE:g}, among the NFE each sampler ran.", ""]
+             f"{REFERENCE}'s - {PRESERVATION_TOLERANCE:g}, among the NFE each sampler ran; "
+             f"judged at the bounds of the paired 95% intervals where rows have them.", ""]
     for space, strength in dict.fromkeys((a["space"], a["strength"]) for a in answers):
         group = [a for a in answers if a["space"] == space and a["strength"] == strength]
         ref = group[0]

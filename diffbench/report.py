@@ -11,7 +11,8 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from diffbench.nfe import MSE_TOLERANCE, PRESERVATION_TOLERANCE, REFERENCE, level, reference_row
+from diffbench.nfe import MSE_TOLERANCE, PRESERVATION_TOLERANCE, REFERENCE, reference_row
+from diffbench.versus import level
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
@@ -73,6 +74,8 @@ COLUMNS = [
     ("psnr", "PSNR dB", "{:.2f}"),
     ("ssim", "SSIM", "{:.3f}"),
     ("preservation", "preservation", "{:.3f}"),
+    ("mse_vs_reference", "MSE vs ref. (paired)", "{:+.1%}"),
+    ("preservation_vs_reference", "preservation vs ref. (paired)", "{:+.3f}"),
     ("noised_accuracy", "noised acc.", "{:.3f}"),
     ("frechet_distance", "Frechet", "{:.2f}"),
     ("kid", "KID", "{:.3f}"),
@@ -94,6 +97,9 @@ def cell(row: dict[str, Any], key: str, fmt: str) -> str:
     interval = row.get(f"{key}_ci95")
     if interval is not None:
         text += " [" + ", ".join(fmt.format(bound) for bound in interval) + "]"
+    if key.endswith("_vs_reference"):
+        resolved = row["vs_reference_resolved"][key.removesuffix("_vs_reference")]
+        text += " resolved" if resolved else " not resolved"
     return text
 
 

@@ -31,7 +31,7 @@ def test_every_registered_sampler_has_cases_with_unique_names():
     from diffbench.sampling import SAMPLERS
 
     known = cases.all_cases()
-    assert len(known) == len(cases.img2img_systems(SAMPLERS, ("pixel", "latent"))) * 4 + 4 + 5
+    assert len(known) == len(cases.img2img_systems(SAMPLERS, ("pixel", "latent"))) * 4 + 4 + 6
     for name in SAMPLERS:
         assert any(f"-{name}-" in case for case in known)
     flow = known["img2img-latent-flow-euler-10-s0.3-b1"].params["system"]

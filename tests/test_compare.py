@@ -154,6 +154,24 @@ def test_fewest_nfe_finds_each_samplers_first_match_against_ddim_50():
     assert fewest_nfe([row("ddim", "DDIM-10", 3, 0.05, 0.98)]) == []  # no reference: no answer
 
 
+def test_the_nfe_rule_judges_paired_rows_at_their_interval_bounds():
+    """With paired figures against the reference, a match needs the upper bound of the MSE
+    difference <= +5% and the lower bound of the preservation difference >= -1 point."""
+    from diffbench.nfe import matches
+
+    reference = {"name": "DDIM-50", "mse": 0.040, "preservation": 0.98}
+    point_match = {"name": "DDIM-10", "mse": 0.041, "preservation": 0.98,
+                   "vs_reference": "DDIM-50", "mse_vs_reference_ci95": [-0.01, 0.049],
+                   "preservation_vs_reference_ci95": [-0.009, 0.01]}
+    assert matches(point_match, reference)
+    assert not matches({**point_match, "mse_vs_reference_ci95": [-0.01, 0.051]}, reference)
+    assert not matches({**point_match, "preservation_vs_reference_ci95": [-0.011, 0.0]},
+                       reference)
+    # paired against another system: judged at the point estimates
+    assert matches({**point_match, "vs_reference": "DDIM-17",
+                    "mse_vs_reference_ci95": [0.5, 0.6]}, reference)
+
+
 def test_match_information_adds_an_equal_information_row(tiny_checkpoints, mnist_dir, tmp_path,
                                                          monkeypatch):
     """With a crafted noised-accuracy curve crossing 0.6 at t = 150, the row runs at the

@@ -121,7 +121,7 @@ def test_compare_adds_equal_snr_rows(tiny_checkpoints, mnist_dir, tmp_path, monk
                  "--strength", "0.3",
                  "--set", "systems=[{space: pixel, sampler: ddim, steps: 10}, "
                           "{space: pixel, prediction: flow, sampler: euler, steps: 10}]",
-                 "--set", "match_snr=true",
+                 "--set", "match_snr=true", "--set", "reference=DDIM-10",
                  "--set", "grid_images=1", "--set", "timing_batch=1", "--set", "repeats=1"])
     assert code == 0
     rows = json.loads((tmp_path / "results.json").read_text())
@@ -134,7 +134,10 @@ def test_compare_adds_equal_snr_rows(tiny_checkpoints, mnist_dir, tmp_path, monk
     assert flow_snr["match_snr_of_strength"] == 0.3 and flow_snr["matched_timestep"] == 299
     assert flow_snr["start_timestep"] >= 299 and flow_snr["strength"] > 0.5
     assert flow_snr["start_snr"] == pytest.approx(ddim["start_snr"], rel=0.02)
-    assert "## Equal SNR" in (tmp_path / "results.md").read_text()
+    assert flow_snr["vs_reference"] == flow["vs_reference"] == "DDIM-10"
+    assert "mse_vs_reference" not in ddim and len(flow_snr["mse_vs_reference_ci95"]) == 2
+    text = (tmp_path / "results.md").read_text()
+    assert "## Equal SNR" in text and "resolved" in text
 
 
 def test_flow_training_records_its_prediction(tmp_path, mnist_dir, monkeypatch):

@@ -1,0 +1,82 @@
+"""Paired differences against a reference row (diffbench.versus), on per-digit scores whose
+answers are known in closed form."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffbench.stats import bootstrap_mean_interval
+from diffbench.versus import attach_paired, paired_intervals
+
+
+def scores(mse, correct):
+    return {"mse": torch.tensor(mse, dtype=torch.float64), "correct": torch.tensor(correct)}
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_a_row_against_itself_differs_by_nothing_and_is_not_resolved():
+    a = scores([0.1, 0.2, 0.4, 0.3], [True, False, True, True])
+    got = paired_intervals(a, a, gen())
+    assert got["mse_vs_reference"] == 0 and got["mse_vs_reference_ci95"] == [0, 0]
+    assert got["preservation_vs_reference"] == 0
+    assert got["vs_reference_resolved"] == {"mse": False, "preservation": False}
+
+
+def test_half_the_error_on_every_digit_is_minus_half_in_every_resample():
+    reference = scores([0.1, 0.2, 0.4, 0.3, 0.05], [False] * 5)
+    half = scores([0.05, 0.1, 0.2, 0.15, 0.025], [True] * 5)
+    got = paired_intervals(half, reference, gen())
+    assert got["mse_vs_reference"] == pytest.approx(-0.5)
+    assert got["mse_vs_reference_ci95"] == pytest.approx([-0.5, -0.5])
+    assert got["preservation_vs_reference"] == 1.0
+    assert got["preservation_vs_reference_ci95"] == [1.0, 1.0]
+    assert got["vs_reference_resolved"] == {"mse": True, "preservation": True}
+
+
+def test_pairing_resolves_what_overlapping_intervals_cannot():
+    """Digits differ far more from each other than the two systems do on any digit: the
+    separate intervals overlap, the paired one excludes 0."""
+    g = gen(1)
+    reference = torch.rand(512, generator=g, dtype=torch.float64) * 0.2
+    better = reference * 0.97
+    separate = [bootstrap_mean_interval(x, gen(2)) for x in (better, reference)]
+    assert separate[0][1] > separate[1][0]  # they overlap
+    flags = torch.ones(512, dtype=torch.bool)
+    got = paired_intervals({"mse": better, "correct": flags},
+                           {"mse": reference, "correct": flags}, gen(3))
+    assert got["mse_vs_reference"] == pytest.approx(-0.03)
+    assert got["mse_vs_reference_ci95"][1] < 0 and got["vs_reference_resolved"]["mse"]
+
+
+def test_rows_of_other_digits_cannot_be_paired():
+    with pytest.raises(ValueError, match="the same digits"):
+        paired_intervals(scores([0.1, 0.2], [True, True]), scores([0.1], [True]), gen())
+
+
+def test_each_row_is_paired_with_its_space_view_and_levels_reference():
+    rows = [
+        {"name": "DDIM-50", "space": "pixel", "view": "equal_strength", "strength": 0.3},
+        {"name": "RF-Euler-10", "space": "pixel", "view": "equal_strength", "strength": 0.3},
+        {"name": "RF-Euler-10", "space": "pixel", "view": "equal_snr", "strength": 0.55,
+         "match_snr_of_strength": 0.3},
+        {"name": "DDIM-50", "space": "pixel", "view": "equal_snr", "strength": 0.3,
+         "match_snr_of_strength": 0.3},
+        {"name": "LDM-DDIM-50", "space": "latent", "view": "equal_strength", "strength": 0.3},
+        {"name": "LDM-RF-Euler-10", "space": "latent", "view": "equal_strength", "strength": 0.3},
+        {"name": "RF-Euler-10", "space": "pixel", "view": "equal_strength", "strength": 0.5},
+    ]
+    per_digit = [scores([0.2, 0.2], [True, True]), scores([0.1, 0.1], [True, True]),
+                 scores([0.3, 0.3], [True, False]), scores([0.2, 0.2], [True, True]),
+                 scores([0.4, 0.4], [True, True]), scores([0.2, 0.2], [True, True]),
+                 scores([0.1, 0.1], [True, True])]
+    attach_paired(rows, per_digit, "DDIM-50", seed=0)
+    assert [r.get("vs_reference") for r in rows] == [
+        None, "DDIM-50", "DDIM-50", None, None, "LDM-DDIM-50", None]
+    assert rows[1]["mse_vs_reference"] == pytest.approx(-0.5)
+    assert rows[2]["mse_vs_reference"] == pytest.approx(0.5)
+    assert rows[2]["preservation_vs_reference"] == -0.5
+    assert rows[5]["mse_vs_reference"] == pytest.approx(-0.5)
