@@ -157,6 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--match-information", type=float, metavar="A",
                          help="also compare every system where its own space's noised accuracy "
                               "equals A (in (0, 1))")
+    compare.add_argument("--resume", action="store_true",
+                         help="continue the run in --out: keep the rows in its results.jsonl, "
+                              "measure the rest (the config must be the same)")
+
+    report = commands.add_parser(
+        "report", help="rebuild results.json, results.md, the grid and plots from a run's "
+                       "results.jsonl (finished, partial or killed)")
+    report.add_argument("out", type=Path, metavar="DIR", help="a compare output folder")
 
     ab = commands.add_parser(
         "ab", help="base against head timed side by side, interleaved: the regression gate")
@@ -224,8 +232,22 @@ def _compare(args: argparse.Namespace) -> None:
         device=args.device, data_dir=args.data_dir, seed=args.seed, compile=args.compile,
         noise_device=args.noise_device, tf32=args.tf32, match_information=args.match_information,
     )
-    run_compare(config)
-    print(f"wrote {config.out}/results.json, results.md, i2i_comparison.png, pareto.png")
+    try:
+        run_compare(config, resume=args.resume)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"interrupted (SIGINT); the rows measured are in "
+                                f"{config.out}/results.jsonl: continue with --resume, or "
+                                f"`diffbench report {config.out}` for their tables") from None
+    print(f"wrote {config.out}/results.jsonl, results.json, results.md, i2i_comparison.png, "
+          f"pareto.png")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from diffbench.compare import write_reports
+    from diffbench.rowstore import RowStore
+
+    results, files = write_reports(RowStore.read(args.out))
+    print(f"{len(results)} rows; wrote {', '.join(str(f) for f in files)}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -324,13 +346,13 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         args.command_line = shlex.join(["diffbench", *argv])
         commands = {"demo": _demo, "train": _train, "evaluate": _evaluate, "compare": _compare,
-                    "shapes": _shapes, "ab": _ab, "history": _history}
+                    "shapes": _shapes, "ab": _ab, "history": _history, "report": _report}
         status = commands[args.command](args)
     except (UsageError, InputError) as error:  # bad input only: MNISTNotFoundError included
         _error(error)
         return 2
-    except KeyboardInterrupt:
-        _error("interrupted (SIGINT); files already written are complete")
+    except KeyboardInterrupt as interrupt:
+        _error(str(interrupt) or "interrupted (SIGINT); files already written are complete")
         return 128 + 2
     except OSError as error:  # the machine, not the input: a full disk, a vanished folder
         _error(f"{error}; files already written are complete (every write is atomic)")

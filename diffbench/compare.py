@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 from pydantic import Field
+from tqdm.auto import tqdm
 
 from diffbench.checkpoints import (
     check_writable_dir,
@@ -55,6 +56,7 @@ from diffbench.report import (
     render_grid,
     sweeps_nfe,
 )
+from diffbench.rowstore import RowStore, per_digit_scores, per_digit_tensors, row_key
 from diffbench.runtime import resolve_device
 from diffbench.sampling import exact_start
 from diffbench.scoring import Digits, load_digits, measure_latency, noised_inputs, score_system
@@ -74,6 +76,8 @@ RESULT_KEYS = (
 )
 MATCHED_KEYS = ("match_information", "matched_timestep", "noised_accuracy_curve")
 """Added to equal-information rows."""
+GRID_INPUTS = "grid_inputs"
+"""The row store's extra tensors: the grid's source and noised columns."""
 SNR_KEYS = ("match_snr_of_strength", "matched_timestep")
 """Added to equal-SNR rows: the strength whose VP start they match, and its timestep."""
 
@@ -110,10 +114,14 @@ def run(systems: Sequence[System | dict[str, Any]], **settings: Any) -> list[dic
     return run_compare(config, objects)
 
 
-def run_compare(config: CompareConfig, systems: Sequence[System] = ()) -> list[dict[str, Any]]:
+def run_compare(
+    config: CompareConfig, systems: Sequence[System] = (), resume: bool = False
+) -> list[dict[str, Any]]:
     """Run the comparison of the config's systems, then ``systems`` (any System objects), and
     write results.json, results.md, i2i_comparison.png, pareto.png (and fidelity_vs_strength.png
-    for several strengths) into ``config.out``; log to MLflow."""
+    for several strengths) into ``config.out``; log to MLflow. Every row reaches
+    ``results.jsonl`` as it is measured (:mod:`diffbench.rowstore`); with ``resume`` the rows
+    already there are kept and not rerun."""
     device = resolve_device(config.device)
     check_writable_dir(config.out)
     names = checkpoint_files(config)
@@ -134,54 +142,112 @@ def run_compare(config: CompareConfig, systems: Sequence[System] = ()) -> list[d
     provenance = {"seed": config.seed, "device": str(device), "torch": torch.__version__}
     digits = load_digits(judge, max(config.num_images, config.grid_images), config.data_dir)
     scored = digits.first(config.num_images)
-    grid_columns: dict[float, list[tuple[str, torch.Tensor]]] = {s: [] for s in config.strengths}
-    results: list[dict[str, Any]] = []
-    per_digit: list[dict[str, torch.Tensor]] = []  # per_digit[i]: results[i]'s digit scores
+    store = RowStore.open(config.out, config.model_dump(), resume)
+    save_grid_inputs(store, digits.images[: config.grid_images], systems[0], config)
+    done = store.done()
+    planned = len(systems) * len(config.strengths) * (2 if config.match_snr else 1) + (
+        len(systems) if config.match_information is not None else 0)
+    with (tqdm(total=planned, desc="rows", unit="row") as bar,
+          start_run(config.experiment, run_name="compare", params=config.model_dump()) as run):
 
-    def add(row: dict[str, Any], outputs: torch.Tensor | None, same_as: int | None = None):
-        results.append(row)
-        per_digit.append(per_digit[same_as] if same_as is not None else
-                         judge.per_digit(outputs, scored.images, scored.labels))
-        print_row(row)
+        def add(row_id: dict[str, Any], measure) -> int:
+            """Row ``row_id`` from disk when it is there, else measured, stored and logged."""
+            bar.set_postfix_str(f"{row_id['name']} {row_id['view']} s{row_id['strength']:g}")
+            key = row_key({**row_id, "seed": config.seed, "num_images": config.num_images})
+            if key in done:
+                bar.update()
+                return done[key]
+            row, tensors = measure()
+            index = store.append(row, tensors)
+            log_row(run, config, row)
+            print_row(row)
+            bar.update()
+            return index
 
-    for system in systems:
-        used = ("classifier.safetensors", f"{NOISY_CLASSIFIERS[system.space]}.safetensors")
-        hashes = {name: judge_hashes[name] for name in used if name in judge_hashes}
-        facts = {**provenance, **getattr(system, "settings", {}),
-                 "checkpoint_sha256": {**hashes, **system.checkpoint_sha256()}}
-        for strength in config.strengths:
-            row, outputs = measure_row(system, judge, digits, strength, config)
-            add({**row, **facts}, outputs)
-            grid_columns[strength].append((system.name, outputs[: config.grid_images]))
-        if config.match_information is not None:
-            matched = match_information(system, judge, scored, config.match_information,
-                                        config.seed)
-            if matched is None:
-                print(f"{system.name:>14}: its noised accuracy never equals "
-                      f"{config.match_information:g} on the start-timestep grid; no "
-                      f"equal-information row")
-                continue
-            row, outputs = measure_row(system, judge, digits, matched["strength"], config,
-                                       view="equal_information")
-            add({**row, **matched, **facts}, outputs)
-        if config.match_snr:
-            measured = {r["strength"]: i for i, r in enumerate(results)
-                        if r["name"] == system.name and r["view"] == "equal_strength"}
+        def measured(system: System, strength: float, view: str, extra: dict[str, Any]):
+            def measure():
+                row, outputs = measure_row(system, judge, digits, strength, config, view=view)
+                scores = judge.per_digit(outputs, scored.images, scored.labels)
+                return ({**row, **extra, **facts},
+                        {"outputs": outputs[: config.grid_images], **per_digit_tensors(scores)})
+            return measure
+
+        for system in systems:
+            used = ("classifier.safetensors", f"{NOISY_CLASSIFIERS[system.space]}.safetensors")
+            hashes = {name: judge_hashes[name] for name in used if name in judge_hashes}
+            facts = {**provenance, **getattr(system, "settings", {}),
+                     "checkpoint_sha256": {**hashes, **system.checkpoint_sha256()}}
+            identity = {"name": system.name, "checkpoint_sha256": facts["checkpoint_sha256"]}
+            own = {}  # strength -> index of this system's equal-strength row
             for strength in config.strengths:
-                t = exact_start(1000, strength)  # the VP start; T = 1000 for every shipped network
-                matched = strength_for_timestep(system, t)
-                snr_facts = {"match_snr_of_strength": strength, "matched_timestep": t}
-                if matched in measured:  # a VP system's own start: its row, not rerun
-                    i = measured[matched]
-                    add({**results[i], "view": "equal_snr", **snr_facts}, None, same_as=i)
-                    continue
-                row, outputs = measure_row(system, judge, digits, matched, config,
-                                           view="equal_snr")
-                add({**row, **snr_facts, **facts}, outputs)
-    attach_paired(results, per_digit, config.reference, config.seed)
-    files = write_results(config, results, digits, grid_columns, systems[0])
-    track(config, results, files)
+                own[strength] = add({**identity, "view": "equal_strength", "strength": strength},
+                                    measured(system, strength, "equal_strength", {}))
+            if config.match_information is not None:
+                matched = match_information(system, judge, scored, config.match_information,
+                                            config.seed)
+                if matched is None:
+                    print(f"{system.name:>14}: its noised accuracy never equals "
+                          f"{config.match_information:g} on the start-timestep grid; no "
+                          f"equal-information row")
+                else:
+                    add({**identity, "view": "equal_information", "strength": matched["strength"]},
+                        measured(system, matched["strength"], "equal_information", matched))
+            if config.match_snr:
+                for strength in config.strengths:
+                    t = exact_start(1000, strength)  # the VP start; T = 1000 for every network
+                    at = strength_for_timestep(system, t)
+                    snr = {"match_snr_of_strength": strength, "matched_timestep": t}
+                    if at in own:  # a VP system's own start: its row, not rerun
+                        i = own[at]
+                        add({**identity, "view": "equal_snr", "strength": at},
+                            lambda i=i, snr=snr: ({**store.rows()[i], "view": "equal_snr", **snr},
+                                                  store.tensors(i)))
+                    else:
+                        add({**identity, "view": "equal_snr", "strength": at},
+                            measured(system, at, "equal_snr", snr))
+        bar.close()
+        results, files = write_reports(store)
+        for path in files:
+            run.log_artifact(path)
+        run.log_table(table_columns(results), "results_table.json")
     return results
+
+
+def save_grid_inputs(store: RowStore, sources: torch.Tensor, system: System,
+                     config: CompareConfig) -> None:
+    """The grid's first two columns (the source digits, and their noised versions at
+    ``system``'s start per strength), saved beside the rows so any run's grid can be redrawn."""
+    tensors = {"sources": sources}
+    titles = {}
+    for strength in config.strengths:
+        key = f"noised_{strength:g}"
+        tensors[key] = noised_inputs(system, sources, strength, config.seed)
+        titles[key] = f"noised t={system.start_timestep(strength)}"
+    store.save_extra(GRID_INPUTS, tensors, titles)
+
+
+def write_reports(store: RowStore) -> tuple[list[dict[str, Any]], list[Path]]:
+    """results.json, results.md, the grid and the plots, rebuilt from the rows on disk (of a
+    finished, partial or killed run), with the paired figures against the run's reference."""
+    run = store.run()
+    results = store.rows()
+    per_digit = [per_digit_scores(store.tensors(i)) for i in range(len(results))]
+    attach_paired(results, per_digit, run.get("reference", "DDIM-50"), run.get("seed", 0))
+    inputs, titles = store.load_extra(GRID_INPUTS)
+    blocks = []
+    for strength in run["strengths"]:
+        key = f"noised_{strength:g}"
+        rows = [i for i, r in enumerate(results)
+                if r["view"] == "equal_strength" and r["strength"] == strength]
+        if key not in inputs or not rows:
+            continue
+        blocks.append(GridBlock(
+            title=f"strength {strength:g}",
+            labels=["source", titles[key], *(results[i]["name"] for i in rows)],
+            columns=[inputs["sources"], inputs[key],
+                     *(store.tensors(i)["outputs"] for i in rows)],
+        ))
+    return results, write_results(store.out, run["strengths"], results, blocks)
 
 
 def measure_row(
@@ -216,35 +282,20 @@ def print_row(row: dict[str, Any]) -> None:
 
 
 def write_results(
-    config: CompareConfig,
-    results: list[dict[str, Any]],
-    digits: Digits,
-    grid_columns: dict[float, list[tuple[str, torch.Tensor]]],
-    system: System,
+    out: Path, strengths: list[float], results: list[dict[str, Any]], blocks: list[GridBlock]
 ) -> list[Path]:
-    """The files of a comparison, each written atomically or whole; the grid's noised column
-    shows the digits at ``system``'s start timestep."""
-    out = Path(config.out)
+    """The files of a comparison, each written atomically or whole."""
     out.mkdir(parents=True, exist_ok=True)
-    sources = digits.images[: config.grid_images]
-    blocks = []
-    for strength, columns in grid_columns.items():
-        t = system.start_timestep(strength)
-        noised = noised_inputs(system, sources, strength, config.seed)
-        blocks.append(GridBlock(
-            title=f"strength {strength:g}",
-            labels=["source", f"noised t={t}", *(name for name, _ in columns)],
-            columns=[sources, noised, *(images for _, images in columns)],
-        ))
     files = [
         write_atomic_text(out / "results.json", json.dumps(results, indent=2) + "\n"),
         write_atomic_text(out / "results.md", results_markdown(results)),
-        out / "i2i_comparison.png",
         out / "pareto.png",
     ]
-    render_grid(blocks, files[2])
-    plot_pareto(results, files[3])
-    if len(config.strengths) > 1:
+    plot_pareto(results, files[2])
+    if blocks:
+        files.append(out / "i2i_comparison.png")
+        render_grid(blocks, files[-1])
+    if len(strengths) > 1:
         files.append(out / "fidelity_vs_strength.png")
         plot_strength([r for r in results if r["view"] == "equal_strength"], files[-1])
     for view, name in (("equal_strength", "fidelity_vs_nfe.png"),
@@ -274,25 +325,27 @@ def results_markdown(results: list[dict[str, Any]]) -> str:
     return text
 
 
-def track(config: CompareConfig, results: list[dict[str, Any]], files: list[Path]) -> None:
-    """One MLflow run with every metric and the files, plus a nested run per system whose
-    metrics are stepped by strength x 100 (so MLflow charts them against strength)."""
-    with start_run(config.experiment, run_name="compare", params=config.model_dump()) as run:
-        if not run.enabled:
-            return  # tracking is unavailable and has warned once; the files are on disk
-        for row in results:
-            view = "" if row["view"] == "equal_strength" else "matched/"
-            prefix = f"{row['name']}/{view}s{row['strength']:g}/"
-            run.log_metrics({prefix + k: v for k, v in row.items()
-                             if isinstance(v, int | float) and not isinstance(v, bool)})
-        for path in files:
-            run.log_artifact(path)
-        for name in dict.fromkeys(row["name"] for row in results):
-            rows = [row for row in results
-                    if row["name"] == name and row["view"] == "equal_strength"]
-            params = {k: rows[0][k] for k in ("space", "sampler")}
-            with start_run(config.experiment, run_name=name, params=params, nested=True) as sub:
-                for row in rows:
-                    sub.log_metrics({k: v for k, v in row.items()
-                                     if isinstance(v, int | float) and not isinstance(v, bool)},
-                                    step=round(row["strength"] * 100))
+PARAM_KEYS = ("name", "view", "space", "prediction", "sampler", "steps", "strength",
+              "start_sigma", "start_snr", "num_images")
+"""A row's MLflow params; its numbers are its metrics."""
+
+
+def log_row(run: Any, config: CompareConfig, row: dict[str, Any]) -> None:
+    """One nested MLflow run per row, as it is measured: the row's system, space, sampler,
+    NFE (``steps``) and strength as params, its figures as metrics (so MLflow's own compare
+    views plot latency against MSE across rows). A no-op when tracking is off."""
+    if not run.enabled:
+        return
+    params = {k: row.get(k) for k in PARAM_KEYS}
+    with start_run(config.experiment, run_name=f"{row['name']} {row['view']} "
+                   f"s{row['strength']:g}", params=params, nested=True) as sub:
+        sub.log_metrics({k: v for k, v in row.items()
+                         if isinstance(v, int | float) and not isinstance(v, bool)
+                         and k not in PARAM_KEYS})
+
+
+def table_columns(results: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The results as columns of scalars, for ``mlflow.log_table``."""
+    keys = [k for k in RESULT_KEYS if any(k in r for r in results)]
+    return {k: [r.get(k) if not isinstance(r.get(k), list | dict) else json.dumps(r.get(k))
+                for r in results] for k in keys}

@@ -178,6 +178,11 @@ class Tracker:
         """Upload a local file or folder as an artifact (under ``artifact_path``)."""
         self._call("log_artifact", str(Path(path)), artifact_path)
 
+    def log_table(self, data: Mapping[str, list[Any]], artifact_file: str) -> None:
+        """Store columns of scalars as an MLflow table artifact (``mlflow.log_table``), which
+        the MLflow UI's evaluation views read."""
+        self._call("log_table", data=dict(data), artifact_file=artifact_file)
+
     def log_text(self, text: str, artifact_file: str) -> None:
         """Store ``text`` as the artifact ``artifact_file`` (e.g. ``"results/summary.md"``)."""
         self._call("log_text", text, artifact_file)

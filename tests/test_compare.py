@@ -85,18 +85,24 @@ def test_grid_has_a_row_per_digit_and_a_column_per_image_kind(compared):
         assert (out / "results" / name).stat().st_size > 10_000
 
 
-def test_compare_is_an_mlflow_run_with_metrics_and_artifacts(compared):
+def test_compare_is_an_mlflow_run_with_a_nested_run_per_row(compared):
+    """Each row is logged as it is measured: one nested run with the row's system and strength
+    as params and its figures as metrics; the parent holds the files and the whole table."""
     _, uri = compared
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("diffbench-compare").experiment_id])
     parent = next(r for r in runs if r.info.run_name == "compare")
     results = json.loads((compared[0] / "results" / "results.json").read_text())
+    assert len(runs) == 1 + len(results)
     ddim = next(r for r in results if r["name"] == "DDIM-10" and r["strength"] == 0.3)
-    assert parent.data.metrics["DDIM-10/s0.3/mse"] == pytest.approx(ddim["mse"])
-    assert "LDM-DDPM-20/s0.5/noised_accuracy" in parent.data.metrics
+    row_run = next(r for r in runs if r.info.run_name == "DDIM-10 equal_strength s0.3")
+    assert row_run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert row_run.data.params["sampler"] == "ddim" and row_run.data.params["strength"] == "0.3"
+    assert row_run.data.params["steps"] == "3" and row_run.data.params["space"] == "pixel"
+    assert row_run.data.metrics["mse"] == pytest.approx(ddim["mse"])
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"results.json", "results.md", "i2i_comparison.png", "pareto.png"} <= artifacts
-    assert len(runs) == 6  # the parent and one nested run per system
+    assert {"results.json", "results.md", "i2i_comparison.png", "pareto.png",
+            "results_table.json"} <= artifacts
 
 
 def test_bad_compare_config_is_one_clear_error(capsys, tiny_checkpoints):

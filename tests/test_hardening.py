@@ -201,13 +201,13 @@ BAD_INPUT = [
     (COMPARE + " --steps 0", ["--steps: expected a positive integer, got 0"]),
     (
         COMPARE + " --set systems.0.sampler=lms",
-        ["systems.0.sampler: Input should be 'ddpm', 'ddim', 'dpmsolver++', 'euler', 'heun' or "
-         "'unipc' (got 'lms')"],
+        ["systems.0.sampler: Input should be 'ddpm', 'ddim', 'dpmsolver++', 'euler', 'heun', "
+         "'unipc', 'flow-euler', 'flow-heun' or 'flow-dpmsolver++' (got 'lms')"],
     ),
     (COMPARE + " --set systems.0.space=video", ["Input should be 'pixel' or 'latent'"]),
     (
         COMPARE + " --set systems.0.colour=red",
-        ["allowed keys: eta, model, name, sampler, space, steps"],
+        ["allowed keys: eta, model, name, prediction, sampler, shift, space, steps"],
     ),
     (COMPARE + " --set systems.0.steps=5000", ["num_steps must be in [1, 1000], got 5000"]),
     (COMPARE + " --set timing_batch=many", ["timing_batch: Input should be a valid integer"]),

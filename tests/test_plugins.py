@@ -121,9 +121,10 @@ def test_compare_config_runs_plug_ins_outside_the_package(tiny_checkpoints, mnis
     assert (out / "pareto.png").is_file() and (out / "fidelity_vs_strength.png").is_file()
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("diffbench-compare").experiment_id])
-    parent = next(r for r in runs if r.info.run_name == "compare")
-    assert parent.data.metrics["my-dpm/s0.3/mse"] == rows[0]["mse"]
-    assert {r.info.run_name for r in runs} == {"compare", "my-dpm", "DDIM-10"}
+    row_run = next(r for r in runs if r.info.run_name == "my-dpm equal_strength s0.3")
+    assert row_run.data.metrics["mse"] == rows[0]["mse"]
+    assert {r.info.run_name for r in runs} == {"compare", *(
+        f"{r['name']} equal_strength s{r['strength']:g}" for r in rows)}
 
 
 def test_compare_from_python_takes_system_objects(registered, tiny_checkpoints, mnist_dir,
@@ -137,8 +138,9 @@ def test_compare_from_python_takes_system_objects(registered, tiny_checkpoints, 
     assert [r["name"] for r in rows] == ["LDM-My++DPM-10", "mine"]
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     (experiment,) = [client.get_experiment_by_name("diffbench-compare").experiment_id]
-    parent = next(r for r in client.search_runs([experiment]) if r.info.run_name == "compare")
-    assert parent.data.metrics["LDM-My__DPM-10/s0.5/mse"] == rows[0]["mse"]  # "+" -> "_"
+    row_run = next(r for r in client.search_runs([experiment])
+                   if r.info.run_name == "LDM-My++DPM-10 equal_strength s0.5")
+    assert row_run.data.metrics["mse"] == rows[0]["mse"]
     with pytest.raises(ValueError, match="is not a diffbench System: it lacks name"):
         compare.run([object()], checkpoints=str(tiny_checkpoints), out=str(tmp_path / "x"),
                     data_dir=str(mnist_dir), device="cpu")

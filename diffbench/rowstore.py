@@ -1,0 +1,204 @@
+"""A comparison's rows on disk as they are measured: ``results.jsonl`` plus one small tensor
+file per row, so a killed or interrupted run loses at most the row in flight.
+
+Layout of an output folder:
+
+* ``run.json``: the comparison's identity (its config less where it writes and how it reports),
+  written first; a resume against a different one is refused, naming the first difference;
+* ``rows/<n>.safetensors``: row n's grid images and per-digit scores (for the paired intervals),
+  written atomically *before* its line;
+* ``results.jsonl``: one JSON row per line, each flushed and fsynced before the next row starts.
+  A half-written last line (a kill during the write) is dropped with a warning naming it.
+
+A row is identified by :func:`row_key`: its system, view, strength, seed, digits and checkpoint
+hashes, so ``--resume`` skips exactly the rows already measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from diffbench.errors import InputError
+
+RUN_FILE, ROWS_FILE, TENSORS_DIR = "run.json", "results.jsonl", "rows"
+NOT_IDENTITY = ("out", "experiment", "grid_images", "device")
+"""Config keys that change where or how a comparison reports, not what its rows are."""
+
+
+class TruncatedRowWarning(UserWarning):
+    """The last line of results.jsonl was half-written (a kill during the write): dropped."""
+
+
+class ResumeError(InputError):
+    """A resume against a comparison that is not the one in the folder."""
+
+
+def row_key(row: dict[str, Any]) -> str:
+    """What identifies a row across runs: system, view, strength, seed, digits, checkpoints."""
+    parts = [row["name"], row["view"], row["strength"], row["seed"], row["num_images"],
+             sorted(row.get("checkpoint_sha256", {}).items())]
+    return json.dumps(parts)
+
+
+def identity(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a config dump that decides its rows."""
+    return {k: v for k, v in config.items() if k not in NOT_IDENTITY}
+
+
+def first_difference(old: Any, new: Any, path: str = "") -> str | None:
+    """``key: old -> new`` for the first difference of two JSON values, or None."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            found = first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else key)
+            if found:
+                return found
+        return None
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new)):
+            found = first_difference(a, b, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    return None if old == new else f"{path or 'config'}: {json.dumps(old)} -> {json.dumps(new)}"
+
+
+class RowStore:
+    """The rows of one output folder: :meth:`open` it for a new or resumed run, :meth:`append`
+    each row, :meth:`rows` and :meth:`tensors` to rebuild the reports."""
+
+    def __init__(self, out: str | Path) -> None:
+        self.out = Path(out)
+        self._rows: list[dict[str, Any]] = []
+
+    @classmethod
+    def open(cls, out: str | Path, config: dict[str, Any], resume: bool) -> RowStore:
+        """A store for a run of ``config`` in ``out``: a fresh one (any earlier rows cleared),
+        or with ``resume`` the rows already there, after checking the folder holds this run."""
+        store = cls(out)
+        store.out.mkdir(parents=True, exist_ok=True)
+        run_path = store.out / RUN_FILE
+        wanted = json.loads(json.dumps(identity(config), default=str))
+        if resume and run_path.is_file():
+            found = json.loads(run_path.read_text())
+            difference = first_difference(found, wanted)
+            if difference:
+                raise ResumeError(f"cannot resume {store.out}: its run differs in {difference}; "
+                                  f"rerun without --resume, or with the same config")
+            store._rows = store.load_rows()
+            return store
+        for stale in (*store.out.glob(ROWS_FILE), *store.out.glob(f"{TENSORS_DIR}/*.safetensors")):
+            stale.unlink()
+        tmp = run_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(wanted, indent=2) + "\n")
+        os.replace(tmp, run_path)
+        return store
+
+    @classmethod
+    def read(cls, out: str | Path) -> RowStore:
+        """The rows of a finished, partial or killed run, for ``diffbench report``."""
+        store = cls(out)
+        if not (store.out / ROWS_FILE).is_file():
+            raise InputError(f"{store.out} holds no {ROWS_FILE}; allowed: the output folder of "
+                             f"a `diffbench compare` run")
+        store._rows = store.load_rows()
+        return store
+
+    def load_rows(self) -> list[dict[str, Any]]:
+        path = self.out / ROWS_FILE
+        if not path.is_file():
+            return []
+        lines = path.read_text().split("\n")
+        rows = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                if number < len(lines):  # a complete line (a newline follows it) is corrupt
+                    raise InputError(f"{path}, line {number}: not a JSON row") from None
+                warnings.warn(f"{path}, line {number}: half-written last row dropped "
+                              f"(the run was killed while writing it)", TruncatedRowWarning,
+                              stacklevel=2)
+        return rows
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Copies of the rows, in the order they were measured."""
+        return [dict(row) for row in self._rows]
+
+    def run(self) -> dict[str, Any]:
+        """The run's identity (``run.json``): its config less where and how it reports."""
+        return json.loads((self.out / RUN_FILE).read_text())
+
+    def save_extra(self, name: str, tensors: dict[str, Tensor], titles: dict[str, str]) -> None:
+        """Tensors of the run that belong to no row (the grid's inputs), with string facts."""
+        folder = self.out / TENSORS_DIR
+        folder.mkdir(exist_ok=True)
+        tmp = folder / f"{name}.tmp"
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
+                  metadata=titles)
+        os.replace(tmp, folder / f"{name}.safetensors")
+
+    def load_extra(self, name: str) -> tuple[dict[str, Tensor], dict[str, str]]:
+        path = self.out / TENSORS_DIR / f"{name}.safetensors"
+        if not path.is_file():
+            return {}, {}
+        with safe_open(str(path), "pt") as file:
+            titles = file.metadata() or {}
+        return load_file(path), titles
+
+    def done(self) -> dict[str, int]:
+        """Row key -> its index, for the rows on disk."""
+        return {row_key(row): i for i, row in enumerate(self._rows)}
+
+    def tensors(self, index: int) -> dict[str, Tensor]:
+        """Row ``index``'s saved tensors (``outputs``: its grid images; per-digit scores)."""
+        return load_file(self.out / TENSORS_DIR / f"{index}.safetensors")
+
+    def append(self, row: dict[str, Any], tensors: dict[str, Tensor]) -> int:
+        """Write ``tensors`` (atomically), then ``row`` as one JSONL line, flushed and fsynced
+        before returning its index."""
+        index = len(self._rows)
+        folder = self.out / TENSORS_DIR
+        folder.mkdir(exist_ok=True)
+        tmp = folder / f"{index}.tmp"
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+        os.replace(tmp, folder / f"{index}.safetensors")
+        path = self.out / ROWS_FILE
+        if path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
+            # a half-written line left by a kill: cut it off before appending
+            text = path.read_text()
+            path.write_text(text[: text.rfind("\n") + 1])
+        with path.open("a") as file:
+            file.write(json.dumps(row, default=_jsonable) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        self._rows.append(row)
+        return index
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def per_digit_tensors(scores: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Per-digit scores as tensors a safetensors file holds (bools as uint8)."""
+    return {f"digit_{k}": (v.to(torch.uint8) if v.dtype == torch.bool else v)
+            for k, v in scores.items()}
+
+
+def per_digit_scores(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The inverse of :func:`per_digit_tensors`."""
+    return {k.removeprefix("digit_"): (v.bool() if k == "digit_correct" else v)
+            for k, v in tensors.items() if k.startswith("digit_")}
