@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -157,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--match-information", type=float, metavar="A",
                          help="also compare every system where its own space's noised accuracy "
                               "equals A (in (0, 1))")
+    compare.add_argument("--shard", metavar="I/N",
+                         help="run shard I of N (0-based) into <out>/shard-I-of-N; default: "
+                              "from torchrun's RANK/WORLD_SIZE, a SLURM array or a Kubernetes "
+                              "indexed job (join them with `diffbench merge`)")
     compare.add_argument("--resume", action="store_true",
                          help="continue the run in --out: keep the rows in its results.jsonl, "
                               "measure the rest (the config must be the same)")
@@ -165,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
         "report", help="rebuild results.json, results.md, the grid and plots from a run's "
                        "results.jsonl (finished, partial or killed)")
     report.add_argument("out", type=Path, metavar="DIR", help="a compare output folder")
+
+    merge = commands.add_parser("merge", help="join the shards of one comparison")
+    merge.add_argument("shards", type=Path, nargs="+", metavar="DIR", help="shard folders")
+    merge.add_argument("--out", type=Path, required=True, help="the merged output folder")
 
     ab = commands.add_parser(
         "ab", help="base against head timed side by side, interleaved: the regression gate")
@@ -232,14 +241,26 @@ def _compare(args: argparse.Namespace) -> None:
         device=args.device, data_dir=args.data_dir, seed=args.seed, compile=args.compile,
         noise_device=args.noise_device, tf32=args.tf32, match_information=args.match_information,
     )
+    from diffbench.shards import parse_shard, shard_from_env, shares_machine
+
+    shard = parse_shard(args.shard) if args.shard else shard_from_env(os.environ)
     try:
-        run_compare(config, resume=args.resume)
+        run_compare(config, resume=args.resume, shard=shard,
+                    shared_machine=shard is not None and shares_machine(os.environ))
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"interrupted (SIGINT); the rows measured are in "
                                 f"{config.out}/results.jsonl: continue with --resume, or "
                                 f"`diffbench report {config.out}` for their tables") from None
     print(f"wrote {config.out}/results.jsonl, results.json, results.md, i2i_comparison.png, "
           f"pareto.png")
+
+
+def _merge(args: argparse.Namespace) -> None:
+    from diffbench.compare import merge
+
+    results, files = merge(args.shards, args.out)
+    print(f"{len(results)} rows from {len(args.shards)} shards; wrote "
+          f"{', '.join(str(f) for f in files)}")
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -346,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         args.command_line = shlex.join(["diffbench", *argv])
         commands = {"demo": _demo, "train": _train, "evaluate": _evaluate, "compare": _compare,
-                    "shapes": _shapes, "ab": _ab, "history": _history, "report": _report}
+                    "shapes": _shapes, "ab": _ab, "history": _history, "report": _report,
+                    "merge": _merge}
         status = commands[args.command](args)
     except (UsageError, InputError) as error:  # bad input only: MNISTNotFoundError included
         _error(error)

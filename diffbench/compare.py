@@ -56,10 +56,17 @@ from diffbench.report import (
     render_grid,
     sweeps_nfe,
 )
-from diffbench.rowstore import RowStore, per_digit_scores, per_digit_tensors, row_key
+from diffbench.rowstore import (
+    RowStore,
+    first_difference,
+    per_digit_scores,
+    per_digit_tensors,
+    row_key,
+)
 from diffbench.runtime import resolve_device
 from diffbench.sampling import exact_start
 from diffbench.scoring import Digits, load_digits, measure_latency, noised_inputs, score_system
+from diffbench.shards import assign, shard_dir
 from diffbench.system import System, check_system, compile_seconds
 from diffbench.tracking import start_run
 from diffbench.translate import Translator
@@ -115,13 +122,19 @@ def run(systems: Sequence[System | dict[str, Any]], **settings: Any) -> list[dic
 
 
 def run_compare(
-    config: CompareConfig, systems: Sequence[System] = (), resume: bool = False
+    config: CompareConfig,
+    systems: Sequence[System] = (),
+    resume: bool = False,
+    shard: tuple[int, int] | None = None,
+    shared_machine: bool = False,
 ) -> list[dict[str, Any]]:
     """Run the comparison of the config's systems, then ``systems`` (any System objects), and
     write results.json, results.md, i2i_comparison.png, pareto.png (and fidelity_vs_strength.png
     for several strengths) into ``config.out``; log to MLflow. Every row reaches
     ``results.jsonl`` as it is measured (:mod:`diffbench.rowstore`); with ``resume`` the rows
-    already there are kept and not rerun."""
+    already there are kept and not rerun. With ``shard=(I, N)`` only shard I's systems run,
+    into ``<out>/shard-I-of-N`` (:mod:`diffbench.shards`; ``shared_machine`` flags its rows'
+    timings as taken beside other shards)."""
     device = resolve_device(config.device)
     check_writable_dir(config.out)
     names = checkpoint_files(config)
@@ -137,16 +150,25 @@ def run_compare(
         check_system(system)
         for strength in config.strengths:
             system.start_timestep(strength)  # a ValueError now, not mid-run
-    judges = [name for name in names if "classifier" in name]
-    judge_hashes = checkpoint_sha256(config.checkpoints, judges)
+    all_hashes = checkpoint_sha256(config.checkpoints, names)
+    judge_hashes = {name: all_hashes[name] for name in names if "classifier" in name}
     provenance = {"seed": config.seed, "device": str(device), "torch": torch.__version__}
     digits = load_digits(judge, max(config.num_images, config.grid_images), config.data_dir)
     scored = digits.first(config.num_images)
-    store = RowStore.open(config.out, config.model_dump(), resume)
-    save_grid_inputs(store, digits.images[: config.grid_images], systems[0], config)
+    indexed = list(enumerate(systems))
+    out, run_facts = Path(config.out), {"checkpoint_sha256": all_hashes}
+    if shard is not None:
+        owner = assign([expected_cost(s, config) for s in systems], shard[1])
+        indexed = [(k, s) for k, s in indexed if owner[k] == shard[0]]
+        out, run_facts["shard"] = shard_dir(config.out, shard), list(shard)
+    store = RowStore.open(out, {**config.model_dump(), **run_facts}, resume)
+    if not indexed:
+        print(f"shard {shard[0]}/{shard[1]} has no system to run: {len(systems)} systems")
+        return []
+    save_grid_inputs(store, digits.images[: config.grid_images], indexed[0][1], config)
     done = store.done()
-    planned = len(systems) * len(config.strengths) * (2 if config.match_snr else 1) + (
-        len(systems) if config.match_information is not None else 0)
+    planned = len(indexed) * len(config.strengths) * (2 if config.match_snr else 1) + (
+        len(indexed) if config.match_information is not None else 0)
     with (tqdm(total=planned, desc="rows", unit="row") as bar,
           start_run(config.experiment, run_name="compare", params=config.model_dump()) as run):
 
@@ -172,11 +194,12 @@ def run_compare(
                         {"outputs": outputs[: config.grid_images], **per_digit_tensors(scores)})
             return measure
 
-        for system in systems:
+        for system_index, system in indexed:
             used = ("classifier.safetensors", f"{NOISY_CLASSIFIERS[system.space]}.safetensors")
             hashes = {name: judge_hashes[name] for name in used if name in judge_hashes}
             facts = {**provenance, **getattr(system, "settings", {}),
-                     "checkpoint_sha256": {**hashes, **system.checkpoint_sha256()}}
+                     "checkpoint_sha256": {**hashes, **system.checkpoint_sha256()},
+                     "system_index": system_index, "shared_machine": shared_machine}
             identity = {"name": system.name, "checkpoint_sha256": facts["checkpoint_sha256"]}
             own = {}  # strength -> index of this system's equal-strength row
             for strength in config.strengths:
@@ -211,6 +234,43 @@ def run_compare(
             run.log_artifact(path)
         run.log_table(table_columns(results), "results_table.json")
     return results
+
+
+def expected_cost(system: System, config: CompareConfig) -> float:
+    """Network evaluations times digits of a system's rows: what balances the shards."""
+    views = 2 if config.match_snr else 1
+    return views * config.num_images * sum(system.evaluations(s) for s in config.strengths)
+
+
+def merge(dirs: Sequence[str | Path], out: str | Path) -> tuple[list[dict[str, Any]], list[Path]]:
+    """Join the shards of one comparison (``diffbench merge``) into ``out``, rows in the
+    comparison's system order, then its reports; shards of different runs (config, seed,
+    digits or checkpoints) or a missing or repeated shard are refused, naming the difference."""
+    stores = [RowStore.read(d) for d in dirs]
+    runs = [store.run() for store in stores]
+    base = {k: v for k, v in runs[0].items() if k != "shard"}
+    for directory, run in zip(dirs, runs):
+        if "shard" not in run:
+            raise InputError(f"{directory} is not a shard (it was run without --shard)")
+        difference = first_difference(base, {k: v for k, v in run.items() if k != "shard"})
+        if difference:
+            raise InputError(f"{directory} is a shard of another run than {dirs[0]}: "
+                             f"{difference}")
+    count = runs[0]["shard"][1]
+    found = sorted(run["shard"][0] for run in runs)
+    if found != list(range(count)) or any(run["shard"][1] != count for run in runs):
+        given = ", ".join(f"{run['shard'][0]}/{run['shard'][1]}" for run in runs)
+        raise InputError(f"merge needs shards 0..{count - 1} of {count} once each, got {given}")
+    merged = RowStore.open(out, base, resume=False)
+    order = sorted((row["system_index"], position, i)
+                   for position, store in enumerate(stores)
+                   for i, row in enumerate(store.rows()))
+    for _, position, i in order:
+        merged.append(stores[position].rows()[i], stores[position].tensors(i))
+    first = min(range(len(stores)), key=lambda p: min(
+        (r["system_index"] for r in stores[p].rows()), default=len(order) + 1))
+    merged.save_extra(GRID_INPUTS, *stores[first].load_extra(GRID_INPUTS))
+    return write_reports(merged)
 
 
 def save_grid_inputs(store: RowStore, sources: torch.Tensor, system: System,

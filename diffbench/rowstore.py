@@ -106,8 +106,8 @@ class RowStore:
     def read(cls, out: str | Path) -> RowStore:
         """The rows of a finished, partial or killed run, for ``diffbench report``."""
         store = cls(out)
-        if not (store.out / ROWS_FILE).is_file():
-            raise InputError(f"{store.out} holds no {ROWS_FILE}; allowed: the output folder of "
+        if not (store.out / RUN_FILE).is_file():
+            raise InputError(f"{store.out} holds no {RUN_FILE}; allowed: the output folder of "
                              f"a `diffbench compare` run")
         store._rows = store.load_rows()
         return store

@@ -1,0 +1,97 @@
+"""Shards: a deterministic, cost-balanced split of a comparison's systems; torchrun launches
+them; `diffbench merge` joins them to the numbers of one process, and refuses what is not."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from diffbench.cli import main
+from diffbench.errors import InputError
+from diffbench.shards import assign, parse_shard, shard_from_env, shares_machine
+
+REPO = Path(__file__).resolve().parents[1]
+FIDELITY = ("mse", "mse_ci95", "preservation", "preservation_ci95", "noised_accuracy",
+            "frechet_distance", "kid", "steps", "start_timestep")
+SYSTEMS = ("systems=[{space: pixel, sampler: ddim, steps: 50}, "
+           "{space: pixel, sampler: dpmsolver++, steps: 10}, {space: latent, sampler: ddim, "
+           "steps: 10}]")
+
+
+def args(checkpoints, mnist_dir, out, *extra):
+    return ["compare", "--checkpoints", str(checkpoints), "--out", str(out), "--data-dir",
+            str(mnist_dir), "--num-images", "8", "--device", "cpu", "--strength", "0.3",
+            "--set", SYSTEMS, "--set", "grid_images=2", "--set", "timing_batch=1",
+            "--set", "repeats=1", *extra]
+
+
+def test_assign_balances_costs_longest_first():
+    assert assign([10, 1, 1, 8], 2) == [0, 1, 1, 1]  # loads 10 and 10
+    assert assign([5, 5, 5], 3) == [0, 1, 2]
+    assert assign([1, 2], 4) == [1, 0]  # more shards than items: some stay empty
+
+
+@pytest.mark.parametrize("environ, shard", [
+    ({"RANK": "1", "WORLD_SIZE": "2"}, (1, 2)),
+    ({"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "3"},
+     (2, 4)),
+    ({"JOB_COMPLETION_INDEX": "0", "JOB_COMPLETIONS": "3"}, (0, 3)),
+    ({"RANK": "0", "WORLD_SIZE": "1"}, None),
+    ({}, None),
+])
+def test_the_shard_comes_from_the_launchers_environment(environ, shard):
+    assert shard_from_env(environ) == shard
+
+
+def test_bad_shards_are_one_clear_error():
+    for text in ("2/2", "1", "-1/2", "a/b"):
+        with pytest.raises(InputError, match="--shard must be I/N with 0 <= I < N"):
+            parse_shard(text)
+    assert shares_machine({"LOCAL_WORLD_SIZE": "2"}) and not shares_machine({})
+
+
+def test_two_shards_under_torchrun_merge_to_one_process(tiny_checkpoints, mnist_dir, tmp_path,
+                                                       monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    assert main(args(tiny_checkpoints, mnist_dir, tmp_path / "one")) == 0
+    one = json.loads((tmp_path / "one" / "results.json").read_text())
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow-shards.db"}
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+         "-m", "diffbench", *args(tiny_checkpoints, mnist_dir, tmp_path / "sharded")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    shards = sorted((tmp_path / "sharded").glob("shard-*-of-2"))
+    assert [p.name for p in shards] == ["shard-0-of-2", "shard-1-of-2"]
+    per_shard = [json.loads((p / "results.json").read_text()) for p in shards]
+    assert all(rows for rows in per_shard) and sum(map(len, per_shard)) == len(one)
+    assert all(r["shared_machine"] for rows in per_shard for r in rows)
+    assert main(["merge", *map(str, shards), "--out", str(tmp_path / "merged")]) == 0
+    merged = json.loads((tmp_path / "merged" / "results.json").read_text())
+    assert [r["name"] for r in merged] == [r["name"] for r in one]
+    for got, expected in zip(merged, one, strict=True):
+        assert {k: got[k] for k in FIDELITY} == {k: expected[k] for k in FIDELITY}
+    assert (tmp_path / "merged" / "i2i_comparison.png").is_file()
+
+
+def test_merge_refuses_shards_of_different_runs(tiny_checkpoints, mnist_dir, tmp_path, capsys,
+                                                monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    assert main(args(tiny_checkpoints, mnist_dir, tmp_path / "a", "--shard", "0/2")) == 0
+    assert main(args(tiny_checkpoints, mnist_dir, tmp_path / "b", "--shard", "1/2",
+                     "--seed", "3")) == 0
+    capsys.readouterr()
+    code = main(["merge", str(tmp_path / "a" / "shard-0-of-2"), str(tmp_path / "b" / "shard-1-of-2"),
+                 "--out", str(tmp_path / "merged")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "is a shard of another run" in err[0] and "seed: 0 -> 3" in err[0]
+    code = main(["merge", str(tmp_path / "a" / "shard-0-of-2"), "--out", str(tmp_path / "m")])
+    assert code == 2
+    assert "merge needs shards 0..1 of 2 once each, got 0/2" in capsys.readouterr().err
