@@ -87,8 +87,8 @@ def test_merge_refuses_shards_of_different_runs(tiny_checkpoints, mnist_dir, tmp
     assert main(args(tiny_checkpoints, mnist_dir, tmp_path / "b", "--shard", "1/2",
                      "--seed", "3")) == 0
     capsys.readouterr()
-    code = main(["merge", str(tmp_path / "a" / "shard-0-of-2"), str(tmp_path / "b" / "shard-1-of-2"),
-                 "--out", str(tmp_path / "merged")])
+    first, second = tmp_path / "a" / "shard-0-of-2", tmp_path / "b" / "shard-1-of-2"
+    code = main(["merge", str(first), str(second), "--out", str(tmp_path / "merged")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert "is a shard of another run" in err[0] and "seed: 0 -> 3" in err[0]
