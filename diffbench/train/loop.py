@@ -134,10 +134,6 @@ def prepare_run(
     config: TrainConfig, device: torch.device, ddp: Distributed, resume: bool, command: str
 ) -> Run:
     """Model, EMA, optimizer and metadata, restored from the training state on ``resume``."""
-    for budget in ("time_budget_s", "cpu_budget_s"):
-        if getattr(config, budget) is not None and ddp.world_size > 1:
-            raise ConfigError(f"{budget} needs a single process (ranks' clocks differ); "
-                              f"under torchrun let steps end the run (--set {budget}=null)")
     torch.manual_seed(config.seed)
     task = build_task(config, device)
     model = task.model
@@ -210,6 +206,19 @@ def out_of_time(run: Run) -> bool:
             or budget_used(run) >= 1.0)
 
 
+def step_clock(run: Run, wall: float, cpu: float) -> tuple[float, float]:
+    """A step's (wall, CPU) seconds; under torchrun the slowest rank's wall time and the CPU
+    time of all ranks, all-reduced, so every rank counts the same budget and stops at the same
+    step."""
+    if run.ddp.world_size == 1:
+        return wall, cpu
+    clock = torch.tensor([wall, cpu], dtype=torch.float64, device=run.device)
+    slowest, total = clock[:1].clone(), clock[1:].clone()
+    dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return float(slowest), float(total)
+
+
 def budget_used(run: Run) -> float:
     """The share of ``cpu_budget_s`` the training steps have used (0 without a budget)."""
     budget = run.task.config.cpu_budget_s
@@ -249,8 +258,10 @@ def run_epoch(run: Run, epoch_end: int, bar: tqdm) -> None:
         loss = train_step(run, index, generator)
         synchronize(run.device)  # the clock (and time_budget_s) counts the GPU's work too
         progress.step += 1
-        progress.train_seconds += time.perf_counter() - step_start
-        progress.cpu_seconds += time.process_time() - cpu_start
+        wall, cpu = step_clock(run, time.perf_counter() - step_start,
+                               time.process_time() - cpu_start)
+        progress.train_seconds += wall
+        progress.cpu_seconds += cpu
         window_images += len(index) * run.ddp.world_size
         bar.update(1)
         if progress.step % config.log_every == 0 or progress.step == epoch_end:
