@@ -38,6 +38,7 @@ from diffbench.config import (
     load_compare_config,
     load_train_config,
 )
+from diffbench.errors import InputError
 from diffbench.evaluate import load_digits, score_system
 from diffbench.metrics import Judge
 from diffbench.models import UNet, UNetConfig
@@ -579,7 +580,7 @@ def test_ddim_outputs_and_metrics_are_bitwise_identical_across_runs(
     assert first == second and first["num_images"] == 4
 
 
-# -- 5. fuzzing: every failure is a ValueError ------------------------------------------------
+# -- 5. fuzzing: every failure is an InputError -----------------------------------------------
 # Each fuzz test runs a known-good example first (Hypothesis runs explicit examples before
 # generated ones), records which cases reached the success path, and asserts the known-good
 # one did and that at least MIN_SUCCESS of all did: a fuzzer whose cases all fail validation
@@ -660,7 +661,7 @@ def _write(text: str) -> Path:
 
 
 def run_fuzz(fuzz, outcomes: list[bool], name: str) -> None:
-    """Run a Hypothesis test that appends True (success path) or False (ValueError) to
+    """Run a Hypothesis test that appends True (success path) or False (InputError) to
     ``outcomes``; the known-good example runs first and must succeed."""
     outcomes.clear()
     fuzz()
@@ -687,7 +688,7 @@ def fuzz_train_configs(kind, mapping, raw_text, sets):
     path = _write(raw_text if raw_text is not None else yaml.safe_dump(default))
     try:
         config = load_train_config(kind, path, sets, steps=None)
-    except ValueError:
+    except InputError:  # ours; a torch or Python ValueError is a bug and fails
         TRAIN_OUTCOMES.append(False)
         return
     finally:
@@ -717,7 +718,7 @@ def fuzz_compare_configs(mapping, sets, steps):
     )
     try:
         config = load_compare_config(path, sets, steps=steps)
-    except ValueError:
+    except InputError:  # ours; a torch or Python ValueError is a bug and fails
         COMPARE_OUTCOMES.append(False)
         return
     finally:
@@ -787,7 +788,7 @@ def fuzz_sampler_arguments(timesteps, ddim, clip, args):
                 schedule, num_steps, variance=variance, spacing=spacing, clip_sample=clip
             )
         out = sampler.img2img(tiny_eps, x0, strength, generator=torch.Generator().manual_seed(0))
-    except ValueError:
+    except InputError:  # ours; a torch or Python ValueError is a bug and fails
         SAMPLER_OUTCOMES.append(False)
         return
     assert out.shape == x0.shape and torch.isfinite(out).all()

@@ -61,11 +61,17 @@ def test_judge_counts_preservation_and_generation_shares(tiny_checkpoints):
     assert quality["max_class_share"] == pytest.approx(float(shares.max()))
     assert quality["min_class_share"] == pytest.approx(float(shares.min()))
     t = torch.full((20,), 300)
-    with torch.inference_mode():
-        noisy_predicted = judge.noisy_classifier(x, t).argmax(1)
-    expected = float((noisy_predicted == predicted).float().mean())
-    assert judge.noised_accuracy(x, t, predicted) == expected
-    assert judge.noised_accuracy(x, t, noisy_predicted) == 1.0
+    answers = torch.arange(20) % 10  # a stub noise-aware classifier that reads these labels
+
+    class FixedAnswers(torch.nn.Module):
+        def forward(self, inputs, timesteps):
+            return torch.nn.functional.one_hot(answers[: len(inputs)], 10).float()
+
+    stubbed = Judge(judge.classifier, FixedAnswers(), judge.device)
+    labels = answers.clone()
+    labels[:7] = (labels[:7] + 1) % 10  # 7 of the 20 labels are not what it reads
+    assert stubbed.noised_accuracy(x, t, labels) == 13 / 20
+    assert stubbed.noised_accuracy(x, t, answers) == 1.0
     scores = judge.score(x, x, predicted, judge.features(images(4, batch=20)))
     assert scores["mse"] == 0.0 and scores["preservation"] == 1.0
     assert scores["mse_ci95"] == [0.0, 0.0] and scores["preservation_ci95"][1] == 1.0
@@ -95,3 +101,22 @@ def test_per_digit_values_average_to_the_reported_means():
     assert float(psnr_per_image(x, y).mean()) == pytest.approx(psnr(x, y), rel=1e-6)
     assert float(ssim_per_image(x, y).mean()) == pytest.approx(ssim(x, y), rel=1e-6)
     assert ssim_per_image(x, y).shape == (5,)
+
+
+def test_frechet_distance_matches_scipy_on_non_commuting_covariances():
+    """Anisotropic covariances with different eigenvectors, so S_a S_b is not symmetric and a
+    root that assumed they commute would be wrong; scipy's sqrtm is the independent answer."""
+    import numpy as np
+    from scipy import linalg
+
+    g = torch.Generator().manual_seed(7)
+    d = 6
+    mix_a, mix_b = torch.randn(d, d, generator=g), torch.randn(d, d, generator=g)
+    a = torch.randn(400, d, generator=g, dtype=torch.float64) @ mix_a.double() + 0.5
+    b = torch.randn(300, d, generator=g, dtype=torch.float64) @ mix_b.double()
+    cov_a, cov_b = np.cov(a.numpy().T), np.cov(b.numpy().T)
+    assert not np.allclose(cov_a @ cov_b, cov_b @ cov_a, atol=1e-3)
+    root = linalg.sqrtm(cov_a @ cov_b).real
+    mean_gap = a.numpy().mean(0) - b.numpy().mean(0)
+    expected = mean_gap @ mean_gap + np.trace(cov_a + cov_b - 2 * root)
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-8)

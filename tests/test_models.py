@@ -1,6 +1,8 @@
 """Tests for diffbench.models: shapes, parameter counts, embeddings, gradients, determinism,
 stats."""
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn as nn
@@ -16,6 +18,8 @@ from diffbench.models import (
     model_stats,
     timestep_embedding,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -275,3 +279,34 @@ def test_model_stats_scale_with_batch(model, inputs):
     one, four = model_stats(model, *inputs(1)), model_stats(model, *inputs(4))
     assert one.parameters == four.parameters == sum(p.numel() for p in model.parameters())
     assert one.flops_per_image == four.flops_per_image > 0
+
+
+def test_the_in_place_inference_forward_is_bitwise_the_out_of_place_one():
+    """Without autograd the ResBlocks' SiLUs overwrite their inputs; with it they do not: the
+    shipped pixel UNet's outputs must be equal bit for bit, in fp32."""
+    from diffbench.checkpoints import load_model
+
+    unet, _ = load_model(REPO / "fixtures" / "checkpoints" / "pixel.safetensors")
+    x = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0, 250, 600, 999])
+    with torch.no_grad():
+        in_place = unet(x, t)
+    unet.requires_grad_(True)
+    with torch.enable_grad():
+        out_of_place = unet(x, t).detach()
+    assert torch.equal(in_place, out_of_place)
+
+
+def test_channels_last_weights_give_the_contiguous_outputs_within_5e_6():
+    """The Translator runs channels-last weights (oneDNN's faster layout); the outputs may
+    differ from the contiguous layout's only by float rounding, within 5e-6."""
+    from diffbench.checkpoints import load_model
+
+    unet, _ = load_model(REPO / "fixtures" / "checkpoints" / "pixel.safetensors")
+    x = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    t = torch.full((8,), 299)
+    with torch.inference_mode():
+        contiguous = unet(x, t)
+        channels_last = unet.to(memory_format=torch.channels_last)(
+            x.to(memory_format=torch.channels_last), t)
+    assert (channels_last - contiguous).abs().max() <= 5e-6
