@@ -70,7 +70,7 @@ def test_judge_counts_preservation_and_generation_shares(tiny_checkpoints):
     stubbed = Judge(judge.classifier, FixedAnswers(), judge.device)
     labels = answers.clone()
     labels[:7] = (labels[:7] + 1) % 10  # 7 of the 20 labels are not what it reads
-    assert stubbed.noised_accuracy(x, t, labels) == 13 / 20
+    assert stubbed.noised_accuracy(x, t, labels) == pytest.approx(13 / 20)  # float32 mean
     assert stubbed.noised_accuracy(x, t, answers) == 1.0
     scores = judge.score(x, x, predicted, judge.features(images(4, batch=20)))
     assert scores["mse"] == 0.0 and scores["preservation"] == 1.0
