@@ -127,6 +127,7 @@ def model_card(metadata: dict[str, Any], extra: dict[str, Any]) -> str:
         "",
         "| fact | value |",
         "| --- | --- |",
+        *([f"| prediction | {metadata['prediction']} |"] if "prediction" in metadata else []),
         f"| steps | {metadata['step']} |",
         f"| training wall time | {metadata['train_seconds']:.1f} s |",
         *training_budget_rows(metadata),
