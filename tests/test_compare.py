@@ -36,14 +36,18 @@ def compared(tiny_checkpoints, mnist_dir, tmp_path_factory):
 def test_results_json_has_one_object_per_system_and_strength(compared):
     out, _ = compared
     results = json.loads((out / "results" / "results.json").read_text())
-    assert [(r["name"], r["strength"]) for r in results] == [
-        (name, s) for name in ("DDPM-20", "DDIM-10", "DPM++2M-10", "LDM-DDIM-10", "LDM-DDPM-20")
-        for s in (0.3, 0.5)
-    ]
+    names = ("DDPM-20", "DDIM-10", "DPM++2M-10", "LDM-DDIM-10", "LDM-DDPM-20", "RF-Euler-10",
+             "LDM-RF-Euler-10")
+    assert [(r["name"], r["strength"]) for r in results if r["view"] == "equal_strength"] == [
+        (name, s) for name in names for s in (0.3, 0.5)]
+    snr = [r for r in results if r["view"] == "equal_snr"]
+    assert [r["name"] for r in snr] == [name for name in names for _ in (0.3, 0.5)]
+    assert all(r["strength"] == r["match_snr_of_strength"] for r in snr if "RF" not in r["name"])
+    results = [r for r in results if r["view"] == "equal_strength"]
     for row in results:
         assert set(RESULT_KEYS) <= set(row)
         assert row["num_images"] == 2 and row["timing_repeats"] == 2 and row["timing_warmup"] == 1
-        assert row["view"] == "equal_strength" and row["noised_space"] == row["space"]
+        assert row["noised_space"] == row["space"]
         for key in ("mse", "psnr", "ssim", "preservation", "noised_accuracy"):
             lo, hi = row[f"{key}_ci95"]
             assert lo <= row[key] <= hi, key
@@ -53,7 +57,7 @@ def test_results_json_has_one_object_per_system_and_strength(compared):
         assert row["train_seconds"] == 1.5 * (2 if row["space"] == "latent" else 1)
         assert row["train_cpu_seconds"] == 1.25 * (2 if row["space"] == "latent" else 1)
     assert {r["space"] for r in results} == {"pixel", "latent"}
-    table = (out / "results" / "results.md").read_text()
+    table = (out / "results" / "results.md").read_text().split("\n## ")[0].rstrip("\n") + "\n"
     assert table.count("\n") == 2 + len(results) and "LDM-DDPM-20" in table
     ddim = next(r for r in results if r["name"] == "DDIM-10")
     lo, hi = ddim["mse_ci95"]
@@ -79,8 +83,8 @@ def test_a_row_matches_fidelity_computed_by_hand(compared, tiny_checkpoints, mni
 def test_grid_has_a_row_per_digit_and_a_column_per_image_kind(compared):
     out, _ = compared
     with Image.open(out / "results" / "i2i_comparison.png") as grid:
-        # Two blocks (strengths 0.3, 0.5) of 7 columns: source, noised, five systems; 2 rows.
-        assert grid.size == (2 * 7 * CELL + GAP, HEADER + 2 * CELL)
+        # Two blocks (strengths 0.3, 0.5) of 9 columns: source, noised, seven systems; 2 rows.
+        assert grid.size == (2 * 9 * CELL + GAP, HEADER + 2 * CELL)
     for name in ("pareto.png", "fidelity_vs_strength.png"):
         assert (out / "results" / name).stat().st_size > 10_000
 
@@ -187,7 +191,7 @@ def test_match_information_adds_an_equal_information_row(tiny_checkpoints, mnist
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     code = main(["compare", "--checkpoints", str(tiny_checkpoints), "--out", str(tmp_path),
                  "--data-dir", str(mnist_dir), "--num-images", "2", "--device", "cpu",
-                 "--strength", "0.3", "--match-information", "0.6",
+                 "--strength", "0.3", "--match-information", "0.6", "--set", "match_snr=false",
                  "--set", "systems=[{space: pixel, sampler: ddpm, steps: 1000}]",
                  "--set", "grid_images=1", "--set", "timing_batch=1", "--set", "repeats=1"])
     assert code == 0

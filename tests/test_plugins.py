@@ -107,7 +107,8 @@ def test_compare_config_runs_plug_ins_outside_the_package(tiny_checkpoints, mnis
     code = main(["compare", "--config", str(tmp_path / "compare.yaml"), "--checkpoints",
                  str(tiny_checkpoints), "--out", str(out), "--data-dir", str(mnist_dir),
                  "--num-images", "2", "--device", "cpu", "--set", "grid_images=2",
-                 "--set", "timing_batch=2", "--set", "repeats=1", "--set", "warmup=0"])
+                 "--set", "timing_batch=2", "--set", "repeats=1", "--set", "warmup=0",
+                 "--set", "match_snr=false"])
     assert code == 0
     rows = json.loads((out / "results.json").read_text())
     assert [(r["name"], r["strength"]) for r in rows] == [
