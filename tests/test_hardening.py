@@ -212,7 +212,7 @@ BAD_INPUT = [
     ),
     (COMPARE + " --set systems.0.steps=5000", ["num_steps must be in [1, 1000], got 5000"]),
     (COMPARE + " --set timing_batch=many", ["timing_batch: Input should be a valid integer"]),
-    (COMPARE + " --set systems.9.steps=3", ["'9' is not an index of a 5-item list"]),
+    (COMPARE + " --set systems.9.steps=3", ["'9' is not an index of a 7-item list"]),
     (COMPARE + " --config {tmp}/malformed.yaml", ["is not valid YAML"]),
     (COMPARE + " --checkpoints {tmp}/nowhere", ["checkpoints folder {tmp}/nowhere does not"]),
     (COMPARE + " --checkpoints {incomplete}", ["lacks pixel.safetensors"]),
