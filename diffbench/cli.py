@@ -170,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
         "report", help="rebuild results.json, results.md, the grid and plots from a run's "
                        "results.jsonl (finished, partial or killed)")
     report.add_argument("out", type=Path, metavar="DIR", help="a compare output folder")
+    report.add_argument("--reference", metavar="NAME",
+                        help="pair every row against this system instead of the run's "
+                             "reference (its pixel name; LDM- + it in latents)")
+    report.add_argument("--to", type=Path, metavar="DIR",
+                        help="write the reports here instead of into DIR")
 
     merge = commands.add_parser("merge", help="join the shards of one comparison")
     merge.add_argument("shards", type=Path, nargs="+", metavar="DIR", help="shard folders")
@@ -267,7 +272,7 @@ def _report(args: argparse.Namespace) -> None:
     from diffbench.compare import write_reports
     from diffbench.rowstore import RowStore
 
-    results, files = write_reports(RowStore.read(args.out))
+    results, files = write_reports(RowStore.read(args.out), args.reference, args.to)
     print(f"{len(results)} rows; wrote {', '.join(str(f) for f in files)}")
 
 

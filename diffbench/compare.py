@@ -286,13 +286,17 @@ def save_grid_inputs(store: RowStore, sources: torch.Tensor, system: System,
     store.save_extra(GRID_INPUTS, tensors, titles)
 
 
-def write_reports(store: RowStore) -> tuple[list[dict[str, Any]], list[Path]]:
+def write_reports(
+    store: RowStore, reference: str | None = None, out: str | Path | None = None
+) -> tuple[list[dict[str, Any]], list[Path]]:
     """results.json, results.md, the grid and the plots, rebuilt from the rows on disk (of a
-    finished, partial or killed run), with the paired figures against the run's reference."""
+    finished, partial or killed run) into ``out`` (default: the run's folder), with the paired
+    figures against ``reference`` (default: the run's)."""
     run = store.run()
     results = store.rows()
     per_digit = [per_digit_scores(store.tensors(i)) for i in range(len(results))]
-    attach_paired(results, per_digit, run.get("reference", "DDIM-50"), run.get("seed", 0))
+    attach_paired(results, per_digit, reference or run.get("reference", "DDIM-50"),
+                  run.get("seed", 0))
     inputs, titles = store.load_extra(GRID_INPUTS)
     blocks = []
     for strength in run["strengths"]:
@@ -307,7 +311,7 @@ def write_reports(store: RowStore) -> tuple[list[dict[str, Any]], list[Path]]:
             columns=[inputs["sources"], inputs[key],
                      *(store.tensors(i)["outputs"] for i in rows)],
         ))
-    return results, write_results(store.out, run["strengths"], results, blocks)
+    return results, write_results(Path(out or store.out), run["strengths"], results, blocks)
 
 
 def measure_row(

@@ -77,6 +77,14 @@ def test_a_killed_run_resumes_to_the_uninterrupted_numbers(
         (r["name"], r["strength"]) for r in uninterrupted]
     for got, expected in zip(resumed, uninterrupted, strict=True):
         assert {k: got[k] for k in FIDELITY} == {k: expected[k] for k in FIDELITY}
+    # paired against another system, into another folder: the run's own files stay
+    assert main(["report", str(out), "--reference", "DPM++2M-20",
+                 "--to", str(tmp_path / "other")]) == 0
+    other = json.loads((tmp_path / "other" / "results.json").read_text())
+    assert [r.get("vs_reference") for r in other] == [
+        "DPM++2M-20" if r["name"] == "DDIM-50" else None for r in other]
+    assert [r.get("vs_reference") for r in resumed] == [
+        "DDIM-50" if r["name"] == "DPM++2M-20" else None for r in resumed]
     # the rows measured before the kill were kept, not rerun
     assert [json.loads(line) for line in kept] == json.loads(
         "[" + ",".join(lines(out / "results.jsonl")[: len(kept)]) + "]")
@@ -95,6 +103,7 @@ def test_sigint_leaves_a_valid_partial_run_and_a_resume_hint(tiny_checkpoints, m
     assert rows and all(r["name"] for r in rows)
     assert main(["report", str(out)]) == 0  # the partial run's tables, from its rows
     assert len(json.loads((out / "results.json").read_text())) == len(rows)
+
 
 
 def test_a_half_written_last_row_is_dropped_with_a_warning(tmp_path):
