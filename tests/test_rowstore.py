@@ -24,7 +24,7 @@ FIDELITY = ("mse", "mse_ci95", "psnr", "ssim", "preservation", "preservation_ci9
 
 def compare_args(checkpoints, mnist_dir, out, *extra):
     return ["compare", "--checkpoints", str(checkpoints), "--out", str(out),
-            "--data-dir", str(mnist_dir), "--num-images", "48", "--device", "cpu",
+            "--data-dir", str(mnist_dir), "--num-images", "200", "--device", "cpu",
             "--strength", "0.3", "--strength", "0.5",
             "--set", "systems=[{space: pixel, sampler: ddim, steps: 50}, "
                      "{space: pixel, sampler: dpmsolver++, steps: 20}]",
@@ -76,7 +76,9 @@ def test_a_killed_run_resumes_to_the_uninterrupted_numbers(
     assert [(r["name"], r["strength"]) for r in resumed] == [
         (r["name"], r["strength"]) for r in uninterrupted]
     for got, expected in zip(resumed, uninterrupted, strict=True):
-        assert {k: got[k] for k in FIDELITY} == {k: expected[k] for k in FIDELITY}
+        # equal, to float64 rounding (this run's process has another thread count)
+        for key in FIDELITY:
+            assert got[key] == pytest.approx(expected[key], rel=1e-9, abs=1e-12), key
     # paired against another system, into another folder: the run's own files stay
     assert main(["report", str(out), "--reference", "DPM++2M-20",
                  "--to", str(tmp_path / "other")]) == 0

@@ -76,7 +76,9 @@ def test_two_shards_under_torchrun_merge_to_one_process(tiny_checkpoints, mnist_
     merged = json.loads((tmp_path / "merged" / "results.json").read_text())
     assert [r["name"] for r in merged] == [r["name"] for r in one]
     for got, expected in zip(merged, one, strict=True):
-        assert {k: got[k] for k in FIDELITY} == {k: expected[k] for k in FIDELITY}
+        # equal, to float64 rounding (the shards' processes have another thread count)
+        for key in FIDELITY:
+            assert got[key] == pytest.approx(expected[key], rel=1e-9, abs=1e-12), key
     assert (tmp_path / "merged" / "i2i_comparison.png").is_file()
 
 

@@ -263,10 +263,7 @@ def test_cpu_budget_ends_the_run_and_the_card_says_so(tmp_path, mnist_dir):
     facts = dict(run.metadata, step=run.progress.step, cpu_seconds=run.progress.cpu_seconds)
     rows = training_budget_rows(facts)
     assert rows[0].startswith("| training CPU time |") and "(1 thread(s))" in rows[0]
-    assert "ended by the budget" in rows[1]
-    with pytest.raises(ConfigError, match="cpu_budget_s"):
-        prepare_run(config, torch.device("cpu"), Distributed(rank=0, local_rank=0, world_size=2),
-                    resume=False, command="test")
+    assert "ended by the budget" in rows[1]  # (under torchrun: test_two_process_torchrun_on_cpu)
 
 
 def test_min_snr_weights_cap_the_nearly_clean_steps():
