@@ -38,8 +38,11 @@ def lines(path: Path) -> list[str]:
 def start(args, tmp_path) -> subprocess.Popen:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
            "OMP_NUM_THREADS": "1"}
+    # SIGINT as a terminal delivers it: a shell's background job (CI's, say) starts with SIGINT
+    # ignored, which children inherit, and then Python installs no KeyboardInterrupt handler.
     return subprocess.Popen([sys.executable, "-m", "diffbench", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def stop_after_rows(process: subprocess.Popen, jsonl: Path, rows: int, signum: int) -> None:
