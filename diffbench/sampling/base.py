@@ -257,8 +257,13 @@ class Sampler:
         timesteps = self.img2img_timesteps(strength, start)
         if noise is None:
             noise = randn_like(x0, generator)
-        x_t = self.schedule.add_noise(x0, noise, int(timesteps[0]))
+        x_t = self.add_noise(x0, noise, timesteps[0])
         return self.denoise(model, x_t, timesteps, generator, progress)
+
+    def add_noise(self, x0: Tensor, noise: Tensor, t: int | Tensor) -> Tensor:
+        """``x0`` noised to timestep ``t``, where a :meth:`denoise` call from ``t`` starts: the
+        schedule's ``add_noise`` (a flow sampler's is ``scale_noise``)."""
+        return self.schedule.add_noise(x0, noise, int(t))
 
     def denoise(
         self,

@@ -56,11 +56,8 @@ def unshift_sigma(sigma: float, shift: float) -> float:
 
 
 def _linspace(start: float, stop: float, num: int) -> list[float]:
-    """numpy's ``linspace`` in float64 Python floats."""
-    if num == 1:
-        return [start]
-    step = (stop - start) / (num - 1)
-    return [start + i * step for i in range(num - 1)] + [stop]
+    """``linspace`` as float64 Python floats (numpy's, which diffusers uses, to rounding)."""
+    return torch.linspace(start, stop, num, dtype=torch.float64).tolist()
 
 
 class FlowSampler(Sampler):
@@ -144,42 +141,13 @@ class FlowSampler(Sampler):
         """Signal-to-noise ratio of the noised input, ``((1 - s) / s)^2``."""
         return flow_snr(self.start_sigma(strength, start))
 
-    def add_noise(self, x0: Tensor, noise: Tensor, sigma: float) -> Tensor:
-        """diffusers' ``scale_noise``: ``(1 - s) x0 + s noise``."""
-        return flow_path(x0, noise, sigma)
+    def add_noise(self, x0: Tensor, noise: Tensor, t: float | Tensor) -> Tensor:
+        """diffusers' ``scale_noise`` at ``t = sigma * 1000``: ``(1 - s) x0 + s noise``; the
+        base class's ``img2img`` calls it at its first timestep."""
+        return flow_path(x0, noise, float(t) / FLOW_TIMESTEP_SCALE)
 
     def nfe(self, strength: float = 1.0, start: str = "diffusers") -> int:
         return len(self.img2img_sigmas(strength, start))
-
-    @torch.no_grad()
-    def sample(
-        self,
-        model: Model,
-        x_T: Tensor,
-        generator: torch.Generator | None = None,
-        progress: bool = False,
-    ) -> Tensor:
-        """Every sigma from ``x_T`` (pure noise at sigma 1) down to x0."""
-        return self.denoise_sigmas(model, x_T, self.sigmas)
-
-    @torch.no_grad()
-    def img2img(
-        self,
-        model: Model,
-        x0: Tensor,
-        strength: float,
-        noise: Tensor | None = None,
-        generator: torch.Generator | None = None,
-        progress: bool = False,
-        start: str = "diffusers",
-    ) -> Tensor:
-        """SDEdit on the flow path: ``x0`` to the first of :meth:`img2img_sigmas` with
-        ``scale_noise``, then the ODE back to sigma 0."""
-        sigmas = self.img2img_sigmas(strength, start)
-        if noise is None:
-            noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype,
-                                device=generator.device if generator else x0.device).to(x0.device)
-        return self.denoise_sigmas(model, self.add_noise(x0, noise, sigmas[0]), sigmas)
 
     def denoise(
         self,
