@@ -223,7 +223,7 @@ def run_compare(
                     if at in own:  # a VP system's own start: its row, not rerun
                         i = own[at]
                         add({**identity, "view": "equal_snr", "strength": at},
-                            lambda i=i, snr=snr: ({**store.rows()[i], "view": "equal_snr", **snr},
+                            lambda i=i, snr=snr: ({**store.row(i), "view": "equal_snr", **snr},
                                                   store.tensors(i)))
                     else:
                         add({**identity, "view": "equal_snr", "strength": at},
@@ -266,7 +266,7 @@ def merge(dirs: Sequence[str | Path], out: str | Path) -> tuple[list[dict[str, A
                    for position, store in enumerate(stores)
                    for i, row in enumerate(store.rows()))
     for _, position, i in order:
-        merged.append(stores[position].rows()[i], stores[position].tensors(i))
+        merged.append(stores[position].row(i), stores[position].tensors(i))
     first = min(range(len(stores)), key=lambda p: min(
         (r["system_index"] for r in stores[p].rows()), default=len(order) + 1))
     merged.save_extra(GRID_INPUTS, *stores[first].load_extra(GRID_INPUTS))
@@ -294,7 +294,8 @@ def write_reports(
     figures against ``reference`` (default: the run's)."""
     run = store.run()
     results = store.rows()
-    per_digit = [per_digit_scores(store.tensors(i)) for i in range(len(results))]
+    tensors = [store.tensors(i) for i in range(len(results))]  # each row's file, read once
+    per_digit = [per_digit_scores(t) for t in tensors]
     attach_paired(results, per_digit, reference or run.get("reference", "DDIM-50"),
                   run.get("seed", 0))
     inputs, titles = store.load_extra(GRID_INPUTS)
@@ -309,7 +310,7 @@ def write_reports(
             title=f"strength {strength:g}",
             labels=["source", titles[key], *(results[i]["name"] for i in rows)],
             columns=[inputs["sources"], inputs[key],
-                     *(store.tensors(i)["outputs"] for i in rows)],
+                     *(tensors[i]["outputs"] for i in rows)],
         ))
     return results, write_results(Path(out or store.out), run["strengths"], results, blocks)
 

@@ -94,6 +94,7 @@ class RowStore:
                 raise ResumeError(f"cannot resume {store.out}: its run differs in {difference}; "
                                   f"rerun without --resume, or with the same config")
             store._rows = store.load_rows()
+            store._cut_half_written_line()
             return store
         for stale in (*store.out.glob(ROWS_FILE), *store.out.glob(f"{TENSORS_DIR}/*.safetensors")):
             stale.unlink()
@@ -130,6 +131,23 @@ class RowStore:
                               f"(the run was killed while writing it)", TruncatedRowWarning,
                               stacklevel=2)
         return rows
+
+    def _cut_half_written_line(self) -> None:
+        """Cut a half-written last line (a kill during the write) off the file, once, when a
+        run resumes, so appended rows start on a line of their own."""
+        path = self.out / ROWS_FILE
+        if not path.is_file() or not path.stat().st_size:
+            return
+        with path.open("rb") as file:
+            file.seek(-1, os.SEEK_END)
+            if file.read(1) == b"\n":
+                return
+        text = path.read_bytes()
+        path.write_bytes(text[: text.rfind(b"\n") + 1])
+
+    def row(self, index: int) -> dict[str, Any]:
+        """A copy of row ``index``."""
+        return dict(self._rows[index])
 
     def rows(self) -> list[dict[str, Any]]:
         """Copies of the rows, in the order they were measured."""
@@ -174,10 +192,6 @@ class RowStore:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
         os.replace(tmp, folder / f"{index}.safetensors")
         path = self.out / ROWS_FILE
-        if path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
-            # a half-written line left by a kill: cut it off before appending
-            text = path.read_text()
-            path.write_text(text[: text.rfind("\n") + 1])
         with path.open("a") as file:
             file.write(json.dumps(row, default=_jsonable) + "\n")
             file.flush()
