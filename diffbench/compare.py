@@ -85,8 +85,6 @@ MATCHED_KEYS = ("match_information", "matched_timestep", "noised_accuracy_curve"
 """Added to equal-information rows."""
 GRID_INPUTS = "grid_inputs"
 """The row store's extra tensors: the grid's source and noised columns."""
-SNR_KEYS = ("match_snr_of_strength", "matched_timestep")
-"""Added to equal-SNR rows: the strength whose VP start they match, and its timestep."""
 
 
 def checkpoint_files(config: CompareConfig) -> list[str]:
