@@ -13,11 +13,14 @@ in a sampler step. ``--planted`` is a throwaway branch, never merged, whose UNet
 sampler loop spin for ``DIFFBENCH_PLANT_UNET`` / ``DIFFBENCH_PLANT_STEP`` times their own
 duration (the snippet is in ``docs/regression_gate.md``).
 
-``analyse`` counts verdicts per kind of run, then estimates both rates by resampling: it draws
-sequences of pairs with replacement from the pooled pairs of the unchanged runs, replays the
-gate's stopping rule (:func:`diffbench.paired.sequential`) on them, and, for detection, adds
-``ln(1 + f)`` to each drawn log-ratio. Each resampled case keeps its own noise and the number of
-pairs its budget bought in the real run.
+``analyse`` counts verdicts per kind of run, then estimates both rates by resampling at both
+levels of the experiment (Kalibera & Jones, ISMM 2013): for one measured case of the unchanged
+runs, it draws as many worker pairs as the case had, with replacement, from every worker pair
+that measured the same case in any unchanged run, then each drawn pair's log-ratios with
+replacement, as many as the case's rounds; it replays the gate's stopping rule
+(:func:`diffbench.paired.sequential`) on them and, for detection, adds ``ln(1 + f)`` to each
+drawn log-ratio. So each resampled case keeps the process-to-process spread, the call noise and
+the round count its budget bought in a real run.
 """
 
 from __future__ import annotations
@@ -36,19 +39,22 @@ from pathlib import Path
 from diffbench import paired
 
 LEVELS = (0.05, 0.10, 0.25)
-UNET_CASES = ["img2img-pixel-ddim-50-s0.3-b1", "img2img-latent-ddim-50-s0.3-b16"]
-STEP_CASES = ["img2img-pixel-ddim-50-s0.3-b1", "img2img-pixel-dpmsolver++-10-s0.3-b16"]
-CI_BUDGET_S = 240.0  # .ci/run's budget for the quick set and the control
-CASE_BUDGET_S = 25.0  # about a case's share of it
+UNET_CASES = ["img2img-pixel-ddim-10-s0.3-b16", "img2img-latent-ddim-50-s0.3-b16"]
+STEP_CASES = ["img2img-pixel-ddim-10-s0.3-b16", "img2img-pixel-dpmsolver++-10-s0.3-b16"]
+"""The planted runs' cases: two quick cases each plant touches (the batch-1 cases spread too
+widely between processes to decide a 10% change in a case's share: docs/regression_gate.md)."""
+CI_BUDGET_S = 200.0  # diffbench ab's default budget: what .ci/run gives the quick set
+CASE_BUDGET_S = 25.0  # a quick case's share of it
 NEIGHBOUR = ("import torch\ntorch.set_num_threads({threads})\na = torch.randn(512, 512)\n"
              "while True:\n    a @ a\n")
 
 
-def plan(false_alarm_runs: int, runs_per_level: int) -> list[dict]:
+def plan(false_alarm_runs: int, runs_per_level: int, where: tuple[str, ...] = ("unet", "step")
+         ) -> list[dict]:
     """Unchanged runs spread among the planted ones; every third unchanged run, and the last,
     with a busy neighbour (one torch thread; two for the last)."""
-    planted = [{"kind": "planted", "where": where, "level": level}
-               for _ in range(runs_per_level) for level in LEVELS for where in ("unet", "step")]
+    planted = [{"kind": "planted", "where": place, "level": level}
+               for _ in range(runs_per_level) for level in LEVELS for place in where]
     runs, per = [], math.ceil(len(planted) / false_alarm_runs)
     for i in range(false_alarm_runs):
         neighbour = 2 if i == false_alarm_runs - 1 else 1 if i % 3 == 2 else 0
@@ -59,7 +65,8 @@ def plan(false_alarm_runs: int, runs_per_level: int) -> list[dict]:
 
 def run(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
-    for i, spec in enumerate(plan(args.false_alarm_runs, args.runs_per_level)):
+    for i, spec in enumerate(plan(args.false_alarm_runs, args.runs_per_level,
+                                  tuple(args.where.split(",")))):
         folder = args.out / f"{i:02d}-{spec['kind']}"
         if (folder / "ab.json").exists():
             continue  # a resumed calibration keeps what it measured
@@ -72,7 +79,7 @@ def run(args: argparse.Namespace) -> None:
             variable = "DIFFBENCH_PLANT_UNET" if spec["where"] == "unet" else "DIFFBENCH_PLANT_STEP"
             env[variable] = str(spec["level"])
             cases = UNET_CASES if spec["where"] == "unet" else STEP_CASES
-            command += ["--head", args.planted, "--no-control", "--cases", *cases,
+            command += ["--head", args.planted, "--cases", *cases,
                         "--budget-s", str(CASE_BUDGET_S * len(cases))]
         neighbour = None
         if spec.get("neighbour"):
@@ -124,17 +131,18 @@ def analyse(args: argparse.Namespace) -> None:
         if any(a < end and spec["started"] < b for a, b in windows):
             spec["neighbour"] = spec.get("neighbour") or "other work"
     verdicts: dict[str, Counter] = defaultdict(Counter)
-    null_pairs: list[list[float]] = []
+    null_cases: list[dict] = []  # the unchanged runs' measured cases
+    pool: dict[str, list[list[float]]] = defaultdict(list)  # case -> its worker pairs' ratios
     walls = []
     for spec, ab in runs:
-        entries = ab["cases"] + ([ab["control"]] if ab.get("control") else [])
-        for entry in entries:
+        for entry in ab["cases"]:
             if entry["verdict"] == "not comparable":
                 continue
-            ratios = paired.log_ratios(entry["head_seconds"], entry["base_seconds"])
             if spec["kind"] == "unchanged":
-                key = "unchanged (control)" if entry.get("control") else "unchanged"
-                null_pairs.append(ratios)
+                key = "unchanged"
+                null_cases.append(entry)
+                pool[entry["case"]] += [paired.log_ratios(h, b) for h, b in
+                                        zip(entry["head_seconds"], entry["base_seconds"])]
             else:
                 key = f"planted {spec['where']} +{spec['level']:.0%}"
             if spec.get("neighbour"):
@@ -143,23 +151,28 @@ def analyse(args: argparse.Namespace) -> None:
             verdicts[key.split(",")[0] + " (all)"][entry["verdict"]] += 1
         if spec["kind"] == "unchanged":
             walls.append(spec["wall_s"])
-            verdicts["unchanged runs"]["invalid" if not ab["valid"] else "valid"] += 1
             verdicts["unchanged runs"]["exit " + str(spec["exit"])] += 1
-    print("Real runs (case-level verdicts):")
+        else:
+            caught = any(e["verdict"] == "slower" for e in ab["cases"])
+            verdicts[f"planted runs {spec['where']} +{spec['level']:.0%}"][
+                "caught" if caught else "missed"] += 1
+    print("Real runs (case-level verdicts; planted runs: caught when any case is slower):")
     for key in sorted(verdicts):
         print(f"  {key}: {dict(verdicts[key])}")
     if walls:
         print(f"  unchanged quick runs took {min(walls):.0f}-{max(walls):.0f} s")
     rng = random.Random(args.seed)
-    pooled = [r for seq in null_pairs for r in seq]
-    print(f"\nResampling {args.resamples} sequences from {len(pooled)} pooled null pairs "
-          f"({len(null_pairs)} cases), each with its case's own noise and pair count:")
+    print(f"\nResampling {args.resamples} cases at both levels from {len(null_cases)} measured "
+          f"unchanged cases ({sum(map(len, pool.values()))} worker pairs):")
     for shift in (0.0, *LEVELS):
         tally: Counter = Counter()
         for _ in range(args.resamples):
-            source = rng.choice(null_pairs)  # one case's own noise, resampled
-            draw = [rng.choice(source) + math.log1p(shift) for _ in range(len(source))]
-            tally[paired.sequential(draw, len(source))[0]] += 1
+            case = rng.choice(null_cases)
+            rounds = case["rounds"]
+            drawn = [rng.choice(pool[case["case"]]) for _ in range(case["processes"])]
+            draw = [[rng.choice(ratios) + math.log1p(shift) for _ in range(rounds)]
+                    for ratios in drawn]
+            tally[paired.sequential(draw, rounds)[0]] += 1
         shares = {k: f"{v / args.resamples:.1%}" for k, v in sorted(tally.items())}
         print(f"  true slowdown {shift:.0%}: {shares}")
 
@@ -173,6 +186,7 @@ def main() -> None:
     go.add_argument("--out", type=Path, required=True)
     go.add_argument("--false-alarm-runs", type=int, default=10)
     go.add_argument("--runs-per-level", type=int, default=5)
+    go.add_argument("--where", default="unet,step", help="where to plant: unet, step or both")
     look = commands.add_parser("analyse")
     look.add_argument("folder", type=Path)
     look.add_argument("--resamples", type=int, default=2000)

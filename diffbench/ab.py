@@ -1,21 +1,19 @@
 """``diffbench ab``: two versions of the code timed side by side, interleaved, in one job.
 
 The base revision is checked out into a temporary git worktree; the head is the working tree
-(or ``--head REV``, checked out likewise). Each version runs in its own long-lived worker
-(:mod:`diffbench.ab_worker`) that imports that version's ``diffbench`` and builds the cases of
-:mod:`diffbench.cases` (the benches' own) with the same checkpoints, the same 64 real test
-digits, the same seed and the same thread count. For each case both workers make the same
-warm-up calls; then calls alternate in pairs, in random order within each pair (a
-``random.Random`` seeded with ``--seed``, recorded), and pairs are added until the paired
-log-ratio's interval decides (:mod:`diffbench.paired`) or the case's share of ``--budget-s``
-is spent. A case that decides early leaves its time to the cases after it.
-
-A control runs in every job: :data:`diffbench.cases.CONTROL` measured head against a second
-head worker. If it is not ``same``, the run is invalid and says so.
+(or ``--head REV``, checked out likewise). Each version runs in ``--processes`` long-lived
+workers (:mod:`diffbench.ab_worker`) that import that version's ``diffbench`` and build the
+cases of :mod:`diffbench.cases` (the benches' own) with the same checkpoints, the same 64 real
+test digits, the same seed and the same thread count. Workers are paired, one head with one
+base. For each case every worker makes the same warm-up calls; then rounds follow, each one
+pair of calls from every worker pair, the pairs and the order within each drawn from a
+``random.Random`` seeded with ``--seed`` (recorded), until the interval over worker pairs
+decides (:mod:`diffbench.paired`) or the case's share of ``--budget-s`` is spent. A case that
+decides early leaves its time to the cases after it.
 
 Writes ``OUT/ab.json`` (one entry per case: case, verdict, ratio, ci99, pairs, both medians,
-and every pair's seconds) and ``OUT/ab.md``. Exit status: 1 when a case is ``slower``, 3 when
-the run is invalid, 2 on bad input, else 0.
+each worker pair's ratio and every pair's seconds) and ``OUT/ab.md``. Exit status: 1 when a
+case is ``slower``, 2 on bad input, else 0.
 """
 
 from __future__ import annotations
@@ -25,6 +23,7 @@ import datetime
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,9 +42,10 @@ WARMUP = 2  # untimed calls per case and worker before the first pair
 SAMPLE_S = 0.2
 """Each timed sample is as many calls as last about this long (at least one): a single 20 ms
 call on a shared 2-core machine spreads by +-20%, a sum of ten much less."""
-DEFAULT_BUDGET_S = 240.0
-EXIT_SLOWER, EXIT_INVALID = 1, 3
-CONTROL_SHARES = 3  # the control gets three times a case's time: an undecided one voids the run
+DEFAULT_BUDGET_S = 200.0
+"""Seconds of timed pairs for all cases together; starting the workers and each case's warm-up
+come on top (about 2 minutes for the quick set on a 2-core machine)."""
+EXIT_SLOWER = 1
 WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "PYTHONDONTWRITEBYTECODE": "1"}
 """A fixed mmap threshold makes glibc map every buffer over 64 KiB afresh on each call, so each
 call's tensors land on new physical pages. With glibc's default (a threshold that grows to reuse
@@ -53,7 +53,7 @@ freed buffers) a process keeps one memory layout for its life, and two processes
 same code were measured up to 15% apart (VAE encode at batch 16), a bias that alternation cannot
 cancel; with the fixed threshold the same runs read within 2% (Curtsinger & Berger, ASPLOS 2013,
 "Stabilizer", make the same point about layout)."""
-SCHEMA = 1
+SCHEMA = 2  # 2: several worker pairs per case, no head-against-head control
 
 
 def git(repo: Path, *args: str) -> str:
@@ -121,9 +121,8 @@ def checkout(repo: Path, rev: str | None, label: str, scratch: Path) -> Iterator
 
 
 class Worker:
-    """One version's worker process for one case, spoken to in JSON lines. Every case gets
-    fresh workers: a process that ran another case first was measured up to 20% slower on the
-    same code (allocator and cache state), which alternation cannot cancel."""
+    """One version's worker process, spoken to in JSON lines; it serves every case of the run
+    in turn. ``send`` and ``receive`` apart let several workers prepare at once."""
 
     def __init__(self, version: Version, name: str, args: list[str], env: dict[str, str],
                  log: Path) -> None:
@@ -133,14 +132,23 @@ class Worker:
             [sys.executable, *args, "--root", str(version.root)], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=self._log, text=True, env=env, bufsize=1)
 
-    def ask(self, **request: Any) -> dict[str, Any]:
-        self.process.stdin.write(json.dumps(request) + "\n")
-        self.process.stdin.flush()
+    def send(self, **request: Any) -> None:
+        try:
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # it died: receive says so
+
+    def receive(self) -> dict[str, Any]:
         line = self.process.stdout.readline()
         if not line:
             raise RuntimeError(f"the {self.name} worker ({self.version.root}) died; its log: "
                                f"{self._log.name}")
         return json.loads(line)
+
+    def ask(self, **request: Any) -> dict[str, Any]:
+        self.send(**request)
+        return self.receive()
 
     def log_tail(self, lines: int = 3) -> str:
         self._log.flush()
@@ -171,36 +179,52 @@ def select_cases(spec: list[str], known: dict[str, case_module.Case]) -> list[st
     return list(dict.fromkeys(spec))
 
 
-def measure_case(name: str, head: Worker, base: Worker, budget_s: float, rng: random.Random,
-                 max_pairs: int = paired.MAX_PAIRS) -> dict[str, Any]:
-    """Warm both workers up on ``name``, then pairs in random order until a verdict."""
-    entry: dict[str, Any] = {"case": name, "head": head.name, "base": base.name}
-    replies = {}
-    for worker in (head, base):
+def prepare(name: str, workers: list[Worker]) -> dict[str, str]:
+    """Build ``name`` in every worker at once (untimed, on any core) and warm it up; the
+    error of each side that cannot build it (it is then not comparable)."""
+    for worker in workers:
+        worker.send(op="prepare", case=name, warmup=WARMUP)
+    failed = {}
+    for worker in workers:
         try:
-            replies[worker.name] = worker.ask(op="prepare", case=name, warmup=WARMUP)
+            reply = worker.receive()
         except RuntimeError as error:  # it could not even import its diffbench
-            replies[worker.name] = {"ok": False, "error": f"{error}: {worker.log_tail()}"}
-    failed = {side: r["error"] for side, r in replies.items() if not r["ok"]}
+            reply = {"ok": False, "error": f"{error}: {worker.log_tail()}"}
+        if not reply["ok"]:
+            failed.setdefault(worker.name.split("-")[0], reply["error"])
+    return failed
+
+
+def measure_case(name: str, pairs: list[tuple[Worker, Worker]], budget_s: float,
+                 rng: random.Random, max_rounds: int = paired.MAX_ROUNDS) -> dict[str, Any]:
+    """Warm every worker up on ``name``, then rounds of pairs in random order until a
+    verdict; the workers drop the case afterwards."""
+    entry: dict[str, Any] = {"case": name}
+    workers = [w for pair in pairs for w in pair]
+    failed = prepare(name, workers)
     if failed:
         return {**entry, "verdict": "not comparable", "error": failed, "pairs": 0}
-    number = max(1, round(SAMPLE_S / replies[head.name]["seconds"]))
-    head_s: list[float] = []
-    base_s: list[float] = []
-    start, found = time.perf_counter(), None
+    # One more untimed call each, on the timing core, sizes a sample.
+    first = [w.ask(op="time", case=name, number=1)["seconds"] for w in workers]
+    number = max(1, round(SAMPLE_S / statistics.median(first)))
+    head_s: list[list[float]] = [[] for _ in pairs]
+    base_s: list[list[float]] = [[] for _ in pairs]
+    start, found = time.perf_counter(), None  # the budget is for pairs, not for warm-up
     while found is None:
-        for _ in range(paired.MIN_PAIRS if not head_s else paired.ROUND):
-            order = (head, base) if rng.random() < 0.5 else (base, head)
-            for worker in order:
+        for j in rng.sample(range(len(pairs)), len(pairs)):
+            head, base = pairs[j]
+            for worker in (head, base) if rng.random() < 0.5 else (base, head):
                 seconds = worker.ask(op="time", case=name, number=number)["seconds"] / number
-                (head_s if worker is head else base_s).append(seconds)
+                (head_s if worker is head else base_s)[j].append(seconds)
         spent = time.perf_counter() - start
-        out_of_budget = spent >= budget_s or len(head_s) >= max_pairs
-        found = paired.decide(paired.log_ratios(head_s, base_s), final=out_of_budget)
-    return {**entry, "verdict": found, **paired.summary(head_s, base_s),
+        out_of_budget = spent >= budget_s or len(head_s[0]) >= max_rounds
+        found = paired.decide([paired.log_ratios(h, b) for h, b in zip(head_s, base_s)],
+                              final=out_of_budget)
+    for worker in workers:
+        worker.ask(op="drop", case=name)
+    return {**entry, "verdict": found, **paired.process_summary(head_s, base_s),
             "calls_per_sample": number, "seconds": time.perf_counter() - start,
-            "head_seconds": head_s,
-            "base_seconds": base_s}
+            "head_seconds": head_s, "base_seconds": base_s}
 
 
 def instruction_counts(versions: dict[str, Version], worker_args: list[str],
@@ -223,7 +247,7 @@ def instruction_counts(versions: dict[str, Version], worker_args: list[str],
 
 def run_ab(base: str, head: str | None, case_spec: list[str], budget_s: float, out: Path,
            threads: int = 1, seed: int | None = None, checkpoints: Path | None = None,
-           with_counts: bool = False, control: bool = True) -> dict[str, Any]:
+           with_counts: bool = False, processes: int = paired.PROCESSES) -> dict[str, Any]:
     """The whole job; returns what it writes to ``out/ab.json``."""
     repo = repository_root(Path.cwd())
     for label, rev in (("base", base), ("head", head)):  # bad revisions fail before any work
@@ -237,6 +261,9 @@ def run_ab(base: str, head: str | None, case_spec: list[str], budget_s: float, o
     names = select_cases(case_spec, known)
     if budget_s <= 0:
         raise InputError(f"--budget-s must be positive, got {budget_s!r}")
+    if processes < 2:
+        raise InputError(f"--processes must be at least 2 (the interval is over worker "
+                         f"pairs), got {processes!r}")
     if with_counts and not counts.available():
         raise InputError("--counts needs valgrind and a C compiler (Debian: apt-get install "
                          "valgrind gcc)")
@@ -258,7 +285,7 @@ def run_ab(base: str, head: str | None, case_spec: list[str], budget_s: float, o
                        "--cases-file", str(Path(case_module.__file__).resolve()),
                        "--checkpoints", str(checkpoints), "--digits", str(digits_file),
                        "--threads", str(threads)]
-        pin = ["--cpu", str(max(os.sched_getaffinity(0)))]  # both take turns on one core
+        pin = ["--cpu", str(max(os.sched_getaffinity(0)))]  # timed calls take turns on one core
         started = time.perf_counter()
         entries: list[dict[str, Any]] = []
 
@@ -272,41 +299,39 @@ def run_ab(base: str, head: str | None, case_spec: list[str], budget_s: float, o
                 "head": {"rev": head or "working tree", "commit": head_v.commit,
                          "dirty": head_v.dirty, "root": str(head_v.root)},
                 "seed": seed, "threads": threads, "budget_s": budget_s,
-                "checkpoints": str(checkpoints), "warmup": WARMUP,
+                "processes": processes, "checkpoints": str(checkpoints), "warmup": WARMUP,
                 "worker_env": WORKER_ENV,
                 "thresholds": {"level": paired.LEVEL, "lower_bound": paired.LOWER_BOUND,
                                "min_effect": paired.MIN_EFFECT, "same_band": paired.SAME_BAND,
-                               "min_pairs": paired.MIN_PAIRS, "round": paired.ROUND,
-                               "max_pairs": paired.MAX_PAIRS},
+                               "min_rounds": paired.MIN_ROUNDS,
+                               "max_rounds": paired.MAX_ROUNDS},
                 "timing_seconds": time.perf_counter() - started,
-                "cases": [e for e in entries if not e["control"]],
-                "control": next((e for e in entries if e["control"]), None),
+                "cases": entries,
             }
-            result["valid"] = result["control"] is None or \
-                result["control"]["verdict"] == "same"
             write_atomic_text(out / "ab.json", json.dumps(result, indent=2) + "\n")
             write_atomic_text(out / "ab.md", markdown(result))
             return result
 
-        plan = ([("control", case_module.CONTROL)] if control else []) + \
-            [("case", name) for name in names]
-        shares = [CONTROL_SHARES if role == "control" else 1 for role, _ in plan]
-        for i, (role, name) in enumerate(plan):
-            left = budget_s - (time.perf_counter() - started)
-            share = left * shares[i] / sum(shares[i:])
-            other = head_v if role == "control" else base_v
-            labels = ("head", "head-control" if role == "control" else "base")
-            pair = [Worker(v, label, worker_args + pin, env, out / f"worker-{label}.log")
-                    for v, label in zip((head_v, other), labels)]
-            try:
-                entry = measure_case(name, *pair, max(share, 1.0), rng)
-            finally:
-                for worker in pair:
-                    worker.close()
-            entry["control"] = role == "control"
-            entries.append(entry)
-            save(complete=False)
-            print(line_for(entry), flush=True)
+        # All workers start at once (untimed, on any core) and serve every case in turn.
+        pairs = [tuple(Worker(v, f"{v.label}-{j}", worker_args + pin, env,
+                              out / f"worker-{v.label}-{j}.log") for v in (head_v, base_v))
+                 for j in range(processes)]
+        try:
+            for worker in (w for pair in pairs for w in pair):
+                worker.send(op="ping")
+            for worker in (w for pair in pairs for w in pair):
+                with contextlib.suppress(RuntimeError):  # one that died: its case says so
+                    worker.receive()
+            started = time.perf_counter()  # timing starts once every worker is up
+            for i, name in enumerate(names):
+                left = budget_s - sum(e.get("seconds", 0.0) for e in entries)
+                entries.append(measure_case(name, pairs, max(left / (len(names) - i), 1.0),
+                                            rng))
+                save(complete=False)
+                print(line_for(entries[-1]), flush=True)
+        finally:
+            for worker in (w for pair in pairs for w in pair):
+                worker.close()
         result = save(complete=not with_counts)
         if with_counts:
             result["counts"] = instruction_counts({"base": base_v, "head": head_v},
@@ -328,41 +353,37 @@ def save_digits(path: Path) -> None:
 
 
 def line_for(entry: dict[str, Any]) -> str:
-    """One terminal line: verdict, case, ratio and its interval, pairs."""
-    tag = " (control: head against head)" if entry.get("control") else ""
+    """One terminal line: verdict, case, ratio and its interval, worker pairs and pairs."""
     if entry["verdict"] == "not comparable":
-        return f"{'not comparable':<14} {entry['case']}{tag}: {entry['error']}"
+        return f"{'not comparable':<14} {entry['case']}: {entry['error']}"
     lo, hi = entry["ci99"]
-    return (f"{entry['verdict']:<14} {entry['case']}{tag}: ratio {entry['ratio']:.3f} "
-            f"[{lo:.3f}, {hi:.3f}] (99%), {entry['pairs']} pairs, head "
-            f"{entry['head_median_s'] * 1e3:.1f} ms, base {entry['base_median_s'] * 1e3:.1f} ms")
+    return (f"{entry['verdict']:<14} {entry['case']}: ratio {entry['ratio']:.3f} "
+            f"[{lo:.3f}, {hi:.3f}] (99%), {entry['processes']} worker pairs x "
+            f"{entry['rounds']} pairs, head {entry['head_median_s'] * 1e3:.1f} ms, base "
+            f"{entry['base_median_s'] * 1e3:.1f} ms")
 
 
 def markdown(result: dict[str, Any]) -> str:
-    rows = [result["control"]] if result["control"] else []
-    rows += result["cases"]
     lines = [
         f"# diffbench ab: head {result['head']['commit'][:10]}"
         f"{' + uncommitted changes' if result['head']['dirty'] else ''} against base "
         f"{result['base']['commit'][:10]}",
         "",
-        f"Seed {result['seed']}, {result['threads']} thread(s), timing "
-        f"{result['timing_seconds']:.0f} s. Ratio = head / base seconds per call (median of "
-        f"paired log-ratios), 99% order-statistic interval. "
-        + ("The control (head against head) is `same`: the run is valid."
-           if result["valid"] else "**INVALID RUN: the control is not `same`.**"),
+        f"Seed {result['seed']}, {result['threads']} thread(s), {result['processes']} worker "
+        f"pairs, timing {result['timing_seconds']:.0f} s. Ratio = head / base seconds per call "
+        f"(the mean over worker pairs of each pair's median log-ratio), 99% Student-t interval "
+        f"over worker pairs.",
         "",
-        "| case | verdict | ratio | 99% interval | pairs | head ms | base ms |",
+        "| case | verdict | ratio | 99% interval | worker pairs x pairs | head ms | base ms |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for e in rows:
-        name = e["case"] + (" (control)" if e.get("control") else "")
+    for e in result["cases"]:
         if e["verdict"] == "not comparable":
-            lines.append(f"| {name} | not comparable | | | 0 | | |")
+            lines.append(f"| {e['case']} | not comparable | | | 0 | | |")
             continue
         lo, hi = e["ci99"]
-        lines.append(f"| {name} | {e['verdict']} | {e['ratio']:.3f} | [{lo:.3f}, {hi:.3f}] | "
-                     f"{e['pairs']} | {e['head_median_s'] * 1e3:.2f} | "
+        lines.append(f"| {e['case']} | {e['verdict']} | {e['ratio']:.3f} | [{lo:.3f}, {hi:.3f}] "
+                     f"| {e['processes']} x {e['rounds']} | {e['head_median_s'] * 1e3:.2f} | "
                      f"{e['base_median_s'] * 1e3:.2f} |")
     if result.get("counts"):
         c = result["counts"]
@@ -373,6 +394,4 @@ def markdown(result: dict[str, Any]) -> str:
 
 def exit_status(result: dict[str, Any]) -> int:
     entries = result["cases"] + ([result["counts"]] if result.get("counts") else [])
-    if any(e["verdict"] == "slower" for e in entries):
-        return EXIT_SLOWER
-    return 0 if result["valid"] else EXIT_INVALID
+    return EXIT_SLOWER if any(e["verdict"] == "slower" for e in entries) else 0

@@ -13,7 +13,8 @@ prints goes to stderr):
   when this version cannot run it;
 * ``{"op": "time", "case": NAME, "number": K}``: ``K`` calls, each after its untimed setup,
   ``{"seconds": s}`` (the sum of ``time.perf_counter`` around each call alone);
-* ``{"op": "drop", "case": NAME}``, ``{"op": "quit"}``.
+* ``{"op": "ping"}`` (answered once the worker is started), ``{"op": "drop", "case": NAME}``,
+  ``{"op": "quit"}``.
 
 With ``--count CASE`` it instead makes one untimed call, then counts the instructions of one
 more call under callgrind (started by ``valgrind --tool=callgrind --instr-atstart=no``) and
@@ -48,11 +49,14 @@ def serve(args, cases, digits) -> None:
 
     known = cases.all_cases()
     calls = {}
+    every_cpu = os.sched_getaffinity(0)
     for line in sys.stdin:
         request = json.loads(line)
         op, name = request["op"], request.get("case")
         if op == "quit":
             break
+        if args.cpu is not None:  # untimed work may use any core; timed calls share one
+            os.sched_setaffinity(0, {args.cpu} if op == "time" else every_cpu)
         if op == "prepare":
             try:
                 call = cases.build(known[name], Path(args.checkpoints), digits)
@@ -74,6 +78,8 @@ def serve(args, cases, digits) -> None:
                 call.run(**kwargs)
                 seconds += time.perf_counter() - start
             reply = {"seconds": seconds}
+        elif op == "ping":  # started: torch, the digits and the cases are loaded
+            reply = {"ok": True}
         elif op == "drop":
             calls.pop(name, None)
             reply = {"ok": True}
@@ -101,12 +107,10 @@ def main() -> None:
     parser.add_argument("--checkpoints", required=True)
     parser.add_argument("--digits", required=True)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--cpu", type=int, help="pin this process to this CPU")
+    parser.add_argument("--cpu", type=int, help="make timed calls on this CPU only")
     parser.add_argument("--count", help="count the instructions of one call of this case")
     parser.add_argument("--callgrind-lib", help="the compiled start/stop requests (--count)")
     args = parser.parse_args()
-    if args.cpu is not None:
-        os.sched_setaffinity(0, {args.cpu})
     root = str(Path(args.root).resolve())
     sys.path[0] = root  # this version's diffbench, not the one beside this script
     os.chdir(root)

@@ -77,9 +77,6 @@ QUICK = frozenset({
     "train-pixel-b64",  # one training step: forward, backward, AdamW, EMA
 })
 """The quick set: what CI gates on (``diffbench ab --cases quick``) and ``-m quick`` benches."""
-CONTROL = "img2img-pixel-ddim-50-s0.3-b1"
-"""The case ``diffbench ab`` also measures head against head: a run whose control is not
-``same`` is invalid."""
 
 
 def img2img_systems(samplers: dict[str, Any], spaces: tuple[str, ...]) -> list[dict[str, Any]]:

@@ -1,30 +1,38 @@
-"""The verdict of a base-against-head timing: paired log-ratios, their median and its interval.
+"""The verdict of a base-against-head timing: paired log-ratios over several worker pairs.
 
 Each pair is one call of each version, back to back in random order, so drift that is slower
 than a pair cancels in ``ln(t_head / t_base)`` (randomised multiple interleaved trials: Abedi &
-Brecht, ICPE 2017; duet benchmarking: Bulej et al., ICPE 2020). The statistic is the median of
-the paired log-ratios, robust to the spikes a shared machine adds to single calls; its interval
-is the distribution-free one from order statistics (the sign-test interval: Conover, *Practical
-Nonparametric Statistics*, 3rd ed., sec. 3.2), exact for any continuous distribution.
+Brecht, ICPE 2017; duet benchmarking: Bulej et al., ICPE 2020).
 
-The rule (thresholds on the ratio ``exp(median)``, chosen by calibration on a 2-core machine,
-``docs/regression_gate.md``):
+Drift is not the only noise. Two processes running the same code on the same core were
+measured up to 11% apart for their whole life (pixel DDIM-50 at batch 1, six processes, the
+spread of their medians about 3%), whatever alternation does; disabling address-space
+randomisation, fixing the hash seed or re-allocating the weights did not remove it. So a
+worker process is a random effect, and the unit of replication is the worker pair, not the
+call (Kalibera & Jones, "Rigorous benchmarking in reasonable time", ISMM 2013: repeat at the
+level whose variance dominates). Each case runs ``PROCESSES`` worker pairs; each pair's
+estimate is the median of its log-ratios (robust to the spikes a shared machine adds to single
+calls); the case's estimate is their mean, and its interval Student's t over the pairs.
+
+The rule (thresholds on the ratio, ``docs/regression_gate.md``):
 
 * ``slower``: the interval's lower bound is above ``+LOWER_BOUND`` and the estimate at least
   ``+MIN_EFFECT``; ``faster`` the mirror image;
 * ``same``: the whole interval lies within ``±SAME_BAND``;
-* ``inconclusive``: none of these when the case's pairs or time run out.
+* ``inconclusive``: none of these when the case's rounds or time run out.
 
-Pairs are added in rounds of ``ROUND`` after the first ``MIN_PAIRS`` until a verdict is reached
-(``same`` also stops a case early) or the budget is spent.
+A round adds one pair to every worker pair; the rule is applied after ``MIN_ROUNDS`` rounds
+and after every round from then on, until a verdict (``same`` also stops a case early) or the
+budget is spent.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 
-from scipy.stats import binom
+from scipy.stats import binom, t
 
 from diffbench.errors import InputError
 
@@ -32,9 +40,9 @@ LEVEL = 0.99
 LOWER_BOUND = 0.02  # slower: the 99% interval excludes anything under +2% ...
 MIN_EFFECT = 0.03  # ... and the estimate is at least +3%
 SAME_BAND = 0.03  # same: the 99% interval lies within -3% .. +3%
-MIN_PAIRS = 20  # no verdict on fewer pairs
-ROUND = 10  # pairs added between two looks at the interval
-MAX_PAIRS = 400
+PROCESSES = 8  # worker pairs per case: the interval's degrees of freedom are one fewer
+MIN_ROUNDS = 3  # pairs per worker pair before the first look
+MAX_ROUNDS = 60
 VERDICTS = ("slower", "faster", "same", "inconclusive", "not comparable")
 
 
@@ -83,34 +91,69 @@ def verdict(lo: float, estimate: float, hi: float) -> str | None:
     return None
 
 
-def decide(ratios: Sequence[float], final: bool) -> str | None:
-    """The verdict on the log-ratios so far; ``final`` (the budget is spent): ``inconclusive``
-    instead of None."""
-    if len(ratios) >= MIN_PAIRS:
-        lo, hi = median_interval(ratios)
-        found = verdict(lo, median(ratios), hi)
+def process_interval(estimates: Sequence[float], level: float = LEVEL
+                     ) -> tuple[float, float, float]:
+    """(lower, mean, upper): Student's t interval for the mean of the worker pairs' estimates."""
+    if not 0 < level < 1:
+        raise InputError(f"confidence level must be in (0, 1), got {level!r}")
+    n = len(estimates)
+    if n < 2:
+        raise InputError(f"an interval over worker pairs needs at least 2, got {n}")
+    mean = statistics.fmean(estimates)
+    half = t.ppf((1 + level) / 2, n - 1) * statistics.stdev(estimates) / math.sqrt(n)
+    return mean - half, mean, mean + half
+
+
+def estimate(ratios_by_process: Sequence[Sequence[float]]) -> tuple[float, float, float]:
+    """(lower, estimate, upper) of the log-ratio from each worker pair's log-ratios."""
+    return process_interval([median(r) for r in ratios_by_process])
+
+
+def decide(ratios_by_process: Sequence[Sequence[float]], final: bool) -> str | None:
+    """The verdict on each worker pair's log-ratios so far; ``final`` (the budget is spent):
+    ``inconclusive`` instead of None."""
+    rounds = min((len(r) for r in ratios_by_process), default=0)
+    if rounds >= MIN_ROUNDS and len(ratios_by_process) >= 2:
+        found = verdict(*estimate(ratios_by_process))
         if found is not None:
             return found
     return "inconclusive" if final else None
 
 
-def sequential(ratios: Sequence[float], max_pairs: int) -> tuple[str, int]:
-    """(verdict, pairs used) of the stopping rule replayed on a sequence of log-ratios: look
-    after ``MIN_PAIRS`` and every ``ROUND`` more, stop at the first verdict or ``max_pairs``.
-    Used to estimate false-alarm and detection rates by resampling measured pairs."""
-    n = MIN_PAIRS
+def sequential(ratios_by_process: Sequence[Sequence[float]], max_rounds: int
+               ) -> tuple[str, int]:
+    """(verdict, rounds used) of the stopping rule replayed on each worker pair's sequence of
+    log-ratios: look after ``MIN_ROUNDS`` rounds and after every round, stop at the first
+    verdict or ``max_rounds``. Used to estimate false-alarm and detection rates by resampling
+    measured worker pairs."""
+    available = min(len(r) for r in ratios_by_process)
+    n = min(MIN_ROUNDS, max_rounds, available)
     while True:
-        n = min(n, max_pairs, len(ratios))
-        final = n >= max_pairs or n >= len(ratios)
-        found = decide(ratios[:n], final)
+        final = n >= max_rounds or n >= available
+        found = decide([r[:n] for r in ratios_by_process], final)
         if found is not None:
             return found, n
-        n += ROUND
+        n += 1
 
 
 def summary(head: Sequence[float], base: Sequence[float]) -> dict[str, float | list[float]]:
-    """ratio (exp of the median log-ratio), its 99% interval, both medians, pair count."""
+    """One stream of pairs (one process a side): ratio (exp of the median log-ratio), its 99%
+    order-statistic interval, both medians, pair count."""
     ratios = log_ratios(head, base)
     lo, hi = median_interval(ratios)
     return {"ratio": math.exp(median(ratios)), "ci99": [math.exp(lo), math.exp(hi)],
             "head_median_s": median(head), "base_median_s": median(base), "pairs": len(ratios)}
+
+
+def process_summary(head: Sequence[Sequence[float]], base: Sequence[Sequence[float]]
+                    ) -> dict[str, float | list[float]]:
+    """Several worker pairs: ratio (exp of the mean of their median log-ratios), its 99% t
+    interval, each pair's ratio, both medians over every call, pair and round counts."""
+    ratios = [log_ratios(h, b) for h, b in zip(head, base, strict=True)]
+    lo, mid, hi = estimate(ratios)
+    return {"ratio": math.exp(mid), "ci99": [math.exp(lo), math.exp(hi)],
+            "process_ratios": [math.exp(median(r)) for r in ratios],
+            "head_median_s": median([s for h in head for s in h]),
+            "base_median_s": median([s for b in base for s in b]),
+            "pairs": sum(map(len, ratios)), "processes": len(ratios),
+            "rounds": min(map(len, ratios))}
