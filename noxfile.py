@@ -40,9 +40,11 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff: lint and import order."""
-    install(session, "ruff")
+    """ruff (lint and import order), and the layer contracts of pyproject.toml (import-linter:
+    a module imports only from its own layer or below)."""
+    install(session, "ruff", "import-linter")
     session.run(tool(session, "ruff"), "check", "diffbench", "tests", "benches", "noxfile.py")
+    session.run(tool(session, "lint-imports"), "--no-cache")
 
 
 @nox.session
@@ -100,3 +102,11 @@ def history(session: nox.Session) -> None:
 def gpu(session: nox.Session) -> None:
     """The CUDA checks of a GPU lease: benches/gpu.sh (args after --, e.g. -- --dry-run)."""
     session.run("bash", "benches/gpu.sh", *session.posargs, external=True)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The docs site (MkDocs with Material) in strict mode: a broken link fails it."""
+    install(session, "mkdocs>=1.6", "mkdocs-material>=9.5")
+    session.run(tool(session, "mkdocs"), "build", "--strict", "--site-dir",
+                str(Path(session.create_tmp()) / "site"))

@@ -9,10 +9,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from diffbench.compiled import COMPILE_MODES
 from diffbench.config import KINDS
 from diffbench.errors import InputError
-from diffbench.runtime import DEVICES, MAX_SEED, NOISE_DEVICES, resolve_device
+from diffbench.resources import checkpoints_dir
+from diffbench.runtime import COMPILE_MODES, DEVICES, MAX_SEED, NOISE_DEVICES, resolve_device
 from diffbench.sampling import SAMPLERS
 
 EVALUATE_CHECKPOINTS = ["classifier", "pixel", "latent", "vae"]
@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="stop after this step, checkpointed (continue later with --resume)")
 
     evaluate = commands.add_parser("evaluate", help="fidelity of the shipped checkpoints as JSON")
-    evaluate.add_argument("--checkpoints", type=Path, default=Path("fixtures/checkpoints"))
+    evaluate.add_argument("--checkpoints", type=Path, default=None,
+                          help="default: the shipped checkpoints")
     evaluate.add_argument("--out", type=Path, default=Path("results/evaluate.json"))
     evaluate.add_argument("--data-dir", help="MNIST folder (default: $DIFFBENCH_DATA_DIR)")
     evaluate.add_argument("--device", choices=DEVICES, default="auto")
@@ -121,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         "shapes", help="the latent-shape sweep: one folder per latent shape's trained system")
     shapes.add_argument("folders", type=Path, nargs="+", metavar="FOLDER",
                         help="holds vae, latent and latent_noisy_classifier .safetensors")
-    shapes.add_argument("--checkpoints", type=Path, default=Path("fixtures/checkpoints"),
+    shapes.add_argument("--checkpoints", type=Path, default=None,
                         help="the classifiers and pixel UNet to compare against")
     shapes.add_argument("--out", type=Path, default=Path("results/latent_shapes.md"),
                         help="Markdown table; the .png plot and .json numbers go beside it")
@@ -278,6 +279,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     from diffbench.checkpoints import check_writable_dir, load_model, require_checkpoints
     from diffbench.evaluate import evaluate, write_report
     device = str(resolve_device(args.device))
+    args.checkpoints = args.checkpoints or checkpoints_dir()
     if args.out.is_dir():
         raise UsageError(f"--out {args.out} is a folder; allowed: a file path for the JSON report")
     check_writable_dir(args.out.parent)
@@ -312,6 +314,7 @@ def _shapes(args: argparse.Namespace) -> None:
     if args.out.suffix != ".md":
         raise UsageError(f"--out {args.out}: allowed: a .md file path")
     check_writable_dir(args.out.parent)
+    args.checkpoints = args.checkpoints or checkpoints_dir()
     require_checkpoints(args.checkpoints, ["classifier.safetensors", "pixel.safetensors"])
     for folder in args.folders:
         require_checkpoints(folder, list(FILES))

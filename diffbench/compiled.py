@@ -24,10 +24,9 @@ import torch
 from torch import Tensor
 
 from diffbench.errors import InputError
-from diffbench.runtime import synchronize
+from diffbench.runtime import COMPILE_MODES, synchronize
 from diffbench.sampling import DDIMSampler, Sampler
 
-COMPILE_MODES = ("compile", "cudagraphs")  # or None: eager
 WARMUP_CALLS = 3  # reduce-overhead's CUDA-graph trees warm up, then record: three calls cover it
 
 Call = Callable[[Tensor, Tensor, float, Any], Tensor]

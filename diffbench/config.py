@@ -16,16 +16,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from diffbench.compiled import COMPILE_MODES
 from diffbench.errors import InputError
 from diffbench.models import ClassifierConfig, PeerConfig, UNetConfig, VAEConfig
 from diffbench.plugins import is_spec
-from diffbench.runtime import DEVICES, MAX_SEED, NOISE_DEVICES
+from diffbench.resources import checkpoints_dir, configs_dir
+from diffbench.runtime import COMPILE_MODES, DEVICES, MAX_SEED, NOISE_DEVICES
 from diffbench.sampling import SAMPLERS, sampler_class
 from diffbench.sampling.prediction import PREDICTIONS
 from diffbench.system import SPACES
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 MODEL_CONFIGS = {
     "pixel": UNetConfig,
     "latent": UNetConfig,
@@ -185,7 +184,8 @@ class SystemConfig(_Strict):
 class CompareConfig(_Strict):
     """``diffbench compare``: systems x strengths on the same test digits and seeds."""
 
-    checkpoints: str = "fixtures/checkpoints"
+    checkpoints: str = Field(default_factory=lambda: str(checkpoints_dir()),
+                             description="default: the shipped ones (diffbench.resources)")
     out: str = "results"
     systems: list[SystemConfig] = Field(min_length=1)
     strengths: list[Annotated[float, Field(gt=0, le=1)]] = Field([0.3, 0.5], min_length=1)
@@ -216,7 +216,7 @@ class CompareConfig(_Strict):
 
 
 def default_config_path(kind: str) -> Path:
-    return CONFIG_DIR / f"train_{kind}.yaml"
+    return configs_dir() / f"train_{kind}.yaml"
 
 
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
@@ -318,7 +318,7 @@ def load_compare_config(
 ) -> CompareConfig:
     """configs/compare.yaml (or ``path``), then ``--set`` overrides, then CLI flags; the flag
     ``steps`` sets the step count of every few-step system (DDIM, plug-ins; not DDPM)."""
-    raw = load_yaml(path or CONFIG_DIR / "compare.yaml")
+    raw = load_yaml(path or configs_dir() / "compare.yaml")
     for assignment in overrides:
         apply_override(raw, assignment)
     steps = flags.pop("steps", None)

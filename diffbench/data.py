@@ -34,12 +34,20 @@ from torchvision.datasets import MNIST
 from torchvision.datasets.utils import check_integrity
 
 from diffbench.errors import InputError, MissingFileError
+from diffbench.resources import mnist_dir
 
 DATA_DIR_ENV = "DIFFBENCH_DATA_DIR"
 CACHE_DIR_ENV = "DIFFBENCH_CACHE_DIR"
 SPLITS = ("train", "test")
-SHIPPED_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "mnist"
-"""The MNIST files that ship with the repository (test split, training subset)."""
+
+
+def shipped_dir() -> Path:
+    """The MNIST files that ship with diffbench (test split, training subset), or a folder
+    that does not exist when none ship with this install (then the test split downloads)."""
+    try:
+        return mnist_dir()
+    except InputError:
+        return Path(__file__).resolve().parents[1] / "fixtures" / "mnist"
 
 OFFICIAL_MD5 = dict(MNIST.resources)
 """File name -> md5 of the four official MNIST files."""
@@ -131,7 +139,7 @@ def _check_arguments(split: str, limit: int | None) -> None:
 def _source(split: str, data_dir: Path | None, limit: int | None) -> tuple[str, Path]:
     """(file set, folder) to read: the given folder or the shipped one, the training subset
     when it holds every digit asked for, else the full training split (downloaded if needed)."""
-    folder = data_dir if data_dir is not None else SHIPPED_DIR
+    folder = data_dir if data_dir is not None else shipped_dir()
     if split == "train" and _present(folder, "train") is None:
         if limit is not None and limit <= SUBSET_SIZE and _present(folder, "train-subset"):
             return "train-subset", folder

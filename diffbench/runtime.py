@@ -32,6 +32,8 @@ DEVICES = ("auto", "cpu", "cuda")
 """What ``--device`` and the configs' ``device`` accept."""
 NOISE_DEVICES = ("device", "cpu")
 MAX_SEED = 2**32 - 1
+COMPILE_MODES = ("compile", "cudagraphs")
+"""torch.compile or CUDA graphs (:mod:`diffbench.compiled`); None is eager."""
 """Seeds lie in [0, MAX_SEED]."""
 
 

@@ -18,17 +18,19 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from diffbench.checkpoints import load_model
 from diffbench.data import load_mnist
 from diffbench.memory import peak_memory
-from diffbench.metrics import Judge
+from diffbench.metrics import Judge, mse_per_image
 from diffbench.runtime import timed
-from diffbench.stats import percentiles, share_interval
+from diffbench.stats import bootstrap_mean_interval, percentiles, share_interval
 from diffbench.system import System, generator_for, noised
 
 REFERENCE_SLICE = slice(5000, 10_000)
@@ -218,3 +220,36 @@ def measure_latency(
     if memory:
         result.update(peak_memory(lambda: call(generators[-1]), system.device))
     return result
+
+
+LATENT_MAX_PRESERVATION_GAP = 0.03
+LATENT_MAX_MSE_RATIO = 1.5
+"""The latent system against pixel DDIM-50 at the same strength: its preservation at most 3
+points lower and its MSE at most 1.5x (its speed is measured by ``diffbench shapes`` and the
+benches)."""
+
+
+def accuracy(judge: Judge, images: Tensor, labels: Tensor) -> dict[str, Any]:
+    """The classifier's share of ``labels`` read, with its Wilson interval."""
+    correct = judge.correct(images, labels)
+    return {"value": float(correct.float().mean()), "ci95": share_interval(correct)}
+
+
+@torch.inference_mode()
+def vae_reconstruction(
+    checkpoints: Path, judge: Judge, images: Tensor, labels: Tensor, seed: int = 0
+) -> dict:
+    vae, _ = load_model(checkpoints / "vae.safetensors", judge.device)
+    reconstructions = torch.cat(
+        [vae.decode(vae.encode(b.to(judge.device))[0]).cpu() for b in images.split(500)]
+    )
+    errors = mse_per_image(reconstructions, images)
+    preserved = accuracy(judge, reconstructions, labels)
+    return {
+        "num_images": len(images),
+        "reconstruction_mse": float(errors.mean()),
+        "reconstruction_mse_ci95": bootstrap_mean_interval(
+            errors, torch.Generator().manual_seed(seed)),
+        "preservation": preserved["value"],
+        "preservation_ci95": preserved["ci95"],
+    }

@@ -26,13 +26,18 @@ from typing import Any
 import torch
 
 from diffbench.checkpoints import environment_facts, load_metadata, load_model, write_atomic_text
-from diffbench.evaluate import (
+from diffbench.metrics import Judge
+from diffbench.resources import checkpoints_dir
+from diffbench.scoring import (
     LATENT_MAX_MSE_RATIO,
     LATENT_MAX_PRESERVATION_GAP,
+    Digits,
+    load_digits,
+    measure_latency,
+    noised_accuracy,
+    score_system,
     vae_reconstruction,
 )
-from diffbench.metrics import Judge
-from diffbench.scoring import Digits, load_digits, measure_latency, noised_accuracy, score_system
 from diffbench.translate import Translator
 
 FILES = ("vae.safetensors", "latent.safetensors", "latent_noisy_classifier.safetensors")
@@ -40,8 +45,8 @@ FILES = ("vae.safetensors", "latent.safetensors", "latent_noisy_classifier.safet
 
 TIMING_BATCH = 64
 
-# The shipped latent system's goals at strength 0.3, against pixel DDIM-50 (issue "Latent
-# diffusion measured fairly"): preservation within 3 points, MSE at most 1.5x, 3x the speed.
+# The shipped latent system's targets at strength 0.3, against pixel DDIM-50: preservation
+# within 3 points, MSE at most 1.5x, 3x the speed.
 MAX_PRESERVATION_GAP = LATENT_MAX_PRESERVATION_GAP
 MAX_MSE_RATIO = LATENT_MAX_MSE_RATIO
 MIN_SPEEDUP = 3.0
@@ -99,7 +104,7 @@ def alternate_latency(systems: list[Translator], images: torch.Tensor, strength:
 
 def run_sweep(
     folders: list[Path],
-    checkpoints: Path = Path("fixtures/checkpoints"),
+    checkpoints: Path | None = None,
     num_images: int = 512,
     strengths: tuple[float, ...] = (0.3, 0.5),
     rounds: int = 7,
@@ -107,7 +112,9 @@ def run_sweep(
     data_dir: str | None = None,
     seed: int = 0,
 ) -> Sweep:
-    """Measure every shape's folder against pixel DDIM-50 from ``checkpoints``."""
+    """Measure every shape's folder against pixel DDIM-50 from ``checkpoints`` (default: the
+    shipped ones)."""
+    checkpoints = Path(checkpoints or checkpoints_dir())
     judge = Judge.from_checkpoints(checkpoints, device)
     digits = load_digits(judge, num_images, data_dir)
     pixel = Translator.from_checkpoints(checkpoints, "pixel", "ddim", device=device)

@@ -38,6 +38,7 @@ from diffbench.config import SystemConfig
 from diffbench.errors import InputError
 from diffbench.models import flops_per_image
 from diffbench.plugins import load_object
+from diffbench.resources import checkpoints_dir
 from diffbench.runtime import check_noise_device, check_tf32, noise_generator, tf32_mode
 from diffbench.sampling import (
     SAMPLERS,
@@ -160,7 +161,7 @@ class Translator:
     @classmethod
     def from_checkpoints(
         cls,
-        directory: str | Path = "fixtures/checkpoints",
+        directory: str | Path | None = None,
         space: str = "pixel",
         sampler: str = "ddpm",
         num_steps: int | None = None,
@@ -173,9 +174,10 @@ class Translator:
         **options: Any,
     ) -> Translator:
         """Load ``pixel.safetensors`` (or ``latent.safetensors`` + ``vae.safetensors``) from
-        ``directory``, or with ``prediction="flow"`` the rectified-flow network
-        ``pixel_flow.safetensors`` (``latent_flow.safetensors``); ``model`` (a factory or its
-        ``package.module:factory`` name) replaces the UNet checkpoint. ``sampler``: a
+        ``directory`` (default: the shipped ones), or with ``prediction="flow"`` the
+        rectified-flow network ``pixel_flow.safetensors`` (``latent_flow.safetensors``);
+        ``model`` (a factory or its ``package.module:factory`` name) replaces the UNet
+        checkpoint. ``sampler``: a
         registered name or ``package.module:Name``; for a flow network ``euler``, ``heun`` and
         ``dpmsolver++`` mean their flow versions (``shift``: SD3's timestep shift);
         ``num_steps=None``: the sampler's default (all timesteps for DDPM, 50 for DDIM).
@@ -188,7 +190,7 @@ class Translator:
         sampler = resolve_sampler(sampler, prediction)
         # An unknown sampler, or one that cannot read this network, fails before any file is read.
         check_prediction(prediction, sampler_class(sampler).predictions, sampler)
-        directory, device = Path(directory), torch.device(device)
+        directory, device = Path(directory or checkpoints_dir()), torch.device(device)
         files = {"vae.safetensors": directory / "vae.safetensors"} if space == "latent" else {}
         vae, vae_metadata = (None, {})
         if space == "latent":

@@ -132,7 +132,7 @@ def test_an_nfe_sweep_is_recognised_and_plotted(tmp_path):
 
 
 def test_fewest_nfe_finds_each_samplers_first_match_against_ddim_50():
-    """Issue 17's rule: MSE <= DDIM-50's x 1.05 and preservation >= DDIM-50's - 0.01."""
+    """The NFE sweep's match rule: MSE <= DDIM-50's x 1.05 and preservation >= DDIM-50's - 0.01."""
     from diffbench.compare import results_markdown
     from diffbench.nfe import fewest_nfe, matches
 

@@ -12,7 +12,7 @@ import torch
 from torchvision.datasets import MNIST
 
 from diffbench import MNISTNotFoundError, load_mnist
-from diffbench.data import OFFICIAL_MD5, SHIPPED_DIR, _load_uint8, mnist_files, read_idx
+from diffbench.data import OFFICIAL_MD5, _load_uint8, mnist_files, read_idx, shipped_dir
 
 TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
@@ -95,7 +95,7 @@ def test_a_full_training_split_in_the_folder_is_preferred_to_the_subset(tmp_path
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for kind in ("images-idx3", "labels-idx1"):
-        data = gzip.decompress((SHIPPED_DIR / f"train-10k-{kind}-ubyte.gz").read_bytes())
+        data = gzip.decompress((shipped_dir() / f"train-10k-{kind}-ubyte.gz").read_bytes())
         header = 16 if kind.startswith("images") else 8
         record = 784 if kind.startswith("images") else 1
         body = data[header:]

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from diffbench import NoiseSchedule, Translator
 from diffbench.cli import main
-from diffbench.config import CONFIG_DIR, ConfigError, load_compare_config
+from diffbench.config import ConfigError, load_compare_config
+from diffbench.resources import configs_dir
 from diffbench.sampling import SAMPLERS, SPACINGS, STARTS, DDIMSampler, make_sampler
 from diffbench.sampling.solvers import (
     DPMSolverPlusPlusSampler,
@@ -252,8 +253,8 @@ def test_solvers_keep_the_input_dtype(name, dtype):
 
 
 def test_the_nfe_sweep_config_hits_every_nfe_for_every_sampler_space_and_strength():
-    config = load_compare_config(CONFIG_DIR / "nfe_sweep.yaml")
-    raw = yaml.safe_load((CONFIG_DIR / "nfe_sweep.yaml").read_text())
+    config = load_compare_config(configs_dir() / "nfe_sweep.yaml")
+    raw = yaml.safe_load((configs_dir() / "nfe_sweep.yaml").read_text())
     assert len(raw["systems"]) == len(config.systems)
     assert config.strengths == [0.3, 0.5, 0.7, 0.9, 1.0] and config.match_snr
     targets = {3, 5, 8, 10, 15, 25}
