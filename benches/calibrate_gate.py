@@ -15,12 +15,13 @@ duration (the snippet is in ``docs/regression_gate.md``).
 
 ``analyse`` counts verdicts per kind of run, then estimates both rates by resampling at both
 levels of the experiment (Kalibera & Jones, ISMM 2013): for one measured case of the unchanged
-runs, it draws as many worker pairs as the case had, with replacement, from every worker pair
-that measured the same case in any unchanged run, then each drawn pair's log-ratios with
+runs, it draws as many worker pairs as the case had, with replacement, from that case's own
+worker pairs (so the run's load stays the run's), then each drawn pair's log-ratios with
 replacement, as many as the case's rounds; it replays the gate's stopping rule
 (:func:`diffbench.paired.sequential`) on them and, for detection, adds ``ln(1 + f)`` to each
 drawn log-ratio. So each resampled case keeps the process-to-process spread, the call noise and
-the round count its budget bought in a real run.
+the round count of a real run (for detection a lower bound: a case that stopped early as
+``same`` had fewer rounds than a slowed one would get).
 """
 
 from __future__ import annotations
@@ -132,7 +133,6 @@ def analyse(args: argparse.Namespace) -> None:
             spec["neighbour"] = spec.get("neighbour") or "other work"
     verdicts: dict[str, Counter] = defaultdict(Counter)
     null_cases: list[dict] = []  # the unchanged runs' measured cases
-    pool: dict[str, list[list[float]]] = defaultdict(list)  # case -> its worker pairs' ratios
     walls = []
     for spec, ab in runs:
         for entry in ab["cases"]:
@@ -141,8 +141,6 @@ def analyse(args: argparse.Namespace) -> None:
             if spec["kind"] == "unchanged":
                 key = "unchanged"
                 null_cases.append(entry)
-                pool[entry["case"]] += [paired.log_ratios(h, b) for h, b in
-                                        zip(entry["head_seconds"], entry["base_seconds"])]
             else:
                 key = f"planted {spec['where']} +{spec['level']:.0%}"
             if spec.get("neighbour"):
@@ -163,18 +161,38 @@ def analyse(args: argparse.Namespace) -> None:
         print(f"  unchanged quick runs took {min(walls):.0f}-{max(walls):.0f} s")
     rng = random.Random(args.seed)
     print(f"\nResampling {args.resamples} cases at both levels from {len(null_cases)} measured "
-          f"unchanged cases ({sum(map(len, pool.values()))} worker pairs):")
+          f"unchanged cases ({sum(c['processes'] for c in null_cases)} worker pairs):")
+    by_case: dict[str, list[dict]] = defaultdict(list)
+    for case in null_cases:
+        by_case[case["case"]].append(case)
     for shift in (0.0, *LEVELS):
         tally: Counter = Counter()
+        per_case: dict[str, Counter] = defaultdict(Counter)
         for _ in range(args.resamples):
             case = rng.choice(null_cases)
-            rounds = case["rounds"]
-            drawn = [rng.choice(pool[case["case"]]) for _ in range(case["processes"])]
-            draw = [[rng.choice(ratios) + math.log1p(shift) for _ in range(rounds)]
-                    for ratios in drawn]
-            tally[paired.sequential(draw, rounds)[0]] += 1
+            found = replay(case, shift, rng)
+            tally[found] += 1
+        for name, cases in by_case.items():  # each case alone, as often as the whole
+            for _ in range(args.resamples // 4):
+                per_case[name][replay(rng.choice(cases), shift, rng)] += 1
         shares = {k: f"{v / args.resamples:.1%}" for k, v in sorted(tally.items())}
         print(f"  true slowdown {shift:.0%}: {shares}")
+        for name in sorted(per_case):
+            n = sum(per_case[name].values())
+            print(f"    {name}: slower {per_case[name]['slower'] / n:.1%}, "
+                  f"faster {per_case[name]['faster'] / n:.1%}, "
+                  f"same {per_case[name]['same'] / n:.1%}")
+
+
+def replay(case: dict, shift: float, rng: random.Random) -> str:
+    """The gate's verdict on one resampled case: as many worker pairs as ``case`` had, drawn
+    from its own, each with ``case``'s rounds of log-ratios drawn from its own, shifted by
+    ``ln(1 + shift)``."""
+    rounds = case["rounds"]
+    pairs = [paired.log_ratios(h, b) for h, b in zip(case["head_seconds"], case["base_seconds"])]
+    drawn = [rng.choice(pairs) for _ in range(case["processes"])]
+    draw = [[rng.choice(ratios) + math.log1p(shift) for _ in range(rounds)] for ratios in drawn]
+    return paired.sequential(draw, rounds)[0]
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ ROOT_ENV = "DIFFBENCH_ROOT"
 
 
 def _has_resources(folder: Path) -> bool:
-    return (folder / "configs" / "compare.yaml").is_file() and (folder / "fixtures").is_dir()
+    return (folder / "configs" / "compare.yaml").is_file()
 
 
 def root() -> Path:
@@ -29,7 +29,7 @@ def root() -> Path:
     if os.environ.get(ROOT_ENV):
         folder = Path(os.environ[ROOT_ENV]).expanduser()
         if not _has_resources(folder):
-            raise InputError(f"${ROOT_ENV}={folder} holds no configs/compare.yaml and fixtures/")
+            raise InputError(f"${ROOT_ENV}={folder} holds no configs/compare.yaml")
         return folder
     checkout = Path(__file__).resolve().parents[1]
     installed = [Path(sysconfig.get_path("data")) / "share" / "diffbench",

