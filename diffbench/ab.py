@@ -44,7 +44,8 @@ SAMPLE_S = 0.2
 call on a shared 2-core machine spreads by +-20%, a sum of ten much less."""
 DEFAULT_BUDGET_S = 200.0
 """Seconds of timed pairs for all cases together; starting the workers and each case's warm-up
-come on top (about 2 minutes for the quick set on a 2-core machine)."""
+come on top (about 3 minutes for the quick set on a 2-core machine: unchanged quick runs took
+360-403 s in all)."""
 EXIT_SLOWER = 1
 WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "PYTHONDONTWRITEBYTECODE": "1"}
 """A fixed mmap threshold makes glibc map every buffer over 64 KiB afresh on each call, so each

@@ -57,11 +57,10 @@ def log_ratios(head: Sequence[float], base: Sequence[float]) -> list[float]:
 
 
 def median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    n = len(ordered)
-    if n == 0:
+    """``statistics.median``, with an empty input as an :class:`InputError`."""
+    if len(values) == 0:
         raise InputError("the median of no values is undefined")
-    return (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
+    return statistics.median(values)
 
 
 def median_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float]:
