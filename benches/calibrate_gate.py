@@ -50,12 +50,14 @@ NEIGHBOUR = ("import torch\ntorch.set_num_threads({threads})\na = torch.randn(51
              "while True:\n    a @ a\n")
 
 
-def plan(false_alarm_runs: int, runs_per_level: int, where: tuple[str, ...] = ("unet", "step")
-         ) -> list[dict]:
+def plan(false_alarm_runs: int, runs_per_level: int, where: tuple[str, ...] = ("unet", "step"),
+         levels: tuple[float, ...] = LEVELS) -> list[dict]:
     """Unchanged runs spread among the planted ones; every third unchanged run, and the last,
     with a busy neighbour (one torch thread; two for the last)."""
     planted = [{"kind": "planted", "where": place, "level": level}
-               for _ in range(runs_per_level) for level in LEVELS for place in where]
+               for _ in range(runs_per_level) for level in levels for place in where]
+    if false_alarm_runs == 0:
+        return planted
     runs, per = [], math.ceil(len(planted) / false_alarm_runs)
     for i in range(false_alarm_runs):
         neighbour = 2 if i == false_alarm_runs - 1 else 1 if i % 3 == 2 else 0
@@ -66,8 +68,9 @@ def plan(false_alarm_runs: int, runs_per_level: int, where: tuple[str, ...] = ("
 
 def run(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
-    for i, spec in enumerate(plan(args.false_alarm_runs, args.runs_per_level,
-                                  tuple(args.where.split(",")))):
+    levels = tuple(float(level) for level in args.levels.split(","))
+    runs = plan(args.false_alarm_runs, args.runs_per_level, tuple(args.where.split(",")), levels)
+    for i, spec in enumerate(runs, start=args.first_index):
         folder = args.out / f"{i:02d}-{spec['kind']}"
         if (folder / "ab.json").exists():
             continue  # a resumed calibration keeps what it measured
@@ -205,6 +208,10 @@ def main() -> None:
     go.add_argument("--false-alarm-runs", type=int, default=10)
     go.add_argument("--runs-per-level", type=int, default=5)
     go.add_argument("--where", default="unet,step", help="where to plant: unet, step or both")
+    go.add_argument("--levels", default=",".join(f"{level:g}" for level in LEVELS),
+                    help="planted slowdowns, e.g. 0.05,0.1,0.25")
+    go.add_argument("--first-index", type=int, default=0,
+                    help="number of the first run's folder (to add runs to a calibration)")
     look = commands.add_parser("analyse")
     look.add_argument("folder", type=Path)
     look.add_argument("--resamples", type=int, default=2000)
