@@ -18,6 +18,7 @@ import yaml
 from benchlib import DEVICES, WARMUP, latency_info, memory_info, pedantic_call
 from diffbench.cases import BATCHES, QUICK, STRENGTHS, img2img_name, img2img_systems
 from diffbench.config import SystemConfig, validate
+from diffbench.row import make_row, settings_fields
 from diffbench.sampling import SAMPLERS
 from diffbench.system import SPACES, generator_for
 
@@ -57,7 +58,8 @@ def rounds_for(steps_run: int, batch: int) -> int:
 def test_img2img(benchmark, bench_env, device, case, system, strength, batch):
     translator = bench_env.system(SystemConfig(**system), device)
     images = bench_env.digits(device).images[:batch].to(device)
-    steps_run = translator.evaluations(strength)
+    plan = translator.plan(strength)
+    steps_run = plan.nfe
 
     def translate():
         return translator(images, strength, generator=generator_for(translator, 0))
@@ -69,20 +71,22 @@ def test_img2img(benchmark, bench_env, device, case, system, strength, batch):
     fidelity = bench_env.fidelity(translator, strength, device)
     median = benchmark.stats.stats.median
     benchmark.extra_info.update(
-        fidelity,
-        steps=steps_run,  # network evaluations per call (NFE)
-        sampler_steps=translator.num_steps,
-        start_timestep=translator.start_timestep(strength),
-        strength=strength,
+        make_row(  # the results row's fields (diffbench.row), as diffbench compare writes them
+            **fidelity,
+            steps=translator.num_steps,
+            nfe=plan.nfe,
+            start_timestep=plan.start_timestep,
+            strength=strength,
+            device=device,
+            sec_per_image=median / batch,
+            **latency_info(benchmark, batch),
+            **memory_info(translator, images, strength, device),
+            flops_per_image=translator.flops_per_image(strength),
+            **settings_fields(getattr(translator, "settings", {})),
+        ),
         batch=batch,
-        device=device,
-        sec_per_image=median / batch,
         images_per_second=batch / median,
-        **latency_info(benchmark, batch),
-        **memory_info(translator, images, strength, device),
         parameters=translator.facts["unet_parameters"] + translator.facts["vae_parameters"],
-        flops_per_image=translator.flops_per_image(strength),
-        **getattr(translator, "settings", {}),
     )
     bench_env.profile(f"img2img-{device}-{case}-s{strength}-b{batch}", translate)
     problems = bench_env.gate(f"{device}-{case}-s{strength}", fidelity, device)

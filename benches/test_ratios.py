@@ -97,8 +97,8 @@ def test_few_step_against_ddim(benchmark, bench_env, device):
         "few_step_sec_per_image": pair.timed_s, "ddim_sec_per_image": pair.other_s,
         "few_step_sec_per_image_p90": pair.spread["timed"][90],
         "ddim_sec_per_image_p90": pair.spread["other"][90],
-        **speedup(pair), "few_step_nfe": few.evaluations(STRENGTH),
-        "ddim_nfe": ddim.evaluations(STRENGTH),
+        **speedup(pair), "few_step_nfe": few.plan(STRENGTH).nfe,
+        "ddim_nfe": ddim.plan(STRENGTH).nfe,
         "few_step_mse": few_f["mse"], "ddim_mse": ddim_f["mse"],
         "mse_ratio": few_f["mse"] / ddim_f["mse"],
         "few_step_preservation": few_f["preservation"],
@@ -112,7 +112,7 @@ def test_few_step_against_ddim(benchmark, bench_env, device):
 def test_sampling_overhead_and_network_efficiency(benchmark, bench_env, device):
     translator = bench_env.translator("pixel", "ddim", 50, device)
     images = bench_env.digits(device).images[:BATCH].to(device)
-    timesteps = translator.sampler.img2img_timesteps(STRENGTH, translator.start).tolist()
+    timesteps = translator.plan(STRENGTH).timesteps.tolist()
     t_batches = [torch.full((len(images),), t, device=device) for t in timesteps]
 
     @torch.inference_mode()

@@ -56,6 +56,7 @@ from diffbench.report import (
     render_grid,
     sweeps_nfe,
 )
+from diffbench.row import FIELDS, METRICS, PARAMS, make_row, settings_fields, upgrade
 from diffbench.rowstore import (
     RowStore,
     first_difference,
@@ -72,17 +73,6 @@ from diffbench.tracking import start_run
 from diffbench.translate import Translator
 from diffbench.versus import attach_paired
 
-RESULT_KEYS = (
-    "view", "name", "space", "prediction", "sampler", "steps", "strength", "start_timestep",
-    "start_sigma", "start_snr", "num_images",
-    "sec_per_image", "sec_per_image_p50", "sec_per_image_p90", "sec_per_image_p99",
-    "peak_memory_bytes", "peak_memory_method", "mse", "mse_ci95", "psnr", "psnr_ci95", "ssim",
-    "ssim_ci95", "preservation", "preservation_ci95", "noised_accuracy", "noised_accuracy_ci95",
-    "noised_space", "frechet_distance", "frechet_distance_ci95", "kid", "kid_ci95",
-    "train_seconds", "train_cpu_seconds", "compile_seconds",
-)
-MATCHED_KEYS = ("match_information", "matched_timestep", "noised_accuracy_curve")
-"""Added to equal-information rows."""
 GRID_INPUTS = "grid_inputs"
 """The row store's extra tensors: the grid's source and noised columns."""
 
@@ -147,16 +137,22 @@ def run_compare(
     for system in systems:
         check_system(system)
         for strength in config.strengths:
-            system.start_timestep(strength)  # a ValueError now, not mid-run
+            system.plan(strength)  # a ValueError now, not mid-run
     all_hashes = checkpoint_sha256(config.checkpoints, names)
     judge_hashes = {name: all_hashes[name] for name in names if "classifier" in name}
     provenance = {"seed": config.seed, "device": str(device), "torch": torch.__version__}
-    digits = load_digits(judge, max(config.num_images, config.grid_images), config.data_dir)
-    scored = digits.first(config.num_images)
+    for k, system in enumerate(config.systems):
+        if system.num_images is not None and system.num_images < config.grid_images:
+            raise InputError(f"systems[{k}].num_images {system.num_images} is below grid_images "
+                             f"{config.grid_images}: a system scores at least the grid's digits")
+    # A system's own count, at most the comparison's (so --num-images 8 is a quick run).
+    counts = [min(s.num_images or config.num_images, config.num_images) for s in config.systems]
+    counts += [config.num_images] * (len(systems) - len(counts))  # System objects: the default
+    digits = load_digits(judge, max(*counts, config.grid_images), config.data_dir)
     indexed = list(enumerate(systems))
     out, run_facts = Path(config.out), {"checkpoint_sha256": all_hashes}
     if shard is not None:
-        owner = assign([expected_cost(s, config) for s in systems], shard[1])
+        owner = assign([expected_cost(s, config, n) for s, n in zip(systems, counts)], shard[1])
         indexed = [(k, s) for k, s in indexed if owner[k] == shard[0]]
         out, run_facts["shard"] = shard_dir(config.out, shard), list(shard)
     store = RowStore.open(out, {**config.model_dump(), **run_facts}, resume)
@@ -173,11 +169,12 @@ def run_compare(
         def add(row_id: dict[str, Any], measure) -> int:
             """Row ``row_id`` from disk when it is there, else measured, stored and logged."""
             bar.set_postfix_str(f"{row_id['name']} {row_id['view']} s{row_id['strength']:g}")
-            key = row_key({**row_id, "seed": config.seed, "num_images": config.num_images})
+            key = row_key({**row_id, "seed": config.seed})
             if key in done:
                 bar.update()
                 return done[key]
             row, tensors = measure()
+            row = make_row(**row)  # every field checked against the row model
             index = store.append(row, tensors)
             log_row(run, config, row)
             print_row(row)
@@ -186,7 +183,8 @@ def run_compare(
 
         def measured(system: System, strength: float, view: str, extra: dict[str, Any]):
             def measure():
-                row, outputs = measure_row(system, judge, digits, strength, config, view=view)
+                scored = digits.first(count)
+                row, outputs = measure_row(system, judge, digits, strength, config, count, view)
                 scores = judge.per_digit(outputs, scored.images, scored.labels)
                 return ({**row, **extra, **facts},
                         {"outputs": outputs[: config.grid_images], **per_digit_tensors(scores)})
@@ -195,17 +193,19 @@ def run_compare(
         for system_index, system in indexed:
             used = ("classifier.safetensors", f"{NOISY_CLASSIFIERS[system.space]}.safetensors")
             hashes = {name: judge_hashes[name] for name in used if name in judge_hashes}
-            facts = {**provenance, **getattr(system, "settings", {}),
+            facts = {**provenance, **settings_fields(getattr(system, "settings", {})),
                      "checkpoint_sha256": {**hashes, **system.checkpoint_sha256()},
                      "system_index": system_index, "shared_machine": shared_machine}
-            identity = {"name": system.name, "checkpoint_sha256": facts["checkpoint_sha256"]}
+            count = counts[system_index]
+            identity = {"name": system.name, "checkpoint_sha256": facts["checkpoint_sha256"],
+                        "num_images": count}
             own = {}  # strength -> index of this system's equal-strength row
             for strength in config.strengths:
                 own[strength] = add({**identity, "view": "equal_strength", "strength": strength},
                                     measured(system, strength, "equal_strength", {}))
             if config.match_information is not None:
-                matched = match_information(system, judge, scored, config.match_information,
-                                            config.seed)
+                matched = match_information(system, judge, digits.first(count),
+                                            config.match_information, config.seed)
                 if matched is None:
                     print(f"{system.name:>14}: its noised accuracy never equals "
                           f"{config.match_information:g} on the start-timestep grid; no "
@@ -234,10 +234,10 @@ def run_compare(
     return results
 
 
-def expected_cost(system: System, config: CompareConfig) -> float:
+def expected_cost(system: System, config: CompareConfig, num_images: int) -> float:
     """Network evaluations times digits of a system's rows: what balances the shards."""
     views = 2 if config.match_snr else 1
-    return views * config.num_images * sum(system.evaluations(s) for s in config.strengths)
+    return views * num_images * sum(system.plan(s).nfe for s in config.strengths)
 
 
 def merge(dirs: Sequence[str | Path], out: str | Path) -> tuple[list[dict[str, Any]], list[Path]]:
@@ -280,7 +280,7 @@ def save_grid_inputs(store: RowStore, sources: torch.Tensor, system: System,
     for strength in config.strengths:
         key = f"noised_{strength:g}"
         tensors[key] = noised_inputs(system, sources, strength, config.seed)
-        titles[key] = f"noised t={system.start_timestep(strength)}"
+        titles[key] = f"noised t={system.plan(strength).start_timestep}"
     store.save_extra(GRID_INPUTS, tensors, titles)
 
 
@@ -291,11 +291,12 @@ def write_reports(
     finished, partial or killed run) into ``out`` (default: the run's folder), with the paired
     figures against ``reference`` (default: the run's)."""
     run = store.run()
-    results = store.rows()
+    results = [upgrade(row) for row in store.rows()]
     tensors = [store.tensors(i) for i in range(len(results))]  # each row's file, read once
     per_digit = [per_digit_scores(t) for t in tensors]
     attach_paired(results, per_digit, reference or run.get("reference", "DDIM-50"),
                   run.get("seed", 0))
+    results = [make_row(**row) for row in results]  # the paired figures checked too
     inputs, titles = store.load_extra(GRID_INPUTS)
     blocks = []
     for strength in run["strengths"]:
@@ -319,20 +320,21 @@ def measure_row(
     digits: Digits,
     strength: float,
     config: CompareConfig,
+    num_images: int,
     view: str = "equal_strength",
 ) -> tuple[dict[str, Any], torch.Tensor]:
     """One results row (fidelity on the first ``num_images`` digits, latency on the first
     ``timing_batch``, memory, training and compile seconds) and the outputs scored."""
     compiled_before = compile_seconds(system)
-    scored = digits.first(config.num_images)
-    result, outputs = score_system(system, judge, scored, strength, config.seed)
-    row = {"view": view, **result.as_dict()}
-    row.update(measure_latency(system, digits.images[: config.timing_batch], strength,
-                               config.seed, config.repeats, config.warmup))
-    row["train_seconds"] = system.facts["train_seconds"]
-    row["train_cpu_seconds"] = system.facts.get("train_cpu_seconds")
-    row["flops_per_image"] = system.flops_per_image(strength)
-    row["compile_seconds"] = compile_seconds(system) - compiled_before
+    scored = digits.first(num_images)
+    scores, outputs = score_system(system, judge, scored, strength, config.seed)
+    latency = measure_latency(system, digits.images[: config.timing_batch], strength,
+                              config.seed, config.repeats, config.warmup)
+    row = make_row(view=view, **scores, **latency,
+                   train_seconds=system.facts["train_seconds"],
+                   train_cpu_seconds=system.facts.get("train_cpu_seconds"),
+                   flops_per_image=system.flops_per_image(strength),
+                   compile_seconds=compile_seconds(system) - compiled_before)
     return row, outputs
 
 
@@ -388,27 +390,22 @@ def results_markdown(results: list[dict[str, Any]]) -> str:
     return text
 
 
-PARAM_KEYS = ("name", "view", "space", "prediction", "sampler", "steps", "strength",
-              "start_sigma", "start_snr", "num_images")
-"""A row's MLflow params; its numbers are its metrics."""
-
-
 def log_row(run: Any, config: CompareConfig, row: dict[str, Any]) -> None:
-    """One nested MLflow run per row, as it is measured: the row's system, space, sampler,
-    NFE (``steps``) and strength as params, its figures as metrics (so MLflow's own compare
-    views plot latency against MSE across rows). A no-op when tracking is off."""
+    """One nested MLflow run per row, as it is measured: what ran (the row model's ``param``
+    fields: system, space, sampler, steps, NFE, strength, ...) as params, its figures (its
+    ``metric`` fields) as metrics, so MLflow's own compare views plot latency against MSE across
+    rows. A no-op when tracking is off."""
     if not run.enabled:
         return
-    params = {k: row.get(k) for k in PARAM_KEYS}
+    params = {k: row[k] for k in PARAMS if k in row}
     with start_run(config.experiment, run_name=f"{row['name']} {row['view']} "
                    f"s{row['strength']:g}", params=params, nested=True) as sub:
-        sub.log_metrics({k: v for k, v in row.items()
-                         if isinstance(v, int | float) and not isinstance(v, bool)
-                         and k not in PARAM_KEYS})
+        sub.log_metrics({k: v for k, v in row.items() if k in METRICS
+                         and isinstance(v, int | float) and not isinstance(v, bool)})
 
 
 def table_columns(results: list[dict[str, Any]]) -> dict[str, list[Any]]:
     """The results as columns of scalars, for ``mlflow.log_table``."""
-    keys = [k for k in RESULT_KEYS if any(k in r for r in results)]
+    keys = [k for k in FIELDS if any(k in r for r in results)]
     return {k: [r.get(k) if not isinstance(r.get(k), list | dict) else json.dumps(r.get(k))
                 for r in results] for k in keys}

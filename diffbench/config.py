@@ -21,7 +21,7 @@ from diffbench.models import ClassifierConfig, PeerConfig, UNetConfig, VAEConfig
 from diffbench.plugins import is_spec
 from diffbench.resources import checkpoints_dir, configs_dir
 from diffbench.runtime import COMPILE_MODES, DEVICES, MAX_SEED, NOISE_DEVICES
-from diffbench.sampling import SAMPLERS, sampler_class
+from diffbench.sampling import SAMPLERS, SPACINGS, sampler_class
 from diffbench.sampling.prediction import PREDICTIONS
 from diffbench.system import SPACES
 
@@ -141,6 +141,9 @@ class SystemConfig(_Strict):
     sampler: str = Field(description="a registered sampler or 'package.module:Name'")
     steps: int | None = Field(None, ge=1, description="null: 1000 for DDPM, 50 otherwise")
     eta: float = Field(0.0, ge=0, le=1)
+    spacing: Literal[SPACINGS] | None = Field(
+        None, description="timestep spacing: leading, trailing or linspace; null: the sampler's "
+        "default (leading for DDPM and DDIM, trailing for the solvers, linspace for flow)")
     prediction: Literal[PREDICTIONS] = Field(
         "eps", description="the network: eps (the shipped pixel/latent UNets) or flow (their "
         "rectified-flow siblings, pixel_flow / latent_flow); with flow, euler, heun and "
@@ -148,6 +151,10 @@ class SystemConfig(_Strict):
     )
     shift: float = Field(1.0, gt=0, description="flow samplers: SD3's timestep shift (SD3: 3)")
     name: str | None = Field(None, description="its name in the results; null: e.g. DDIM-50")
+    num_images: int | None = Field(
+        None, ge=1, description="digits this system scores, at most the comparison's "
+        "num_images; null: num_images (fewer for a slow system: its intervals widen, and it is "
+        "paired with its reference on the digits both scored)")
     model: str | None = Field(
         None, description="'package.module:factory' returning an nn.Module model(x_t, t) -> eps; "
         "null: the space's checkpoint"

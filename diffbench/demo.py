@@ -70,7 +70,7 @@ def run_demo(
     results, rows = [], []
     for strength in strengths:
         noise = torch.randn(source.shape, generator=torch.Generator().manual_seed(seed))
-        first_t = int(samplers["DDIM-50"].img2img_timesteps(strength)[0])
+        first_t = samplers["DDIM-50"].plan(strength).start_timestep
         rows += [source, schedule.add_noise(source, noise, first_t).clamp(-1, 1)]
         for name, sampler in samplers.items():
             start = time.perf_counter()
@@ -84,7 +84,7 @@ def run_demo(
                 ).clamp(-1, 1)
             seconds = time.perf_counter() - start
             mse = float((out - source).pow(2).mean())
-            steps = len(sampler.img2img_timesteps(strength))
+            steps = sampler.plan(strength).nfe
             results.append(DemoResult(name, strength, steps, seconds / num_images, mse))
             rows.append(out)
     out_dir.mkdir(parents=True, exist_ok=True)

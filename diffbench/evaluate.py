@@ -22,6 +22,7 @@ from diffbench.checkpoints import environment_facts, load_metadata, write_atomic
 from diffbench.data import load_mnist
 from diffbench.metrics import Judge
 from diffbench.resources import checkpoints_dir
+from diffbench.row import SCHEMA_VERSION
 from diffbench.sampling import SAMPLERS, sampler_class
 from diffbench.scoring import (
     LATENT_MAX_MSE_RATIO,
@@ -33,9 +34,7 @@ from diffbench.scoring import (
 )
 from diffbench.scoring import REFERENCE_SLICE as REFERENCE_SLICE  # scoring lived here: its names
 from diffbench.scoring import Digits as Digits  # stay importable from diffbench.evaluate
-from diffbench.scoring import SystemResult as SystemResult
 from diffbench.scoring import noised_inputs as noised_inputs
-from diffbench.scoring import start_timestep as start_timestep
 from diffbench.scoring import translate as translate
 from diffbench.system import SPACES
 from diffbench.translate import Translator
@@ -85,6 +84,7 @@ def evaluate(
     digits = load_digits(judge, max(num_images, ddpm_images, sweep_images), data_dir)
     test_accuracy = accuracy(judge, test.images, test.labels)
     report: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,  # of its image-to-image rows (diffbench.row)
         "checkpoints": str(checkpoints),
         "device": device,
         "seed": seed,
@@ -109,7 +109,7 @@ def evaluate(
                 sweep_ddpm_images if slow else sweep_images)
             subset = digits.first(count)
             result, _ = score_system(translator, judge, subset, strength, seed, progress)
-            results.append(result.as_dict())
+            results.append(result)
     report["img2img"] = results
     report["generation"] = [
         generation(Translator.from_checkpoints(checkpoints, space, sampler, device=device,

@@ -27,7 +27,7 @@ def information_curve(
     system: System, judge: Judge, digits: Digits, seed: int, points: int = GRID_POINTS
 ) -> list[tuple[int, float]]:
     """(t, noised accuracy) at ``points`` start timesteps from 0 to the system's largest."""
-    last = system.start_timestep(1.0)
+    last = system.plan(1.0).start_timestep
     grid = sorted({round(last * i / (points - 1)) for i in range(points)})
     return [(t, noised_accuracy(system, judge, digits, t, seed)["noised_accuracy"])
             for t in grid]
@@ -50,7 +50,7 @@ def strength_for_timestep(system: System, t: int) -> float:
 
     def start(strength: float) -> int:
         try:
-            return system.start_timestep(strength)
+            return system.plan(strength).start_timestep
         except ValueError:  # too small a strength to take any step
             return -1
 

@@ -73,24 +73,24 @@ def fewest_nfe(results: list[dict[str, Any]], view: str = "equal_strength") -> l
         if reference is None:
             continue
         for sampler in dict.fromkeys(r["sampler"] for r in here):
-            runs = sorted((r for r in here if r["sampler"] == sampler), key=lambda r: r["steps"])
+            runs = sorted((r for r in here if r["sampler"] == sampler), key=lambda r: r["nfe"])
             matching = [r for r in runs if matches(r, reference)]
             best = matching[0] if matching else None
             sharp = [r for r in matching if sharp_as(r, reference)]
             answers.append({
                 "space": space, "strength": strength, "sampler": sampler, "view": view,
-                "reference": reference["name"], "reference_nfe": reference["steps"],
+                "reference": reference["name"], "reference_nfe": reference["nfe"],
                 "reference_mse": reference["mse"],
                 "reference_preservation": reference["preservation"],
                 "reference_frechet_distance": reference.get("frechet_distance"),
-                "tested_nfe": [r["steps"] for r in runs],
-                "matching_nfe": [r["steps"] for r in matching],
-                "fewest_nfe": best["steps"] if best else None,
+                "tested_nfe": [r["nfe"] for r in runs],
+                "matching_nfe": [r["nfe"] for r in matching],
+                "fewest_nfe": best["nfe"] if best else None,
                 "name": best["name"] if best else None,
                 "mse": best["mse"] if best else None,
                 "preservation": best["preservation"] if best else None,
                 "frechet_distance": best.get("frechet_distance") if best else None,
-                "fewest_nfe_as_sharp": sharp[0]["steps"] if sharp else None,
+                "fewest_nfe_as_sharp": sharp[0]["nfe"] if sharp else None,
                 "num_images": min(r["num_images"] for r in [reference, *runs]),
             })
     return answers

@@ -10,7 +10,9 @@ starts at exactly ``int(strength * T) - 1`` and takes ``int(n * strength)`` step
 scheduler's stride ``T // n`` (299, 279, ..., 19 for DDIM-50 at 0.3), so the peer and diffbench
 start from the same noise; ``DDIMScheduler.step`` steps each by that stride, so the exact grid
 must be evenly spaced by it (true wherever ``strength * n`` is a whole number). ``"diffusers"``
-keeps the pipelines' last ``min(int(n * strength), n)`` of the scheduler's timesteps. A
+keeps the pipelines' last ``min(int(n * strength), n)`` of the scheduler's timesteps. Both come
+from diffbench's own DDIM plan (:meth:`PeerTranslator.plan`), whose timesteps equal the
+scheduler's. A
 :class:`diffbench.system.System` like :class:`diffbench.translate.Translator`, so the same code
 times and scores both. Needs the optional ``diffusers`` dependency
 (``pip install diffbench[parity]``).
@@ -28,8 +30,9 @@ from diffbench.checkpoints import load_model, require_metadata, sha256_file
 from diffbench.errors import InputError
 from diffbench.models import PeerUNet, flops_per_image
 from diffbench.models.peer import crop_from_peer, pad_to_peer
-from diffbench.sampling import DEFAULT_STEPS, STARTS, exact_start, img2img_num_steps
-from diffbench.schedule import make_start_timesteps
+from diffbench.plan import Plan
+from diffbench.sampling import DEFAULT_STEPS, DDIMSampler, check_start
+from diffbench.schedule import NoiseSchedule
 from diffbench.system import check_digits
 
 
@@ -57,8 +60,7 @@ class PeerTranslator:
 
         if schedule["name"] != "linear":
             raise InputError(f"the peer runs the linear schedule only, not {schedule['name']!r}")
-        if start not in STARTS:
-            raise InputError(f"unknown start {start!r}; allowed: {', '.join(STARTS)}")
+        check_start(start)
         self.start = start
         self.num_steps = num_steps
         self.unet = unet.to(memory_format=torch.channels_last) if channels_last else unet
@@ -66,6 +68,7 @@ class PeerTranslator:
         # diffusers' defaults: linear betas 1e-4..0.02, clip_sample=True, leading spacing.
         self.scheduler = DDIMScheduler(num_train_timesteps=schedule["num_timesteps"])
         self.scheduler.set_timesteps(num_steps, device=self.device)
+        self._plans = DDIMSampler(NoiseSchedule.linear(schedule["num_timesteps"]), num_steps)
         self.facts = facts or {}
         self._checkpoint = Path(checkpoint) if checkpoint is not None else None
 
@@ -92,32 +95,20 @@ class PeerTranslator:
     def name(self) -> str:
         return f"diffusers-DDIM-{self.num_steps}"
 
-    def img2img_timesteps(self, strength: float) -> Tensor:
-        """The timesteps img2img at ``strength`` runs, the first its start: with
-        ``start="diffusers"`` the scheduler's last ``min(int(n * strength), n)``; with
-        ``"exact"`` ``int(n * strength)`` steps of stride ``T // n`` from ``int(strength * T) - 1``
-        (an error where that grid is not evenly spaced by the stride ``DDIMScheduler`` steps by).
-        """
-        if self.start == "diffusers":
-            steps = img2img_num_steps(self.num_steps, strength)
-            return self.scheduler.timesteps[self.num_steps - steps :]
-        num_timesteps = self.scheduler.config.num_train_timesteps
-        t_start = exact_start(num_timesteps, strength)
-        timesteps = make_start_timesteps(t_start, max(1, int(self.num_steps * strength)))
-        stride = num_timesteps // self.num_steps
-        if (t_start + 1) != len(timesteps) * stride:
+    def plan(self, strength: float) -> Plan:
+        """The plan of img2img at ``strength``: diffbench's DDIM plan on the same schedule, step
+        count and (leading) spacing as the scheduler, whose timesteps equal diffusers' (tested);
+        an error where an exact start is not evenly spaced by the stride ``T // n`` that
+        ``DDIMScheduler.step`` steps by."""
+        plan = self._plans.plan(strength, self.start)
+        stride = self._plans.schedule.num_timesteps // self.num_steps
+        if self.start == "exact" and plan.start_timestep + 1 != plan.steps * stride:
             raise InputError(
                 f"the peer's exact start at strength {strength!r} with {self.num_steps} steps is "
                 f"not a grid of DDIMScheduler's stride {stride}: use a strength that is a "
                 f"multiple of 1/{self.num_steps}, or start='diffusers'"
             )
-        return timesteps.to(self.device)
-
-    def start_timestep(self, strength: float) -> int:
-        return int(self.img2img_timesteps(strength)[0])
-
-    def evaluations(self, strength: float) -> int:
-        return len(self.img2img_timesteps(strength))
+        return plan
 
     def add_noise(self, x0: Tensor, noise: Tensor, t: int) -> Tensor:
         """The scheduler's own forward process (diffusers' ``add_noise``)."""
@@ -131,7 +122,7 @@ class PeerTranslator:
         """Forward FLOPs of one translation: the UNet once per step, at 32x32."""
         x = torch.zeros(1, 1, 32, 32, device=self.device)
         t = torch.zeros(1, dtype=torch.long, device=self.device)
-        return self.evaluations(strength) * flops_per_image(self.unet, x, t)
+        return self.plan(strength).nfe * flops_per_image(self.unet, x, t)
 
     @torch.inference_mode()
     def __call__(
@@ -140,7 +131,7 @@ class PeerTranslator:
         from diffusers.utils.torch_utils import randn_tensor
 
         check_digits(x0)
-        timesteps = self.img2img_timesteps(strength)
+        timesteps = self.plan(strength).timesteps.to(self.device)
         x0 = pad_to_peer(x0.to(self.device))
         noise = randn_tensor(x0.shape, generator=generator, device=self.device, dtype=x0.dtype)
         x = self.scheduler.add_noise(x0, noise, timesteps[:1])

@@ -65,7 +65,7 @@ COLUMNS = [
     ("strength", "strength", "{:.3g}"),
     ("start_timestep", "start t", "{}"),
     ("start_snr", "start SNR", "{:.3g}"),
-    ("steps", "NFE", "{}"),
+    ("nfe", "NFE", "{}"),
     ("sec_per_image", "s / image", "{:.4f}"),
     ("sec_per_image_p90", "p90", "{:.4f}"),
     ("sec_per_image_p99", "p99", "{:.4f}"),
@@ -185,7 +185,7 @@ def sweeps_nfe(results: list[dict[str, Any]]) -> bool:
     """Whether some sampler runs at several network-evaluation counts (an NFE sweep)."""
     counts: dict[tuple, set[int]] = {}
     for r in results:
-        counts.setdefault((r["space"], r["sampler"], level(r)), set()).add(r["steps"])
+        counts.setdefault((r["space"], r["sampler"], level(r)), set()).add(r["nfe"])
     return any(len(nfes) > 1 for nfes in counts.values())
 
 
@@ -202,17 +202,17 @@ def plot_nfe(results: list[dict[str, Any]], path: str | Path) -> None:
         top, bottom = axes[0][column], axes[1][column]
         here = [r for r in results if (r["space"], level(r)) == (space, strength)]
         for sampler in dict.fromkeys(r["sampler"] for r in here):
-            rows = sorted((r for r in here if r["sampler"] == sampler), key=lambda r: r["steps"])
+            rows = sorted((r for r in here if r["sampler"] == sampler), key=lambda r: r["nfe"])
             label = rows[0]["name"] if len(rows) == 1 else sampler
-            nfe = [r["steps"] for r in rows]
+            nfe = [r["nfe"] for r in rows]
             lines = top.plot(nfe, [r["mse"] for r in rows], marker="o", label=label)
             bottom.plot(nfe, [r["preservation"] for r in rows], marker="o", label=label)
             for r in rows:
-                if len(rows) == 1 or r["steps"] == r.get("start_timestep", -2) + 1:
+                if len(rows) == 1 or r["nfe"] == r.get("start_timestep", -2) + 1:
                     star = {"marker": "*", "markersize": 14, "color": lines[0].get_color()}
-                    top.plot([r["steps"]], [r["mse"]], **star)
-                    bottom.plot([r["steps"]], [r["preservation"]], **star)
-                    top.annotate(r["name"], (r["steps"], r["mse"]), fontsize=7,
+                    top.plot([r["nfe"]], [r["mse"]], **star)
+                    bottom.plot([r["nfe"]], [r["preservation"]], **star)
+                    top.annotate(r["name"], (r["nfe"], r["mse"]), fontsize=7,
                                  xytext=(-10, 6), textcoords="offset points")
         reference = reference_row(here)
         if reference is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from diffbench.checkpoints import load_model
 from diffbench.data import load_mnist
 from diffbench.memory import peak_memory
 from diffbench.metrics import Judge, mse_per_image
+from diffbench.row import make_row
 from diffbench.runtime import timed
 from diffbench.stats import bootstrap_mean_interval, percentiles, share_interval
 from diffbench.system import System, generator_for, noised
@@ -59,11 +60,6 @@ def load_digits(judge: Judge, num_images: int, data_dir: str | None) -> Digits:
     )
 
 
-def start_timestep(system: System, strength: float) -> int:
-    """The timestep image-to-image noises to (the first one it denoises from)."""
-    return system.start_timestep(strength)
-
-
 def translate(
     system: System,
     images: Tensor,
@@ -84,7 +80,7 @@ def translate(
 
 def noised_inputs(system: System, images: Tensor, strength: float, seed: int) -> Tensor:
     """x_t at the system's start timestep, in pixel space, with seeded noise (for pictures)."""
-    t = system.start_timestep(strength)
+    t = system.plan(strength).start_timestep
     noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
     return system.add_noise(images, noise, t)
 
@@ -105,51 +101,6 @@ def noised_accuracy(
             "noised_accuracy_ci95": share_interval(flags), "noised_space": space}
 
 
-@dataclass
-class SystemResult:
-    """One system at one strength: what ran and what it scored."""
-
-    name: str
-    space: str
-    sampler: str
-    steps: int
-    strength: float
-    num_images: int
-    start_timestep: int
-    mse: float
-    mse_ci95: list[float]
-    psnr: float
-    psnr_ci95: list[float]
-    ssim: float
-    ssim_ci95: list[float]
-    preservation: float
-    preservation_ci95: list[float]
-    noised_accuracy: float
-    noised_accuracy_ci95: list[float]
-    noised_space: str
-    frechet_distance: float
-    frechet_distance_ci95: list[float]
-    kid: float
-    kid_ci95: list[float]
-    sec_per_image: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.update(data.pop("extra"))
-        return data
-
-
-def start_facts(system: System, strength: float) -> dict[str, Any]:
-    """What the network predicts and how noisy the start is: ``prediction``, ``start_sigma``
-    (flow systems) and ``start_snr``, from the system when it says (else eps and None)."""
-    return {
-        "prediction": getattr(system, "prediction", "eps"),
-        "start_sigma": system.start_sigma(strength) if hasattr(system, "start_sigma") else None,
-        "start_snr": system.start_snr(strength) if hasattr(system, "start_snr") else None,
-    }
-
-
 def score_system(
     system: System,
     judge: Judge,
@@ -157,30 +108,34 @@ def score_system(
     strength: float,
     seed: int,
     progress: bool = False,
-) -> tuple[SystemResult, Tensor]:
+) -> tuple[dict[str, Any], Tensor]:
     """Translate the digits with one system at one strength and score the outputs, beside the
     noised accuracy at its start timestep in its own space; intervals drawn from a generator
-    seeded ``seed``."""
+    seeded ``seed``. The row (:func:`diffbench.row.make_row`) and the outputs."""
     start = time.perf_counter()
     outputs = translate(system, digits.images, strength, seed, progress=progress)
     seconds = time.perf_counter() - start
-    t = system.start_timestep(strength)
+    plan = system.plan(strength)
+    t = plan.start_timestep
     scores = judge.score(outputs, digits.images, digits.labels, digits.reference_features,
                          generator=torch.Generator().manual_seed(seed))
-    result = SystemResult(
+    row = make_row(
         name=system.name,
         space=system.space,
+        prediction=getattr(system, "prediction", "eps"),
         sampler=system.sampler_name,
-        steps=system.evaluations(strength),
+        steps=system.num_steps,
+        nfe=plan.nfe,
         strength=strength,
-        num_images=len(outputs),
         start_timestep=t,
-        sec_per_image=seconds / len(outputs),
-        extra=start_facts(system, strength),
+        start_sigma=plan.start_sigma,
+        start_snr=plan.start_snr,
+        num_images=len(outputs),
         **scores,
         **noised_accuracy(system, judge, digits, t, seed),
+        scoring_sec_per_image=seconds / len(outputs),
     )
-    return result, outputs
+    return row, outputs
 
 
 def measure_latency(

@@ -83,8 +83,8 @@ def training_facts(folder: Path, system: Translator) -> dict[str, Any]:
 
 def fidelity(system: Translator, judge: Judge, digits: Digits, strengths: tuple[float, ...],
              seed: int) -> dict[str, dict[str, Any]]:
-    """Strength -> the system's scores there (see :class:`scoring.SystemResult`)."""
-    return {f"{s:g}": score_system(system, judge, digits, s, seed)[0].as_dict()
+    """Strength -> the system's scores there (a row of :func:`diffbench.row.make_row`)."""
+    return {f"{s:g}": score_system(system, judge, digits, s, seed)[0]
             for s in strengths}
 
 
@@ -133,7 +133,7 @@ def run_sweep(
             "vae": vae_reconstruction(folder, judge, digits.images, digits.labels, seed),
             "noised_accuracy": {
                 f"{s:g}": noised_accuracy(system, latent_judge, digits,
-                                          system.start_timestep(s), seed)
+                                          system.plan(s).start_timestep, seed)
                 for s in strengths
             },
             "fidelity": fidelity(system, latent_judge, digits, strengths, seed),

@@ -18,7 +18,8 @@ in the space the system diffuses in (a Translator: pixel x_t, or the scaled late
 the noise-aware classifier of that space reads (see :func:`noised`). A system without it is
 noised in pixel space by its ``add_noise``.
 
-Imports nothing from diffbench, so every layer may use it.
+Imports only the leaves :mod:`diffbench.errors` and :mod:`diffbench.plan`, so every layer may use
+it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch
 from torch import Tensor
 
 from diffbench.errors import InputError
+from diffbench.plan import Plan
 
 SPACES = ("pixel", "latent")
 IMAGE_SHAPE = (1, 28, 28)
@@ -51,11 +53,9 @@ class System(Protocol):
     ) -> Tensor:
         """Noise ``x0`` to ``strength``, denoise it back (seeded by ``generator``)."""
 
-    def start_timestep(self, strength: float) -> int:
-        """The timestep it noises to at ``strength`` (the first one it denoises from)."""
-
-    def evaluations(self, strength: float) -> int:
-        """Network evaluations per call at ``strength``."""
+    def plan(self, strength: float) -> Plan:
+        """Its call's :class:`~diffbench.plan.Plan` at ``strength``: the start timestep it
+        noises to (the first it denoises from), its timesteps and its network evaluations."""
 
     def flops_per_image(self, strength: float) -> int:
         """Forward FLOPs of one translation at ``strength``."""

@@ -11,7 +11,7 @@ network is the shipped checkpoint of the space or, named as ``"package.module:fa
 plain ``nn.Module`` ``model(x_t, t) -> eps`` that the factory returns.
 
 Every translation starts at exactly ``t_start = int(strength * T) - 1`` (``start="exact"``, see
-:meth:`diffbench.sampling.Sampler.img2img_timesteps`), so systems with different samplers and
+:meth:`diffbench.sampling.Sampler.plan`), so systems with different samplers and
 step counts denoise from the same noise level at the same strength; ``start="diffusers"``
 gives diffusers' img2img convention (parity) instead.
 
@@ -37,19 +37,19 @@ from diffbench.compiled import PreparedCall, check_compile, compile_network
 from diffbench.config import SystemConfig
 from diffbench.errors import InputError
 from diffbench.models import flops_per_image
+from diffbench.plan import Plan
 from diffbench.plugins import load_object
 from diffbench.resources import checkpoints_dir
 from diffbench.runtime import check_noise_device, check_tf32, noise_generator, tf32_mode
 from diffbench.sampling import (
     SAMPLERS,
-    STARTS,
     Sampler,
+    check_start,
     make_sampler,
     randn_like,
     resolve_sampler,
     sampler_class,
 )
-from diffbench.sampling.flow import FlowSampler
 from diffbench.sampling.prediction import PREDICTIONS, check_prediction
 from diffbench.schedule import NoiseSchedule
 from diffbench.system import (
@@ -130,8 +130,7 @@ class Translator:
         channels_last: bool = True,
         start: str = "exact",
     ) -> None:
-        if start not in STARTS:
-            raise InputError(f"unknown start {start!r}; allowed: {', '.join(STARTS)}")
+        check_start(start)
         self.device = torch.device(device)
         check_compile(compile, self.device, sampler)
         check_noise_device(noise_device)
@@ -171,6 +170,7 @@ class Translator:
         name: str | None = None,
         prediction: str = "eps",
         shift: float = 1.0,
+        spacing: str | None = None,
         **options: Any,
     ) -> Translator:
         """Load ``pixel.safetensors`` (or ``latent.safetensors`` + ``vae.safetensors``) from
@@ -180,7 +180,9 @@ class Translator:
         checkpoint. ``sampler``: a
         registered name or ``package.module:Name``; for a flow network ``euler``, ``heun`` and
         ``dpmsolver++`` mean their flow versions (``shift``: SD3's timestep shift);
-        ``num_steps=None``: the sampler's default (all timesteps for DDPM, 50 for DDIM).
+        ``num_steps=None``: the sampler's default (all timesteps for DDPM, 50 for DDIM);
+        ``spacing=None``: the sampler's default (leading for DDPM and DDIM, trailing for the
+        solvers, linspace for flow).
         ``options``: ``compile``, ``noise_device``, ``tf32``, ``channels_last`` (see the
         class)."""
         clip = clip_sample(space)  # an unknown space fails here
@@ -214,7 +216,7 @@ class Translator:
             schedule_config["name"], schedule_config["num_timesteps"]
         )
         chosen = make_sampler(sampler, schedule, num_steps, clip_sample=clip, eta=eta,
-                              shift=shift)
+                              shift=shift, spacing=spacing)
         chosen.prediction = prediction
         facts = {
             "train_seconds": metadata["train_seconds"] + vae_metadata.get("train_seconds", 0.0),
@@ -236,7 +238,7 @@ class Translator:
         return cls.from_checkpoints(directory, system.space, system.sampler, system.steps,
                                     system.eta, device, model=system.model, name=system.name,
                                     prediction=system.prediction, shift=system.shift,
-                                    **options)
+                                    spacing=system.spacing, **options)
 
     @property
     def name(self) -> str:
@@ -244,7 +246,10 @@ class Translator:
         if self._name:
             return self._name
         prefix = "LDM-" if self.space == "latent" else ""
-        return f"{prefix}{self.sampler.label}-{self.sampler.num_steps}"
+        name = f"{prefix}{self.sampler.label}-{self.sampler.num_steps}"
+        if self.sampler.spacing != type(self.sampler).default_spacing:
+            name += f"-{self.sampler.spacing}"
+        return name
 
     @property
     def sampler_name(self) -> str:
@@ -261,33 +266,13 @@ class Translator:
         """What the network predicts: ``eps``, ``v`` or ``flow``."""
         return self.sampler.prediction
 
-    def start_timestep(self, strength: float) -> int:
-        """The timestep a translation at ``strength`` starts from: ``int(strength * T) - 1``
-        (299 at 0.3 with T = 1000) whatever the sampler and step count. A flow system starts at
-        sigma = strength; its start timestep is the VP timestep of the same SNR
-        (:meth:`~diffbench.schedule.NoiseSchedule.timestep_for_snr`), the currency its noised
-        accuracy and the equal-SNR view are measured in."""
-        if isinstance(self.sampler, FlowSampler):
-            return self.sampler.schedule.timestep_for_snr(self.start_snr(strength))
-        return int(self.sampler.img2img_timesteps(strength, self.start)[0])
-
-    def start_sigma(self, strength: float) -> float | None:
-        """The flow sigma a flow translation starts from (None for VP systems)."""
-        if isinstance(self.sampler, FlowSampler):
-            return self.sampler.start_sigma(strength, self.start)
-        return None
-
-    def start_snr(self, strength: float) -> float:
-        """Signal-to-noise ratio of the noised input a translation at ``strength`` starts from:
-        ``((1 - s) / s)^2`` on the flow path, ``ab_t / (1 - ab_t)`` on the VP path."""
-        if isinstance(self.sampler, FlowSampler):
-            return self.sampler.start_snr(strength, self.start)
-        return self.sampler.schedule.snr(int(self.sampler.img2img_timesteps(strength,
-                                                                            self.start)[0]))
-
-    def evaluations(self, strength: float) -> int:
-        """UNet calls per translation (the sampler's NFE: Heun's are two a step but the last)."""
-        return self.sampler.nfe(strength, self.start)
+    def plan(self, strength: float) -> Plan:
+        """The sampler's :class:`~diffbench.plan.Plan` at ``strength`` from this translator's
+        start: timesteps, NFE (Heun's are two a step but the last) and start. Every translation
+        starts at ``int(strength * T) - 1`` (299 at 0.3 with T = 1000) whatever the sampler and
+        step count; a flow system at sigma = strength, its start timestep the VP timestep of the
+        same SNR (:meth:`~diffbench.schedule.NoiseSchedule.timestep_for_snr`)."""
+        return self.sampler.plan(strength, self.start)
 
     def add_noise(self, x0: Tensor, noise: Tensor, t: int) -> Tensor:
         """x0 at VP timestep ``t``; for a flow system the VP input of the same SNR as its own
@@ -313,7 +298,7 @@ class Translator:
     def flops_per_image(self, strength: float) -> int:
         """Forward FLOPs of one translation at ``strength``: the UNet once per evaluation, plus
         the VAE's encode and decode in latent space."""
-        steps = self.evaluations(strength)
+        steps = self.plan(strength).nfe
         x = torch.zeros(1, *IMAGE_SHAPE, device=self.device)
         t = torch.zeros(1, dtype=torch.long, device=self.device)
         if self.vae is None:
@@ -349,7 +334,7 @@ class Translator:
         self, x0: Tensor, strength: float, generator: torch.Generator | None = None
     ) -> Tensor:
         check_digits(x0)
-        self.sampler.img2img_timesteps(strength, self.start)  # a bad strength: an error now
+        self.plan(strength)  # a bad strength: an error now
         x0 = x0.to(self.device)
         noise = randn_like(torch.empty((len(x0), *self.noise_shape), device=self.device),
                            generator)

@@ -69,14 +69,19 @@ def attach_paired(
     rows: list[dict[str, Any]], per_digit: list[dict[str, Tensor]], reference: str, seed: int
 ) -> None:
     """Add the paired figures against its reference to every row that has one (same view,
-    space and level; ``per_digit[i]`` belongs to ``rows[i]``), in place; the bootstrap draws
-    from a generator seeded ``seed`` per row."""
+    space and level; ``per_digit[i]`` belongs to ``rows[i]``), in place, on the digits both
+    scored (``vs_reference_images``: a row of fewer digits is paired on those); the bootstrap
+    draws from a generator seeded ``seed`` per row."""
     found = {(r["view"], r["space"], level(r)): i for i, r in enumerate(rows)
              if r["name"] == reference_name(r, reference)}
     for i, row in enumerate(rows):
         j = found.get((row["view"], row["space"], level(row)))
-        if j is None or j == i or len(per_digit[i]["mse"]) != len(per_digit[j]["mse"]):
+        if j is None or j == i:
             continue
+        # Rows score the first n test digits: two rows share the first min(n, m) of them.
+        n = min(len(per_digit[i]["mse"]), len(per_digit[j]["mse"]))
+        mine = {key: per_digit[i][key][:n] for key in ("mse", "correct")}
+        theirs = {key: per_digit[j][key][:n] for key in ("mse", "correct")}
         generator = torch.Generator().manual_seed(seed + i)
-        row.update(vs_reference=rows[j]["name"],
-                   **paired_intervals(per_digit[i], per_digit[j], generator))
+        row.update(vs_reference=rows[j]["name"], vs_reference_images=n,
+                   **paired_intervals(mine, theirs, generator))

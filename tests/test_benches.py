@@ -36,7 +36,7 @@ def test_bench_session_writes_json_mlflow_run_and_traces(tiny_checkpoints, mnist
     benchmarks = json.loads((tmp_path / "bench.json").read_text())["benchmarks"]
     img2img = next(b for b in benchmarks if b["name"].startswith("test_img2img"))
     for key in ("mse", "mse_ci95", "psnr", "ssim", "preservation", "preservation_ci95",
-                "noised_accuracy", "noised_accuracy_ci95", "kid", "kid_ci95", "steps",
+                "noised_accuracy", "noised_accuracy_ci95", "kid", "kid_ci95", "steps", "nfe",
                 "strength", "batch", "device", "parameters", "flops_per_image",
                 "sec_per_image_p50", "sec_per_image_p90", "sec_per_image_p99",
                 "peak_memory_bytes", "peak_memory_method"):
@@ -44,7 +44,7 @@ def test_bench_session_writes_json_mlflow_run_and_traces(tiny_checkpoints, mnist
     info = img2img["extra_info"]
     assert info["mse_ci95"][0] <= info["mse"] <= info["mse_ci95"][1]
     assert info["peak_memory_bytes"] > 0
-    assert img2img["extra_info"]["steps"] == 3 and img2img["extra_info"]["batch"] == 1
+    assert img2img["extra_info"]["nfe"] == 3 and img2img["extra_info"]["batch"] == 1
     # --mlflow: the JSON reached disk, then one run holds every statistic and the JSON.
     (saved,) = (tmp_path / "results" / "benchmarks").glob("bench-*.json")
     assert len(json.loads(saved.read_text())["benchmarks"]) == 2

@@ -11,9 +11,9 @@ from PIL import Image
 
 from diffbench.checkpoints import load_model
 from diffbench.cli import main
-from diffbench.compare import RESULT_KEYS
 from diffbench.data import load_mnist
 from diffbench.report import CELL, GAP, HEADER
+from diffbench.row import SCHEMA_VERSION
 from diffbench.translate import Translator
 
 
@@ -44,8 +44,16 @@ def test_results_json_has_one_object_per_system_and_strength(compared):
     assert [r["name"] for r in snr] == [name for name in names for _ in (0.3, 0.5)]
     assert all(r["strength"] == r["match_snr_of_strength"] for r in snr if "RF" not in r["name"])
     results = [r for r in results if r["view"] == "equal_strength"]
+    measured = {"view", "name", "space", "prediction", "sampler", "steps", "nfe", "strength",
+                "start_timestep", "start_snr", "num_images", "scoring_sec_per_image",
+                "sec_per_image", "sec_per_image_p50", "sec_per_image_p90", "sec_per_image_p99",
+                "peak_memory_bytes", "mse", "mse_ci95", "psnr", "preservation", "noised_accuracy",
+                "frechet_distance", "kid", "train_seconds", "flops_per_image", "seed"}
     for row in results:
-        assert set(RESULT_KEYS) <= set(row)
+        assert measured <= set(row) and row["schema_version"] == SCHEMA_VERSION
+        if row["name"] in ("DDIM-10", "DDPM-20"):  # n steps; int(n * strength) evaluations
+            n = int(row["name"].split("-")[1])
+            assert (row["steps"], row["nfe"]) == (n, int(n * row["strength"]))
         assert row["num_images"] == 2 and row["timing_repeats"] == 2 and row["timing_warmup"] == 1
         assert row["noised_space"] == row["space"]
         for key in ("mse", "psnr", "ssim", "preservation", "noised_accuracy"):
@@ -102,7 +110,8 @@ def test_compare_is_an_mlflow_run_with_a_nested_run_per_row(compared):
     row_run = next(r for r in runs if r.info.run_name == "DDIM-10 equal_strength s0.3")
     assert row_run.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert row_run.data.params["sampler"] == "ddim" and row_run.data.params["strength"] == "0.3"
-    assert row_run.data.params["steps"] == "3" and row_run.data.params["space"] == "pixel"
+    assert row_run.data.params["steps"] == "10" and row_run.data.params["nfe"] == "3"
+    assert row_run.data.params["space"] == "pixel" and "seed" not in row_run.data.metrics
     assert row_run.data.metrics["mse"] == pytest.approx(ddim["mse"])
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"results.json", "results.md", "i2i_comparison.png", "pareto.png",
@@ -118,7 +127,7 @@ def test_an_nfe_sweep_is_recognised_and_plotted(tmp_path):
     from diffbench.report import plot_nfe, sweeps_nfe
 
     def row(sampler, name, nfe, mse, space="pixel"):
-        return {"space": space, "sampler": sampler, "name": name, "strength": 0.3, "steps": nfe,
+        return {"space": space, "sampler": sampler, "name": name, "strength": 0.3, "nfe": nfe,
                 "start_timestep": 299, "mse": mse, "preservation": 0.9, "noised_accuracy": 0.95}
 
     single = [row("ddim", "DDIM-50", 15, 0.04), row("ddpm", "DDPM-1000", 300, 0.07)]
@@ -138,7 +147,7 @@ def test_fewest_nfe_finds_each_samplers_first_match_against_ddim_50():
 
     def row(sampler, name, nfe, mse, preservation, num_images=512):
         return {"view": "equal_strength", "space": "pixel", "strength": 0.3, "sampler": sampler,
-                "name": name, "steps": nfe, "mse": mse, "preservation": preservation,
+                "name": name, "nfe": nfe, "mse": mse, "preservation": preservation,
                 "num_images": num_images}
 
     reference = row("ddim", "DDIM-50", 15, 0.040, 0.98)
@@ -203,3 +212,30 @@ def test_match_information_adds_an_equal_information_row(tiny_checkpoints, mnist
     assert matched["match_information"] == 0.6
     assert matched["noised_accuracy_curve"] == [list(p) for p in curve]
     assert "## Equal information: noised accuracy 0.6" in (tmp_path / "results.md").read_text()
+
+
+def test_a_slow_system_scores_fewer_digits_and_is_paired_on_them(tiny_checkpoints, mnist_dir,
+                                                                 tmp_path):
+    systems = ("systems=[{space: pixel, sampler: ddim, steps: 10}, "
+               "{space: pixel, sampler: ddpm, steps: 10, num_images: 2}]")
+    base = ["compare", "--checkpoints", str(tiny_checkpoints), "--data-dir", str(mnist_dir),
+            "--device", "cpu", "--set", systems, "--set", "reference=DDIM-10",
+            "--set", "strengths=[0.3]", "--set", "match_snr=false", "--set", "grid_images=2",
+            "--set", "timing_batch=2", "--set", "repeats=1"]
+    assert main([*base, "--num-images", "4", "--out", str(tmp_path / "a")]) == 0
+    ddim, ddpm = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert (ddim["num_images"], ddpm["num_images"]) == (4, 2)
+    assert ddpm["vs_reference"] == "DDIM-10" and ddpm["vs_reference_images"] == 2
+    # a system's count is at most the comparison's: a smaller --num-images is a quick run
+    assert main([*base, "--num-images", "2", "--out", str(tmp_path / "b")]) == 0
+    rows = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert [r["num_images"] for r in rows] == [2, 2]
+
+
+def test_a_systems_count_below_the_grid_is_one_clear_error(tiny_checkpoints, capsys):
+    code = main(["compare", "--checkpoints", str(tiny_checkpoints), "--set",
+                 "systems=[{space: pixel, sampler: ddim, steps: 10, num_images: 2}]",
+                 "--set", "grid_images=4"])
+    assert code == 2
+    assert capsys.readouterr().err.startswith(
+        "error: systems[0].num_images 2 is below grid_images 4")

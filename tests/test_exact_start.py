@@ -77,10 +77,10 @@ def test_ddpm_over_all_timesteps_starts_exactly_where_diffusers_does():
 def test_ddim_50_at_0_3_runs_15_steps_from_299():
     ddim = DDIMSampler(LINEAR, 50)
     assert ddim.img2img_timesteps(0.3, "exact").tolist() == list(range(299, 0, -20))
-    assert ddim.img2img_timesteps(0.3).tolist() == list(range(280, -1, -20))  # diffusers'
+    assert ddim.img2img_timesteps(0.3, "diffusers").tolist() == list(range(280, -1, -20))
     # DDIM-10: diffusers' convention starts at 200, the exact one at 299 (3 steps either way).
     assert DDIMSampler(LINEAR, 10).img2img_timesteps(0.3, "exact").tolist() == [299, 199, 99]
-    assert DDIMSampler(LINEAR, 10).img2img_timesteps(0.3).tolist() == [200, 100, 0]
+    assert DDIMSampler(LINEAR, 10).img2img_timesteps(0.3, "diffusers").tolist() == [200, 100, 0]
 
 
 def test_make_start_timesteps_examples():
@@ -141,7 +141,7 @@ def test_denoise_rejects_a_sequence_that_is_not_strictly_decreasing_in_range(tim
 
 @pytest.mark.parametrize("start", ["Exact", "", None, 0, "leading"])
 def test_a_bad_start_names_the_allowed_values(start, tiny_checkpoints):
-    message = re.escape(f"unknown start {start!r}; allowed: diffusers, exact")
+    message = re.escape(f"unknown start {start!r}; allowed: exact, diffusers")
     sampler = DDIMSampler(LINEAR, 10)
     with pytest.raises(ValueError, match=message):
         sampler.img2img_timesteps(0.5, start)
@@ -172,10 +172,10 @@ def test_translators_start_at_the_same_timestep_and_count_their_evaluations(
 ):
     translator = Translator.from_checkpoints(tiny_checkpoints, "pixel", sampler, steps)
     assert translator.start == "exact"
-    assert (translator.start_timestep(0.3), translator.start_timestep(0.5)) == (299, 499)
+    assert (translator.plan(0.3).start_timestep, translator.plan(0.5).start_timestep) == (299, 499)
     n = translator.num_steps
-    assert translator.evaluations(0.3) == translator.sampler.nfe(0.3, "exact")
-    assert translator.evaluations(0.3) in (int(n * 0.3), 2 * int(n * 0.3) - 1)  # Heun: 2k - 1
+    assert translator.plan(0.3).nfe == translator.sampler.nfe(0.3, "exact")
+    assert translator.plan(0.3).nfe in (int(n * 0.3), 2 * int(n * 0.3) - 1)  # Heun: 2k - 1
 
 
 def test_the_translator_runs_the_exact_start(tiny_checkpoints):

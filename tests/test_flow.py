@@ -83,12 +83,12 @@ def test_a_flow_start_is_the_vp_timestep_of_its_snr(tiny_checkpoints):
     the SNRs of its neighbours; a VP input at t = 299 has an SNR of about 0.66."""
     flow = Translator.from_checkpoints(tiny_checkpoints, "pixel", "euler", 10, prediction="flow")
     vp = Translator.from_checkpoints(tiny_checkpoints, "pixel", "ddim", 10)
-    assert flow.start_sigma(0.3) == 0.3 and vp.start_sigma(0.3) is None
-    assert flow.start_snr(0.3) == pytest.approx((0.7 / 0.3) ** 2)
-    assert vp.start_snr(0.3) == pytest.approx(float(AB[299] / (1 - AB[299])))
-    assert vp.start_snr(0.3) == pytest.approx(0.66, abs=0.005)
-    t = flow.start_timestep(0.3)
-    snr = flow.start_snr(0.3)
+    assert flow.plan(0.3).start_sigma == 0.3 and vp.plan(0.3).start_sigma is None
+    assert flow.plan(0.3).start_snr == pytest.approx((0.7 / 0.3) ** 2)
+    assert vp.plan(0.3).start_snr == pytest.approx(float(AB[299] / (1 - AB[299])))
+    assert vp.plan(0.3).start_snr == pytest.approx(0.66, abs=0.005)
+    t = flow.plan(0.3).start_timestep
+    snr = flow.plan(0.3).start_snr
     assert LINEAR.snr(t + 1) < snr * 1.02 and LINEAR.snr(t - 1) > snr / 1.02
 
 
@@ -101,7 +101,7 @@ def test_flow_systems_are_named_and_loaded_from_their_own_checkpoints(tiny_check
     assert set(pixel.checkpoint_sha256()) == {"pixel_flow.safetensors"}
     out = pixel(torch.zeros(2, 1, 28, 28), 0.5, generator=torch.Generator().manual_seed(0))
     assert out.shape == (2, 1, 28, 28) and torch.isfinite(out).all()
-    assert pixel.evaluations(0.5) == 5
+    assert pixel.plan(0.5).nfe == 5
 
 
 def test_a_checkpoint_of_another_prediction_is_refused(tiny_checkpoints, tmp_path):

@@ -208,7 +208,8 @@ BAD_INPUT = [
     (COMPARE + " --set systems.0.space=video", ["Input should be 'pixel' or 'latent'"]),
     (
         COMPARE + " --set systems.0.colour=red",
-        ["allowed keys: eta, model, name, prediction, sampler, shift, space, steps"],
+        ["allowed keys: eta, model, name, num_images, prediction, sampler, shift, space, "
+         "spacing, steps"],
     ),
     (COMPARE + " --set systems.0.steps=5000", ["num_steps must be in [1, 1000], got 5000"]),
     (COMPARE + " --set timing_batch=many", ["timing_batch: Input should be a valid integer"]),
@@ -513,7 +514,8 @@ def test_compare_with_a_dead_tracking_server_writes_results_and_warns_once(
     used = ("classifier.safetensors", "noisy_classifier.safetensors", "pixel.safetensors")
     assert first["checkpoint_sha256"] == {n: sha256_file(tiny_checkpoints / n) for n in used}
     timing = {"sec_per_image", "sec_per_image_min", "sec_per_image_max", "sec_per_image_p50",
-              "sec_per_image_p90", "sec_per_image_p99", "peak_memory_bytes"}
+              "sec_per_image_p90", "sec_per_image_p99", "peak_memory_bytes",
+              "scoring_sec_per_image"}
     assert {k: v for k, v in first.items() if k not in timing} == {
         k: v for k, v in second.items() if k not in timing
     }
@@ -572,11 +574,11 @@ def test_ddim_outputs_and_metrics_are_bitwise_identical_across_runs(
         translator = Translator.from_checkpoints(tiny_checkpoints, space, "ddim", num_steps=10)
         judge = Judge.from_checkpoints(tiny_checkpoints)
         digits = load_digits(judge, 4, str(mnist_dir))
-        result, outputs = score_system(translator, judge, digits, 0.5, seed=3)
-        runs.append((result.as_dict(), outputs))
+        row, outputs = score_system(translator, judge, digits, 0.5, seed=3)
+        runs.append((row, outputs))
     (first, out_a), (second, out_b) = runs
     assert torch.equal(out_a, out_b)
-    first.pop("sec_per_image"), second.pop("sec_per_image")
+    first.pop("scoring_sec_per_image"), second.pop("scoring_sec_per_image")
     assert first == second and first["num_images"] == 4
 
 
@@ -792,7 +794,7 @@ def fuzz_sampler_arguments(timesteps, ddim, clip, args):
         SAMPLER_OUTCOMES.append(False)
         return
     assert out.shape == x0.shape and torch.isfinite(out).all()
-    assert 1 <= len(sampler.img2img_timesteps(strength)) <= sampler.num_steps <= timesteps
+    assert 1 <= len(sampler.plan(strength).timesteps) <= sampler.num_steps <= timesteps
     SAMPLER_OUTCOMES.append(True)
 
 

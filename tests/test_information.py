@@ -24,6 +24,6 @@ def test_strength_for_timestep_is_the_smallest_that_starts_there(tiny_checkpoint
     assert strength_for_timestep(ddpm, 299) == 0.3  # (t + 1) / T: DDPM starts exactly there
     ddim = Translator.from_checkpoints(tiny_checkpoints, "pixel", "ddim", num_steps=50)
     strength = strength_for_timestep(ddim, 280)
-    assert ddim.start_timestep(strength) >= 280 > ddim.start_timestep(strength - 1e-6)
+    assert ddim.plan(strength).start_timestep >= 280 > ddim.plan(strength - 1e-6).start_timestep
     with pytest.raises(ValueError, match="never starts at timestep 5000"):
         strength_for_timestep(ddpm, 5000)

@@ -98,7 +98,8 @@ def test_ddim_img2img_matches_diffusers_loop(strength):
     theirs = diffusers.DDIMScheduler()
     theirs.set_timesteps(50)
     expected = _diffusers_img2img(theirs, model, x0, strength, noise, eta=0.0)
-    got = DDIMSampler(NoiseSchedule.linear(), 50).img2img(model, x0, strength, noise=noise)
+    got = DDIMSampler(NoiseSchedule.linear(), 50).img2img(model, x0, strength, noise=noise,
+                                                          start="diffusers")
     assert torch.allclose(got, expected, atol=1e-4)
 
 
@@ -113,6 +114,7 @@ def test_ddpm_img2img_matches_diffusers_loop_with_the_same_generator(strength):
         theirs, model, x0, strength, noise, generator=torch.Generator().manual_seed(3)
     )
     got = DDPMSampler(NoiseSchedule.linear()).img2img(
-        model, x0, strength, noise=noise, generator=torch.Generator().manual_seed(3)
+        model, x0, strength, noise=noise, generator=torch.Generator().manual_seed(3),
+        start="diffusers",
     )
     assert torch.allclose(got, expected, atol=1e-4)

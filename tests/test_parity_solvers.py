@@ -115,7 +115,7 @@ def test_img2img_loops_match_diffusers(name, spacing, num_steps, strength):
     ours, theirs = set_up(name, spacing, num_steps)
     x0, noise = inputs(num_steps)
     expected = diffusers_img2img(theirs, x0, strength, noise)
-    got = ours.img2img(model, x0, strength, noise=noise)  # start="diffusers", the default
+    got = ours.img2img(model, x0, strength, noise=noise, start="diffusers")
     assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5), (got - expected).abs().max()
 
 
@@ -131,8 +131,9 @@ def test_heun_clips_both_x0_predictions_as_diffusers_clip_sample(strength):
         return model(x_t, t) - 2 * torch.sign(x_t)
 
     expected = diffusers_img2img(theirs, x0, strength, noise, wild)
-    got = ours.img2img(wild, x0, strength, noise=noise)
+    got = ours.img2img(wild, x0, strength, noise=noise, start="diffusers")
     assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5)
     unclipped = make_sampler("heun", LINEAR, 10, clip_sample=False).img2img(wild, x0, strength,
-                                                                            noise=noise)
+                                                                            noise=noise,
+                                                                            start="diffusers")
     assert not torch.allclose(got, unclipped, atol=1e-3)

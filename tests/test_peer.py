@@ -46,8 +46,8 @@ def test_peer_img2img_runs_diffusers_timesteps_deterministically():
     torch.manual_seed(0)
     peer = PeerTranslator(PeerUNet(TINY).eval(), {"name": "linear", "num_timesteps": 1000}, 20,
                           start="diffusers")
-    ours = DDIMSampler(NoiseSchedule.linear(1000), num_steps=20)
-    assert torch.equal(peer.img2img_timesteps(0.5).long(), ours.img2img_timesteps(0.5))
+    # diffusers' img2img pipelines: the scheduler's last min(int(n * strength), n) timesteps
+    assert peer.plan(0.5).timesteps.tolist() == peer.scheduler.timesteps[10:].tolist()
     images = torch.rand(2, 1, 28, 28) * 2 - 1
     first = peer(images, 0.5, generator=torch.Generator().manual_seed(3))
     again = peer(images, 0.5, generator=torch.Generator().manual_seed(3))
@@ -104,9 +104,10 @@ def test_peer_exact_start_is_diffbench_ddim_exact_start(steps, strength):
     unet = PeerUNet(TINY).eval()
     peer = PeerTranslator(unet, {"name": "linear", "num_timesteps": 1000}, steps)
     ours = DDIMSampler(NoiseSchedule.linear(1000), num_steps=steps)
-    expected = ours.img2img_timesteps(strength, start="exact")
-    assert peer.start_timestep(strength) == int(strength * 1000) - 1 == int(expected[0])
-    assert torch.equal(peer.img2img_timesteps(strength).long(), expected)
+    t_start, stride = int(strength * 1000) - 1, 1000 // steps
+    expected = list(range(t_start, -1, -stride))[: int(steps * strength)]  # by hand
+    assert peer.plan(strength).start_timestep == t_start
+    assert peer.plan(strength).timesteps.tolist() == expected
     images = torch.rand(2, 1, 28, 28) * 2 - 1
     theirs = peer(images, strength, generator=torch.Generator().manual_seed(5))
     with torch.inference_mode():
@@ -120,7 +121,7 @@ def test_peer_exact_start_is_diffbench_ddim_exact_start(steps, strength):
 def test_peer_exact_start_off_its_schedulers_grid_is_one_clear_error():
     peer = PeerTranslator(PeerUNet(TINY).eval(), {"name": "linear", "num_timesteps": 1000}, 50)
     with pytest.raises(ValueError, match=r"strength 0\.25 with 50 steps.*stride 20"):
-        peer.img2img_timesteps(0.25)
+        peer.plan(0.25)
     with pytest.raises(ValueError, match="unknown start 'late'"):
         PeerTranslator(PeerUNet(TINY).eval(), {"name": "linear", "num_timesteps": 1000},
                        start="late")

@@ -90,7 +90,7 @@ def test_a_registered_sampler_joins_config_names_and_evaluate(registered, tiny_c
     names = {row["name"] for row in report["img2img"]}
     assert {"My++DPM-50", "LDM-My++DPM-50"} <= names
     row = next(r for r in report["img2img"] if r["name"] == "My++DPM-50")
-    assert row["sampler"] == "my-dpm++" and row["steps"] == 15 and row["num_images"] == 2
+    assert row["sampler"] == "my-dpm++" and row["nfe"] == 15 and row["num_images"] == 2
 
 
 def test_compare_config_runs_plug_ins_outside_the_package(tiny_checkpoints, mnist_dir,
@@ -113,7 +113,7 @@ def test_compare_config_runs_plug_ins_outside_the_package(tiny_checkpoints, mnis
     rows = json.loads((out / "results.json").read_text())
     assert [(r["name"], r["strength"]) for r in rows] == [
         (name, s) for name in ("my-dpm", "DDIM-10") for s in (0.3, 0.5)]
-    assert rows[0]["sampler"] == SPEC and rows[0]["steps"] == 3 and rows[0]["mse"] >= 0
+    assert rows[0]["sampler"] == SPEC and rows[0]["nfe"] == 3 and rows[0]["mse"] >= 0
     assert "pixel.safetensors" in rows[0]["checkpoint_sha256"]
     assert "pixel.safetensors" not in rows[2]["checkpoint_sha256"]  # its model is the plug-in
     assert math.isnan(rows[2]["train_seconds"]) and rows[2]["flops_per_image"] > 0
@@ -161,7 +161,7 @@ def test_a_bench_runs_a_plug_in_sampler(tiny_checkpoints, mnist_dir, tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (bench,) = json.loads((tmp_path / "bench.json").read_text())["benchmarks"]
-    assert bench["extra_info"]["steps"] == 3
+    assert bench["extra_info"]["nfe"] == 3
     recorded = json.loads((tmp_path / "baseline.json").read_text())  # gated like any system
     assert recorded == {"cpu-my-dpm-s0.3": {"mse": bench["extra_info"]["mse"],
                                             "preservation": bench["extra_info"]["preservation"]}}

@@ -19,7 +19,7 @@ from diffbench.rowstore import ResumeError, RowStore, TruncatedRowWarning, first
 
 REPO = Path(__file__).resolve().parents[1]
 FIDELITY = ("mse", "mse_ci95", "psnr", "ssim", "preservation", "preservation_ci95",
-            "noised_accuracy", "frechet_distance", "kid", "start_timestep", "steps")
+            "noised_accuracy", "frechet_distance", "kid", "start_timestep", "steps", "nfe")
 
 
 def compare_args(checkpoints, mnist_dir, out, *extra):

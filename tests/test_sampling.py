@@ -227,7 +227,8 @@ def test_img2img_runs_exactly_the_steps_the_strength_gives(strength, num_steps, 
     )
     x0 = digits(1)
     model = OracleModel(LINEAR, x0)
-    sampler.img2img(model, x0, strength, generator=torch.Generator().manual_seed(0))
+    sampler.img2img(model, x0, strength, generator=torch.Generator().manual_seed(0),
+                    start="diffusers")
     assert model.calls == sampler.timesteps[num_steps - init :].tolist()
     assert img2img_num_steps(num_steps, strength) == init
 
@@ -241,7 +242,7 @@ def test_img2img_starts_from_add_noise_at_its_first_timestep():
         seen.append(x_t.clone())
         return torch.zeros_like(x_t)
 
-    sampler.img2img(recording_model, x0, 0.3, noise=noise)
+    sampler.img2img(recording_model, x0, 0.3, noise=noise, start="diffusers")
     assert len(seen) == 15
     assert torch.equal(seen[0], LINEAR.add_noise(x0, noise, 280))
 
@@ -249,7 +250,7 @@ def test_img2img_starts_from_add_noise_at_its_first_timestep():
 def test_strength_one_uses_every_timestep_and_matches_sample():
     sampler = DDIMSampler(LINEAR, num_steps=10)
     x0, noise = digits(2), digits(2, seed=4)
-    from_img2img = sampler.img2img(smooth_model, x0, 1.0, noise=noise)
+    from_img2img = sampler.img2img(smooth_model, x0, 1.0, noise=noise, start="diffusers")
     x_start = LINEAR.add_noise(x0, noise, int(sampler.timesteps[0]))
     assert torch.equal(from_img2img, sampler.sample(smooth_model, x_start))
 
@@ -318,7 +319,7 @@ def test_strength_too_small_for_the_step_count_is_rejected():
     with pytest.raises(
         ValueError, match=re.escape("strength 0.01 leaves no denoising step out of 50")
     ):
-        DDIMSampler(LINEAR, 50).img2img(smooth_model, digits(1), 0.01)
+        DDIMSampler(LINEAR, 50).img2img(smooth_model, digits(1), 0.01, start="diffusers")
 
 
 def test_mismatched_shapes_are_rejected():

@@ -18,7 +18,7 @@ from diffbench.shards import assign, parse_shard, shard_from_env, shares_machine
 
 REPO = Path(__file__).resolve().parents[1]
 FIDELITY = ("mse", "mse_ci95", "preservation", "preservation_ci95", "noised_accuracy",
-            "frechet_distance", "kid", "steps", "start_timestep")
+            "frechet_distance", "kid", "steps", "nfe", "start_timestep")
 SYSTEMS = ("systems=[{space: pixel, sampler: ddim, steps: 50}, "
            "{space: pixel, sampler: dpmsolver++, steps: 10}, {space: latent, sampler: ddim, "
            "steps: 10}]")

@@ -114,7 +114,7 @@ def test_diffbench_compare_runs_a_solver_chosen_with_set(tiny_checkpoints, mnist
                  "--set", "warmup=0"])
     assert code == 0
     rows = json.loads((out / "results.json").read_text())
-    assert [(r["name"], r["strength"], r["steps"]) for r in rows] == [
+    assert [(r["name"], r["strength"], r["nfe"]) for r in rows] == [
         ("DPM++2M-10", 0.3, 3), ("DPM++2M-10", 0.5, 5)]
     assert [r["start_timestep"] for r in rows] == [299, 499]
 
@@ -127,7 +127,7 @@ def test_diffbench_compare_runs_a_solver_chosen_with_set(tiny_checkpoints, mnist
         (lambda: EulerSampler(LINEAR, 10, spacing="karras"),
          "unknown spacing 'karras'; allowed: leading, trailing, linspace"),
         (lambda: HeunSampler(LINEAR, 10).nfe(0.5, "middle"),
-         "unknown start 'middle'; allowed: diffusers, exact"),
+         "unknown start 'middle'; allowed: exact, diffusers"),
         (lambda: DPMSolverPlusPlusSampler(LINEAR, 10).nfe(1.5), "strength must be a number in"),
     ],
 )
@@ -223,7 +223,7 @@ def test_solvers_are_deterministic_keep_no_state_and_use_no_randomness(name):
     gen = torch.Generator().manual_seed(0)
     state = gen.get_state()
     first = sampler.img2img(gaussian_model, x0, 0.7, noise=noise, generator=gen)
-    again = sampler.img2img(gaussian_model, x0, 0.7, noise=noise, start="diffusers")
+    again = sampler.img2img(gaussian_model, x0, 0.7, noise=noise, start="exact")
     assert torch.equal(first, again) and torch.equal(gen.get_state(), state)
     assert vars(sampler).keys() == before.keys()
     assert all(vars(sampler)[key] is value for key, value in before.items())

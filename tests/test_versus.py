@@ -80,3 +80,15 @@ def test_each_row_is_paired_with_its_space_view_and_levels_reference():
     assert rows[2]["mse_vs_reference"] == pytest.approx(0.5)
     assert rows[2]["preservation_vs_reference"] == -0.5
     assert rows[5]["mse_vs_reference"] == pytest.approx(-0.5)
+
+
+def test_a_row_of_fewer_digits_is_paired_on_the_digits_both_scored():
+    """A slow system scored on the first 2 of the reference's 4 digits: paired on those 2."""
+    rows = [{"name": "DDIM-50", "space": "pixel", "view": "equal_strength", "strength": 0.3},
+            {"name": "DDPM-1000", "space": "pixel", "view": "equal_strength", "strength": 0.3}]
+    per_digit = [scores([0.2, 0.4, 9.0, 9.0], [True, True, False, False]),
+                 scores([0.1, 0.2], [True, False])]
+    attach_paired(rows, per_digit, "DDIM-50", seed=0)
+    assert rows[1]["vs_reference_images"] == 2
+    assert rows[1]["mse_vs_reference"] == pytest.approx(0.3 / 0.6 - 1)  # (0.1+0.2)/(0.2+0.4)
+    assert rows[1]["preservation_vs_reference"] == pytest.approx(-0.5)

@@ -18,12 +18,14 @@ remembers between steps lives in a ``state`` dict local to one :meth:`Sampler.de
 :class:`Timestep`, an ``int`` that also carries its alpha_bar and the next one's, so the
 coefficients of a step come from the call's own sequence, not from a fixed table.
 
-Image-to-image starts (``start=``, :data:`STARTS`) either as diffusers' img2img pipelines do
-(``"diffusers"``, the default, for parity: the last ``int(n * strength)`` of the sampler's n
-timesteps, so the noise level depends on n: DDIM-10 at strength 0.3 starts at t = 200, DDIM-50
-at 280, DDPM-1000 at 299) or at exactly ``t_start = int(strength * T) - 1`` for every sampler
-(``"exact"``: 299 at 0.3 with T = 1000), with ``max(1, int(n * strength))`` steps spread over
-[0, t_start] by the sampler's spacing (:func:`diffbench.schedule.make_start_timesteps`).
+Image-to-image starts (``start=``, :data:`STARTS`) at exactly ``t_start = int(strength * T) - 1``
+for every sampler (``"exact"``, the default: 299 at 0.3 with T = 1000), with
+``max(1, int(n * strength))`` steps spread over [0, t_start] by the sampler's spacing
+(:func:`diffbench.schedule.make_start_timesteps`), or as diffusers' img2img pipelines do
+(``"diffusers"``, for parity: the last ``int(n * strength)`` of the sampler's n timesteps, so the
+noise level depends on n: DDIM-10 at strength 0.3 starts at t = 200, DDIM-50 at 280, DDPM-1000
+at 299). :meth:`Sampler.plan` computes a call's timesteps, NFE and start once per (strength,
+start); every reader takes them from there (:mod:`diffbench.plan`).
 
 Samplers register under a name with a label (``@register_sampler("ddim", "DDIM")``);
 :data:`SAMPLERS` is the one list of choices the configs, the CLI and the system names derive
@@ -44,6 +46,8 @@ from diffbench.sampling.base import (
     Model,
     Sampler,
     Timestep,
+    check_start,
+    check_strength,
     exact_start,
     randn_like,
 )
@@ -76,6 +80,7 @@ from diffbench.sampling import flow as flow
 __all__ = [
     "DEFAULT_STEPS", "PLUGIN_SAMPLER", "SAMPLERS", "SPACINGS", "STARTS", "VARIANCES",
     "DDIMSampler", "DDPMSampler", "Model", "Sampler", "Timestep", "check_sampler_class",
-    "exact_start", "flow", "img2img_num_steps", "make_sampler", "make_timesteps", "randn_like",
+    "check_start", "check_strength", "exact_start", "flow", "img2img_num_steps", "make_sampler",
+    "make_timesteps", "randn_like",
     "register_sampler", "resolve_sampler", "sampler_class", "solvers",
 ]

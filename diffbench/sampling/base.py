@@ -1,6 +1,6 @@
-"""The sampler skeleton: :class:`Sampler` (timesteps, img2img start, the loop, x0 and its
-clipping, the step), the :class:`Timestep` a step receives, the exact img2img start and seeded
-noise. Numerics and departures from diffusers: see :mod:`diffbench.sampling`."""
+"""The sampler skeleton: :class:`Sampler` (timesteps, img2img's plan and start, the loop, x0
+and its clipping, the step), the :class:`Timestep` a step receives, the exact img2img start and
+seeded noise. Numerics and departures from diffusers: see :mod:`diffbench.sampling`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from diffbench.errors import InputError
+from diffbench.plan import Plan
 from diffbench.sampling.prediction import VP_PREDICTIONS, vp_x0_eps
 from diffbench.schedule import (
     NoiseSchedule,
@@ -23,19 +24,33 @@ from diffbench.schedule import (
 
 Model = Callable[[Tensor, Tensor], Tensor]
 """Any callable ``model(x_t, t) -> eps`` with ``t`` a LongTensor of shape [B]."""
+Callback = Callable[[dict], None]
+"""``callback({"i": index, "t": timestep, "x": state, "x0": predicted x0})`` after each step."""
 
 VARIANCES = ("fixed_small", "fixed_large")
-STARTS = ("diffusers", "exact")
-"""Where image-to-image starts: see :meth:`Sampler.img2img_timesteps`."""
+STARTS = ("exact", "diffusers")
+"""Where image-to-image starts: see :meth:`Sampler.img2img_timesteps`. ``"exact"`` is the
+default everywhere; ``"diffusers"`` reproduces diffusers' pipelines, for parity tests."""
 DEFAULT_STEPS = 50
 """The step count of a few-step sampler (DDIM, a plug-in) when none is given."""
+
+
+def check_strength(strength: float) -> None:
+    """Raise an InputError unless ``strength`` is a number in (0, 1]."""
+    if isinstance(strength, bool) or not isinstance(strength, Real) or not 0 < strength <= 1:
+        raise InputError(f"strength must be a number in (0, 1], got {strength!r}")
+
+
+def check_start(start: str) -> None:
+    """Raise an InputError unless ``start`` is one of :data:`STARTS`."""
+    if start not in STARTS:
+        raise InputError(f"unknown start {start!r}; allowed: {', '.join(STARTS)}")
 
 
 def exact_start(num_timesteps: int, strength: float) -> int:
     """The timestep image-to-image at ``strength`` starts from with ``start="exact"``:
     ``int(strength * T) - 1`` (299 at 0.3 with T = 1000) whatever the sampler and step count."""
-    if isinstance(strength, bool) or not isinstance(strength, Real) or not 0 < strength <= 1:
-        raise InputError(f"strength must be a number in (0, 1], got {strength!r}")
+    check_strength(strength)
     if int(strength * num_timesteps) < 1:
         raise InputError(f"strength {strength!r} leaves no denoising step: it starts below "
                          f"timestep 0 of {num_timesteps}; use a strength >= {1 / num_timesteps:g}")
@@ -89,8 +104,8 @@ class Sampler:
     coefficients computed in float64 as Python floats from the step's :class:`Timestep`, so a
     step works on any device and dtype without host syncs). A multistep sampler overrides
     :meth:`advance`, keeping its history in the ``state`` dict local to one :meth:`denoise`
-    call; one that calls the model more than once a step overrides :meth:`denoise` and
-    :meth:`nfe`.
+    call; one that calls the model more than once a step (Heun) overrides :meth:`advance_with`
+    and :meth:`nfe_of`. All of them run the one loop, :meth:`denoise`.
     """
 
     name: str | None = None  # set by register_sampler
@@ -123,6 +138,7 @@ class Sampler:
         self._alphas_cumprod = schedule.alphas_cumprod.tolist()  # float64 Python floats
         self._steps = self.steps_for(self.timesteps)
         self._index = {int(t): t.index for t in self._steps}
+        self._plans: dict[tuple[float, str], Plan] = {}  # plan()'s, made once each
 
     def __repr__(self) -> str:
         return (
@@ -205,30 +221,67 @@ class Sampler:
     def advance(
         self, eps: Tensor, t: Timestep, x_t: Tensor, state: dict, generator: torch.Generator | None
     ) -> Tensor:
-        """One step of :meth:`denoise`'s loop. ``state`` starts empty at each call of
-        :meth:`denoise` and is never kept: a multistep sampler stores its history there."""
+        """One step of :meth:`denoise`'s loop from the network's ``eps`` at ``t``. ``state``
+        starts empty at each call of :meth:`denoise` and is never kept: a multistep sampler
+        stores its history there."""
         return self.step(eps, t, x_t, generator=generator)
 
-    def img2img_timesteps(self, strength: float, start: str = "diffusers") -> Tensor:
-        """The timesteps image-to-image at ``strength`` runs, the first its start.
+    def advance_with(
+        self,
+        predict: Callable[[Tensor, int], Tensor],
+        t: Timestep,
+        x_t: Tensor,
+        state: dict,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        """One step of :meth:`denoise`'s loop given ``predict(x, t) -> eps`` (the network, read
+        as eps): :meth:`advance` on one evaluation at ``t``. A solver that evaluates the network
+        more than once a step (Heun) overrides this, and says so in :meth:`nfe_of`."""
+        return self.advance(predict(x_t, t), t, x_t, state, generator)
 
-        ``start="diffusers"``: the last ``min(int(n * strength), n)`` of :attr:`timesteps`
-        (diffusers' img2img pipelines). ``start="exact"``: ``max(1, int(n * strength))`` steps
-        from exactly ``t_start = int(strength * T) - 1`` toward 0, with this sampler's spacing
-        (:func:`diffbench.schedule.make_start_timesteps`); for DDPM over all T timesteps the two
-        coincide (``t_start, ..., 0``).
+    def plan(self, strength: float, start: str = "exact") -> Plan:
+        """The :class:`~diffbench.plan.Plan` of one image-to-image call at ``strength``: its
+        timesteps (:meth:`img2img_timesteps`), NFE (:meth:`nfe_of`) and start, computed once per
+        (strength, start) and kept (a sampler is immutable)."""
+        check_strength(strength)
+        check_start(start)
+        plans = self.__dict__.setdefault("_plans", {})
+        key = (float(strength), start)
+        if key not in plans:
+            plans[key] = self.make_plan(float(strength), start)
+        return plans[key]
+
+    def make_plan(self, strength: float, start: str) -> Plan:
+        """:meth:`plan`'s computation, on the VP path: the start is the first timestep."""
+        timesteps = self.img2img_timesteps(strength, start)
+        t = int(timesteps[0])
+        return Plan(strength, start, timesteps, self.nfe_of(len(timesteps)), t,
+                    self.schedule.snr(t))
+
+    def img2img_timesteps(self, strength: float, start: str = "exact") -> Tensor:
+        """The timesteps image-to-image at ``strength`` runs, the first its start (read them
+        from :meth:`plan`, which computes them once).
+
+        ``start="exact"``: ``max(1, int(n * strength))`` steps from exactly
+        ``t_start = int(strength * T) - 1`` toward 0, with this sampler's spacing
+        (:func:`diffbench.schedule.make_start_timesteps`). ``start="diffusers"``: the last
+        ``min(int(n * strength), n)`` of :attr:`timesteps` (diffusers' img2img pipelines). For
+        DDPM over all T timesteps the two coincide (``t_start, ..., 0``).
         """
-        if start not in STARTS:
-            raise InputError(f"unknown start {start!r}; allowed: {', '.join(STARTS)}")
+        check_start(start)
         if start == "diffusers":
             return self.timesteps[self.num_steps - img2img_num_steps(self.num_steps, strength) :]
         t_start = exact_start(self.schedule.num_timesteps, strength)
         return make_start_timesteps(t_start, max(1, int(self.num_steps * strength)), self.spacing)
 
-    def nfe(self, strength: float = 1.0, start: str = "diffusers") -> int:
-        """Network evaluations of one :meth:`img2img` call (strength 1: of :meth:`sample`):
-        one per step here; a sampler that calls the model more often says so."""
-        return len(self.img2img_timesteps(strength, start))
+    def nfe_of(self, steps: int) -> int:
+        """Network evaluations of a :meth:`denoise` over ``steps`` timesteps: one each here; a
+        sampler that calls the model more often says so."""
+        return steps
+
+    def nfe(self, strength: float = 1.0, start: str = "exact") -> int:
+        """Network evaluations of one :meth:`img2img` call (its :meth:`plan`'s)."""
+        return self.plan(strength, start).nfe
 
     @torch.no_grad()
     def sample(
@@ -237,9 +290,10 @@ class Sampler:
         x_T: Tensor,
         generator: torch.Generator | None = None,
         progress: bool = False,
+        callback: Callback | None = None,
     ) -> Tensor:
         """Run every timestep from ``x_T`` (pure noise at the first timestep) down to x_0."""
-        return self.denoise(model, x_T, self.timesteps, generator, progress)
+        return self.denoise(model, x_T, self.timesteps, generator, progress, callback)
 
     @torch.no_grad()
     def img2img(
@@ -250,15 +304,16 @@ class Sampler:
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
         progress: bool = False,
-        start: str = "diffusers",
+        start: str = "exact",
+        callback: Callback | None = None,
     ) -> Tensor:
-        """SDEdit (Meng et al. 2022): noise ``x0`` to the first of :meth:`img2img_timesteps`
-        (``start``: ``"diffusers"`` or ``"exact"``) with ``add_noise`` and denoise it back."""
-        timesteps = self.img2img_timesteps(strength, start)
+        """SDEdit (Meng et al. 2022): noise ``x0`` to the start of its :meth:`plan` (``start``:
+        ``"exact"`` or ``"diffusers"``) with ``add_noise`` and denoise it back."""
+        timesteps = self.plan(strength, start).timesteps
         if noise is None:
             noise = randn_like(x0, generator)
         x_t = self.add_noise(x0, noise, timesteps[0])
-        return self.denoise(model, x_t, timesteps, generator, progress)
+        return self.denoise(model, x_t, timesteps, generator, progress, callback)
 
     def add_noise(self, x0: Tensor, noise: Tensor, t: int | Tensor) -> Tensor:
         """``x0`` noised to timestep ``t``, where a :meth:`denoise` call from ``t`` starts: the
@@ -272,13 +327,30 @@ class Sampler:
         timesteps: Tensor,
         generator: torch.Generator | None = None,
         progress: bool = False,
+        callback: Callback | None = None,
     ) -> Tensor:
-        """The loop: from ``x`` at ``timesteps[0]``, call the model at each timestep and
-        :meth:`advance`. ``timesteps``: any strictly decreasing sequence in [0, T) (all of
-        :attr:`timesteps`, a tail, an exact start's); each step's coefficients come from it."""
+        """The loop: from ``x`` at ``timesteps[0]``, :meth:`advance_with` the network at each
+        timestep. ``timesteps``: any strictly decreasing sequence in [0, T) (all of
+        :attr:`timesteps`, a tail, an exact start's); each step's coefficients come from it.
+        ``callback``, as k-diffusion's: called after each step with ``{"i", "t", "x", "x0"}``,
+        the step's index and timestep, the state it started from, and the x0 its first
+        evaluation predicts."""
         state: dict = {}
+        first: list[Tensor] = []  # the step's first eps, for the callback
+
+        def predict(x_t: Tensor, t: int) -> Tensor:
+            eps = self.call(model, x_t, t)
+            if callback is not None and not first:
+                first.append(eps)
+            return eps
+
         for t in self._progress(timesteps, progress):
-            x = self.advance(self.call(model, x, t), t, x, state, generator)
+            first.clear()
+            x_next = self.advance_with(predict, t, x, state, generator)
+            if callback is not None:
+                callback({"i": t.index, "t": int(t), "x": x,
+                          "x0": self.predict_x0(first[0], x, t.alpha_bar)})
+            x = x_next
         return x
 
     def _progress(self, timesteps: Tensor, progress: bool) -> list[Timestep]:

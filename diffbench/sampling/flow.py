@@ -33,7 +33,8 @@ import torch
 from torch import Tensor
 
 from diffbench.errors import InputError
-from diffbench.sampling.base import STARTS, Model, Sampler
+from diffbench.plan import Plan
+from diffbench.sampling.base import Callback, Model, Sampler, check_start, check_strength
 from diffbench.sampling.prediction import (
     FLOW_PREDICTIONS,
     FLOW_TIMESTEP_SCALE,
@@ -67,6 +68,7 @@ class FlowSampler(Sampler):
 
     predictions = FLOW_PREDICTIONS
     default_steps = 50
+    default_spacing = "linspace"  # the only spacing of flow sigmas
 
     def __init__(
         self,
@@ -89,6 +91,7 @@ class FlowSampler(Sampler):
         self.shift = float(shift)
         self.sigmas = self.shifted_grid(self.grid_top, num_steps)
         self.timesteps = torch.tensor(self.sigmas, dtype=torch.float64) * FLOW_TIMESTEP_SCALE
+        self._plans: dict[tuple[float, str], Plan] = {}
 
     @property
     def grid_top(self) -> float:
@@ -108,13 +111,11 @@ class FlowSampler(Sampler):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(num_steps={self.num_steps}, shift={self.shift:g})"
 
-    def img2img_sigmas(self, strength: float, start: str = "diffusers") -> list[float]:
+    def img2img_sigmas(self, strength: float, start: str = "exact") -> list[float]:
         """The sigmas image-to-image at ``strength`` runs, the first its start (see the
-        module's docstring for ``start``)."""
-        if start not in STARTS:
-            raise InputError(f"unknown start {start!r}; allowed: {', '.join(STARTS)}")
-        if isinstance(strength, bool) or not isinstance(strength, Real) or not 0 < strength <= 1:
-            raise InputError(f"strength must be a number in (0, 1], got {strength!r}")
+        module's docstring for ``start``; read them from :meth:`plan`, as ``timesteps / 1000``)."""
+        check_start(start)
+        check_strength(strength)
         n = self.num_steps
         if start == "diffusers":  # StableDiffusion3Img2ImgPipeline.get_timesteps
             count = n - int(max(n - min(n * strength, n), 0))
@@ -129,25 +130,23 @@ class FlowSampler(Sampler):
             raise InputError(f"strength {strength!r} is too small for {steps} distinct flow steps")
         return sigmas
 
-    def img2img_timesteps(self, strength: float, start: str = "diffusers") -> Tensor:
+    def make_plan(self, strength: float, start: str) -> Plan:
+        """The plan on the flow path: network timesteps ``sigma * 1000``, the start sigma and
+        its SNR ``((1 - s) / s)^2``, and the VP timestep of that SNR as its start timestep."""
+        sigmas = self.img2img_sigmas(strength, start)
+        snr = flow_snr(sigmas[0])
+        timesteps = torch.tensor(sigmas, dtype=torch.float64) * FLOW_TIMESTEP_SCALE
+        return Plan(strength, start, timesteps, self.nfe_of(len(sigmas)),
+                    self.schedule.timestep_for_snr(snr), snr, sigmas[0])
+
+    def img2img_timesteps(self, strength: float, start: str = "exact") -> Tensor:
         """The network's timesteps ``sigma * 1000`` of :meth:`img2img_sigmas` (floats)."""
-        return torch.tensor(self.img2img_sigmas(strength, start), dtype=torch.float64) * (
-            FLOW_TIMESTEP_SCALE)
-
-    def start_sigma(self, strength: float, start: str = "diffusers") -> float:
-        return self.img2img_sigmas(strength, start)[0]
-
-    def start_snr(self, strength: float, start: str = "diffusers") -> float:
-        """Signal-to-noise ratio of the noised input, ``((1 - s) / s)^2``."""
-        return flow_snr(self.start_sigma(strength, start))
+        return self.plan(strength, start).timesteps
 
     def add_noise(self, x0: Tensor, noise: Tensor, t: float | Tensor) -> Tensor:
         """diffusers' ``scale_noise`` at ``t = sigma * 1000``: ``(1 - s) x0 + s noise``; the
         base class's ``img2img`` calls it at its first timestep."""
         return flow_path(x0, noise, float(t) / FLOW_TIMESTEP_SCALE)
-
-    def nfe(self, strength: float = 1.0, start: str = "diffusers") -> int:
-        return len(self.img2img_sigmas(strength, start))
 
     def denoise(
         self,
@@ -156,21 +155,39 @@ class FlowSampler(Sampler):
         timesteps: Tensor,
         generator: torch.Generator | None = None,
         progress: bool = False,
+        callback: Callback | None = None,
     ) -> Tensor:
         """From ``x`` at ``timesteps[0]`` (``sigma * 1000``, strictly decreasing) to sigma 0."""
         return self.denoise_sigmas(model, x, (torch.as_tensor(timesteps, dtype=torch.float64)
-                                              / FLOW_TIMESTEP_SCALE).tolist())
+                                              / FLOW_TIMESTEP_SCALE).tolist(), callback)
 
-    def denoise_sigmas(self, model: Model, x: Tensor, sigmas: list[float]) -> Tensor:
-        """The loop over ``sigmas`` (then 0): :meth:`flow_step` per sigma."""
+    def denoise_sigmas(
+        self, model: Model, x: Tensor, sigmas: list[float], callback: Callback | None = None
+    ) -> Tensor:
+        """The loop over ``sigmas`` (then 0): :meth:`flow_step` per sigma; ``callback`` as
+        :meth:`Sampler.denoise`'s, with ``t = sigma * 1000``."""
         if not sigmas or any(b >= a for a, b in zip(sigmas, sigmas[1:])) or not (
             0 < sigmas[-1] <= sigmas[0] <= 1
         ):
             raise InputError(f"sigmas must be strictly decreasing in (0, 1], got {sigmas[:4]}")
         state: dict = {}
+        first: list[Tensor] = []  # the step's first velocity, for the callback
+
+        def watched(x_s: Tensor, t: Tensor) -> Tensor:
+            velocity = model(x_s, t)
+            if not first:
+                first.append(velocity)
+            return velocity
+
         nexts = [*sigmas[1:], 0.0]
         for index, (sigma, sigma_next) in enumerate(zip(sigmas, nexts)):
-            x = self.flow_step(model, x, sigma, sigma_next, index, state)
+            first.clear()
+            x_next = self.flow_step(watched if callback else model, x, sigma, sigma_next, index,
+                                    state)
+            if callback is not None:
+                callback({"i": index, "t": sigma * FLOW_TIMESTEP_SCALE, "x": x,
+                          "x0": flow_x0_eps(first[0], x, sigma)[0]})
+            x = x_next
         return x
 
     def flow_step(
@@ -215,8 +232,8 @@ class FlowHeunSampler(FlowSampler):
     velocities; the last step, to 0, stays Euler's. So ``2k - 1`` evaluations for k sigmas.
     diffusers: ``FlowMatchHeunDiscreteScheduler(shift=k)``."""
 
-    def nfe(self, strength: float = 1.0, start: str = "diffusers") -> int:
-        return 2 * super().nfe(strength, start) - 1
+    def nfe_of(self, steps: int) -> int:
+        return 2 * steps - 1
 
     def flow_step(
         self, model: Model, x: Tensor, sigma: float, sigma_next: float, index: int, state: dict

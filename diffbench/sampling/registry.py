@@ -16,7 +16,8 @@ SAMPLERS: dict[str, type[Sampler]] = {}
 PLUGIN_SAMPLER = (
     "a plug-in sampler is 'package.module:Name' naming a subclass of "
     "diffbench.sampling.Sampler that provides update() (one step), advance() (a step with "
-    "history) or denoise() (the whole loop)"
+    "history), advance_with() (a step that evaluates the network more than once) or denoise() "
+    "(the whole loop)"
 )
 
 
@@ -37,10 +38,10 @@ def check_sampler_class(cls: object, spec: str) -> None:
     """Raise a ValueError unless ``cls`` is a usable :class:`Sampler` subclass."""
     if not (isinstance(cls, type) and issubclass(cls, Sampler)) or cls is Sampler:
         raise InputError(f"sampler {spec!r} is {cls!r}, not a Sampler subclass; {PLUGIN_SAMPLER}")
-    if (cls.update, cls.advance, cls.denoise) == (Sampler.update, Sampler.advance,
-                                                   Sampler.denoise):
-        raise InputError(f"sampler {spec!r} provides none of update(), advance(), denoise(); "
-                         f"{PLUGIN_SAMPLER}")
+    hooks = ("update", "advance", "advance_with", "denoise")
+    if all(getattr(cls, hook) is getattr(Sampler, hook) for hook in hooks):
+        raise InputError(f"sampler {spec!r} provides none of update(), advance(), "
+                         f"advance_with(), denoise(); {PLUGIN_SAMPLER}")
 
 
 def sampler_class(name: str) -> type[Sampler]:
@@ -75,10 +76,11 @@ def make_sampler(
     clip_sample: bool = True,
     eta: float = 0.0,
     shift: float = 1.0,
+    spacing: str | None = None,
 ) -> Sampler:
-    """The sampler ``name`` (registered or ``package.module:Name``) with ``num_steps`` (None:
-    its default) and, for samplers that take them, ``eta`` (DDPM, DDIM) and ``shift`` (the flow
-    samplers; SD3 uses 3)."""
+    """The sampler ``name`` (registered or ``package.module:Name``) with ``num_steps`` and
+    ``spacing`` (None: its defaults) and, for samplers that take them, ``eta`` (DDPM, DDIM) and
+    ``shift`` (the flow samplers; SD3 uses 3)."""
     cls = sampler_class(name)
     parameters = inspect.signature(cls).parameters
     options = {}
@@ -91,4 +93,6 @@ def make_sampler(
             plural = "s" if len(takers) > 1 else ""
             raise InputError(f"{option} applies to the {' and '.join(takers)} sampler{plural} "
                              f"only, got {option}={value!r} with {name}")
+    if spacing is not None:  # else the class's default (a plug-in need not take it)
+        options["spacing"] = spacing
     return cls(schedule, num_steps, clip_sample=clip_sample, **options)

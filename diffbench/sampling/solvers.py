@@ -34,11 +34,12 @@ Numerics follow diffusers 0.42 (``DPMSolverMultistepScheduler``, ``EulerDiscrete
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from diffbench.sampling.base import Model, Sampler, Timestep
+from diffbench.sampling.base import Sampler, Timestep
 from diffbench.sampling.registry import register_sampler
 
 
@@ -113,39 +114,36 @@ class HeunSampler(Sampler):
 
     An Euler step to ``s_next``, the model again there, and the step redone with the mean of
     the two slopes; the last step, to s = 0, stays Euler's. So ``2k - 1`` network evaluations
-    for k steps (:meth:`nfe`). diffusers: ``HeunDiscreteScheduler(timestep_spacing="trailing"
+    for k steps (:meth:`nfe_of`). diffusers: ``HeunDiscreteScheduler(timestep_spacing="trailing"
     or "leading")``, whose ``clip_sample=True`` clips both x0 predictions as ``clip_sample``
     does here.
     """
 
     default_spacing = "trailing"
 
-    def nfe(self, strength: float = 1.0, start: str = "diffusers") -> int:
-        return 2 * super().nfe(strength, start) - 1
+    def nfe_of(self, steps: int) -> int:
+        return 2 * steps - 1
 
-    def denoise(
+    def advance_with(
         self,
-        model: Model,
+        predict: Callable[[Tensor, int], Tensor],
+        t: Timestep,
         x: Tensor,
-        timesteps: Tensor,
-        generator: torch.Generator | None = None,
-        progress: bool = False,
+        state: dict,
+        generator: torch.Generator | None,
     ) -> Tensor:
-        for t in self._progress(timesteps, progress):
-            x0 = self.predict_x0(self.call(model, x, t), x, t.alpha_bar)
-            if t.last:  # Euler's step to s = 0 lands on x0
-                x = x0
-                continue
-            a_next = t.alpha_bar_next
-            s, s_next = _sigma(t.alpha_bar), _sigma(a_next)
-            x_s = x / math.sqrt(t.alpha_bar)
-            d = (x_s - x0) / s
-            x_euler = x_s + (s_next - s) * d
-            x_t_euler = math.sqrt(a_next) * x_euler
-            x0_next = self.predict_x0(self.call(model, x_t_euler, t.next), x_t_euler, a_next)
-            d_next = (x_euler - x0_next) / s_next
-            x = math.sqrt(a_next) * (x_s + (s_next - s) * (d + d_next) / 2)
-        return x
+        x0 = self.predict_x0(predict(x, t), x, t.alpha_bar)
+        if t.last:  # Euler's step to s = 0 lands on x0
+            return x0
+        a_next = t.alpha_bar_next
+        s, s_next = _sigma(t.alpha_bar), _sigma(a_next)
+        x_s = x / math.sqrt(t.alpha_bar)
+        d = (x_s - x0) / s
+        x_euler = x_s + (s_next - s) * d
+        x_t_euler = math.sqrt(a_next) * x_euler
+        x0_next = self.predict_x0(predict(x_t_euler, t.next), x_t_euler, a_next)
+        d_next = (x_euler - x0_next) / s_next
+        return math.sqrt(a_next) * (x_s + (s_next - s) * (d + d_next) / 2)
 
 
 def _bh2(h: float) -> tuple[float, float, float, float]:
