@@ -66,6 +66,7 @@ COLUMNS = [
     ("start_timestep", "start t", "{}"),
     ("start_snr", "start SNR", "{:.3g}"),
     ("nfe", "NFE", "{}"),
+    ("num_images", "digits", "{}"),
     ("sec_per_image", "s / image", "{:.4f}"),
     ("sec_per_image_p90", "p90", "{:.4f}"),
     ("sec_per_image_p99", "p99", "{:.4f}"),
