@@ -27,8 +27,10 @@ channels-last weights).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +69,7 @@ from diffbench.rowstore import (
 from diffbench.runtime import resolve_device
 from diffbench.sampling import exact_start
 from diffbench.scoring import Digits, load_digits, measure_latency, noised_inputs, score_system
-from diffbench.shards import assign, shard_dir
+from diffbench.shards import Neighbours, assign, shard_dir
 from diffbench.system import System, check_system, compile_seconds
 from diffbench.tracking import start_run
 from diffbench.translate import Translator
@@ -122,7 +124,8 @@ def run_compare(
     ``results.jsonl`` as it is measured (:mod:`diffbench.rowstore`); with ``resume`` the rows
     already there are kept and not rerun. With ``shard=(I, N)`` only shard I's systems run,
     into ``<out>/shard-I-of-N`` (:mod:`diffbench.shards`; ``shared_machine`` flags its rows'
-    timings as taken beside other shards)."""
+    timings as taken beside other shards: set by the caller for torchrun, and for any row
+    measured while another shard of the run was alive on this host)."""
     device = resolve_device(config.device)
     check_writable_dir(config.out)
     names = checkpoint_files(config)
@@ -163,8 +166,11 @@ def run_compare(
     done = store.done()
     planned = len(indexed) * len(config.strengths) * (2 if config.match_snr else 1) + (
         len(indexed) if config.match_information is not None else 0)
+    # Shards of this run alive on this host, whatever launched them (diffbench.shards).
+    registry = Neighbours(run_digest(config)) if shard is not None else nullcontext()
     with (tqdm(total=planned, desc="rows", unit="row") as bar,
-          start_run(config.experiment, run_name="compare", params=config.model_dump()) as run):
+          start_run(config.experiment, run_name="compare", params=config.model_dump()) as run,
+          registry as neighbours):
 
         def add(row_id: dict[str, Any], measure) -> int:
             """Row ``row_id`` from disk when it is there, else measured, stored and logged."""
@@ -173,7 +179,11 @@ def run_compare(
             if key in done:
                 bar.update()
                 return done[key]
+            beside = neighbours is not None and neighbours.busy()
             row, tensors = measure()
+            beside = beside or (neighbours is not None and neighbours.busy())
+            if beside:  # another shard ran on this host while the row was timed
+                row = {**row, "shared_machine": True}
             row = make_row(**row)  # every field checked against the row model
             index = store.append(row, tensors)
             log_row(run, config, row)
@@ -232,6 +242,12 @@ def run_compare(
             run.log_artifact(path)
         run.log_table(table_columns(results), "results_table.json")
     return results
+
+
+def run_digest(config: CompareConfig) -> str:
+    """The same short digest for every shard of one comparison: its config's."""
+    text = json.dumps(config.model_dump(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def expected_cost(system: System, config: CompareConfig, num_images: int) -> float:

@@ -10,14 +10,19 @@ into one result set after checking they are shards of one run.
 The shard defaults come from the launcher's environment: torchrun's ``RANK`` / ``WORLD_SIZE``,
 a SLURM array's ``SLURM_ARRAY_TASK_ID`` / ``SLURM_ARRAY_TASK_COUNT`` (less
 ``SLURM_ARRAY_TASK_MIN``), and a Kubernetes indexed job's ``JOB_COMPLETION_INDEX`` with the job's
-``completions`` passed as ``JOB_COMPLETIONS``. Shards that share a machine (torchrun's
-``LOCAL_WORLD_SIZE`` > 1) mark their rows ``shared_machine``: their timings ran beside each
-other, their fidelity is unaffected.
+``completions`` passed as ``JOB_COMPLETIONS``. Shards that share a machine mark their rows
+``shared_machine``: their timings ran beside each other, their fidelity is unaffected. A shard
+knows from torchrun's ``LOCAL_WORLD_SIZE`` > 1, and, whatever launched it (a SLURM array's
+tasks on one node, two ``--shard`` commands by hand), from :class:`Neighbours`: every shard of a
+run registers its process in the host's temporary folder while it runs, and a row measured
+while another live shard of the same run was registered is flagged.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -70,3 +75,39 @@ def assign(costs: Sequence[float], count: int) -> list[int]:
 
 def shard_dir(out: str | Path, shard: tuple[int, int]) -> Path:
     return Path(out) / f"shard-{shard[0]}-of-{shard[1]}"
+
+
+class Neighbours:
+    """The other live shards of one run on this host. Each registers a file named by its
+    process id in ``<tmp>/diffbench-shards/<run>/`` for as long as it runs (``run``: the same
+    for every shard of a comparison, e.g. a digest of its config); :meth:`busy` says whether
+    any other registered process is alive now. A stale file (its process gone) does not count."""
+
+    def __init__(self, run: str, root: str | Path | None = None) -> None:
+        self.folder = Path(root or tempfile.gettempdir()) / "diffbench-shards" / run
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.mine = self.folder / str(os.getpid())
+        self.mine.touch()
+
+    def busy(self) -> bool:
+        """Whether another shard of the run is alive on this host."""
+        for path in self.folder.iterdir():
+            if path == self.mine or not path.name.isdigit():
+                continue
+            try:
+                os.kill(int(path.name), 0)  # signal 0: is it alive (and ours to signal)?
+            except ProcessLookupError:
+                continue
+            except PermissionError:
+                return True  # alive, another user's
+            return True
+        return False
+
+    def close(self) -> None:
+        self.mine.unlink(missing_ok=True)
+
+    def __enter__(self) -> Neighbours:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

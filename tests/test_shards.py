@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import torch
 
 from diffbench.cli import main
 from diffbench.errors import InputError
-from diffbench.shards import assign, parse_shard, shard_from_env, shares_machine
+from diffbench.shards import Neighbours, assign, parse_shard, shard_from_env, shares_machine
 
 REPO = Path(__file__).resolve().parents[1]
 FIDELITY = ("mse", "mse_ci95", "preservation", "preservation_ci95", "noised_accuracy",
@@ -103,3 +104,49 @@ def test_merge_refuses_shards_of_different_runs(tiny_checkpoints, mnist_dir, tmp
     code = main(["merge", str(tmp_path / "a" / "shard-0-of-2"), "--out", str(tmp_path / "m")])
     assert code == 2
     assert "merge needs shards 0..1 of 2 once each, got 0/2" in capsys.readouterr().err
+
+
+def test_neighbours_are_the_other_live_shards_of_the_run(tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        with Neighbours("run-a", tmp_path) as mine:
+            assert not mine.busy()  # alone: only its own file
+            (mine.folder / dead).touch()  # a shard that has exited: stale, not counted
+            assert not mine.busy()
+            (mine.folder / str(sleeper.pid)).touch()  # a live one
+            assert mine.busy()
+            assert not Neighbours("run-b", tmp_path).busy()  # another run's shards do not count
+        assert not mine.mine.exists()  # unregistered on exit
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_shard_beside_a_live_shard_of_its_run_flags_its_rows(tiny_checkpoints, mnist_dir,
+                                                                tmp_path, monkeypatch):
+    """Two shards on one host without torchrun (a SLURM array's tasks on one node, two commands
+    by hand): the rows timed while the other was alive say shared_machine; alone they do not."""
+    from diffbench import compare
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    assert main(args(tiny_checkpoints, mnist_dir, tmp_path / "alone", "--shard", "0/2")) == 0
+    alone = json.loads((tmp_path / "alone" / "shard-0-of-2" / "results.json").read_text())
+    assert alone and not any(r["shared_machine"] for r in alone)
+
+    out = tmp_path / "beside"
+    monkeypatch.setattr(compare, "run_digest", lambda config: "one-run")
+    other = tmp_path / "tmp" / "diffbench-shards" / "one-run"
+    other.mkdir(parents=True)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (other / str(sleeper.pid)).touch()  # shard 1/2 of the same run, alive on this host
+        assert main(args(tiny_checkpoints, mnist_dir, out, "--shard", "0/2")) == 0
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    beside = json.loads((out / "shard-0-of-2" / "results.json").read_text())
+    assert beside and all(r["shared_machine"] for r in beside)
