@@ -346,11 +346,11 @@ def measure_row(
     scores, outputs = score_system(system, judge, scored, strength, config.seed)
     latency = measure_latency(system, digits.images[: config.timing_batch], strength,
                               config.seed, config.repeats, config.warmup)
-    row = make_row(view=view, **scores, **latency,
-                   train_seconds=system.facts["train_seconds"],
-                   train_cpu_seconds=system.facts.get("train_cpu_seconds"),
-                   flops_per_image=system.flops_per_image(strength),
-                   compile_seconds=compile_seconds(system) - compiled_before)
+    row = {"view": view, **scores, **latency,  # checked against the row model when stored
+           "train_seconds": system.facts["train_seconds"],
+           "train_cpu_seconds": system.facts.get("train_cpu_seconds"),
+           "flops_per_image": system.flops_per_image(strength),
+           "compile_seconds": compile_seconds(system) - compiled_before}
     return row, outputs
 
 

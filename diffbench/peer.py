@@ -68,7 +68,7 @@ class PeerTranslator:
         # diffusers' defaults: linear betas 1e-4..0.02, clip_sample=True, leading spacing.
         self.scheduler = DDIMScheduler(num_train_timesteps=schedule["num_timesteps"])
         self.scheduler.set_timesteps(num_steps, device=self.device)
-        self._plans = DDIMSampler(NoiseSchedule.linear(schedule["num_timesteps"]), num_steps)
+        self._ddim = DDIMSampler(NoiseSchedule.linear(schedule["num_timesteps"]), num_steps)
         self.facts = facts or {}
         self._checkpoint = Path(checkpoint) if checkpoint is not None else None
 
@@ -100,8 +100,8 @@ class PeerTranslator:
         count and (leading) spacing as the scheduler, whose timesteps equal diffusers' (tested);
         an error where an exact start is not evenly spaced by the stride ``T // n`` that
         ``DDIMScheduler.step`` steps by."""
-        plan = self._plans.plan(strength, self.start)
-        stride = self._plans.schedule.num_timesteps // self.num_steps
+        plan = self._ddim.plan(strength, self.start)
+        stride = self._ddim.schedule.num_timesteps // self.num_steps
         if self.start == "exact" and plan.start_timestep + 1 != plan.steps * stride:
             raise InputError(
                 f"the peer's exact start at strength {strength!r} with {self.num_steps} steps is "

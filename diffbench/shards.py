@@ -95,11 +95,11 @@ class Neighbours:
             if path == self.mine or not path.name.isdigit():
                 continue
             try:
-                os.kill(int(path.name), 0)  # signal 0: is it alive (and ours to signal)?
+                os.kill(int(path.name), 0)  # signal 0: is it alive?
             except ProcessLookupError:
                 continue
             except PermissionError:
-                return True  # alive, another user's
+                pass  # alive, another user's
             return True
         return False
 

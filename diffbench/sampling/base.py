@@ -245,11 +245,10 @@ class Sampler:
         (strength, start) and kept (a sampler is immutable)."""
         check_strength(strength)
         check_start(start)
-        plans = self.__dict__.setdefault("_plans", {})
         key = (float(strength), start)
-        if key not in plans:
-            plans[key] = self.make_plan(float(strength), start)
-        return plans[key]
+        if key not in self._plans:
+            self._plans[key] = self.make_plan(float(strength), start)
+        return self._plans[key]
 
     def make_plan(self, strength: float, start: str) -> Plan:
         """:meth:`plan`'s computation, on the VP path: the start is the first timestep."""
