@@ -46,6 +46,7 @@ from diffbench.checkpoints import (
 )
 from diffbench.config import CompareConfig, SystemConfig, validate
 from diffbench.errors import InputError
+from diffbench.feature_distance import FrechetReference
 from diffbench.information import match_information, strength_for_timestep
 from diffbench.metrics import NOISY_CLASSIFIERS, Judge
 from diffbench.nfe import fewest_nfe, fewest_nfe_markdown
@@ -76,6 +77,8 @@ from diffbench.translate import Translator
 from diffbench.versus import attach_paired
 
 GRID_INPUTS = "grid_inputs"
+FRECHET_REFERENCE = "frechet_reference"
+"""The run's Frechet reference on its principal components (mean, cov), for paired figures."""
 """The row store's extra tensors: the grid's source and noised columns."""
 
 
@@ -163,6 +166,8 @@ def run_compare(
         print(f"shard {shard[0]}/{shard[1]} has no system to run: {len(systems)} systems")
         return []
     save_grid_inputs(store, digits.images[: config.grid_images], indexed[0][1], config)
+    frechet = digits.reference.frechet
+    store.save_extra(FRECHET_REFERENCE, {"mean": frechet.mean, "cov": frechet.cov}, {})
     done = store.done()
     planned = len(indexed) * len(config.strengths) * (2 if config.match_snr else 1) + (
         len(indexed) if config.match_information is not None else 0)
@@ -196,6 +201,8 @@ def run_compare(
                 scored = digits.first(count)
                 row, outputs = measure_row(system, judge, digits, strength, config, count, view)
                 scores = judge.per_digit(outputs, scored.images, scored.labels)
+                # on the reference's principal components, for the paired Frechet difference
+                scores["features"] = digits.reference.project(judge.features(outputs)).float()
                 return ({**row, **extra, **facts},
                         {"outputs": outputs[: config.grid_images], **per_digit_tensors(scores)})
             return measure
@@ -283,7 +290,8 @@ def merge(dirs: Sequence[str | Path], out: str | Path) -> tuple[list[dict[str, A
         merged.append(stores[position].row(i), stores[position].tensors(i))
     first = min(range(len(stores)), key=lambda p: min(
         (r["system_index"] for r in stores[p].rows()), default=len(order) + 1))
-    merged.save_extra(GRID_INPUTS, *stores[first].load_extra(GRID_INPUTS))
+    for extra in (GRID_INPUTS, FRECHET_REFERENCE):
+        merged.save_extra(extra, *stores[first].load_extra(extra))
     return write_reports(merged)
 
 
@@ -310,8 +318,10 @@ def write_reports(
     results = [upgrade(row) for row in store.rows()]
     tensors = [store.tensors(i) for i in range(len(results))]  # each row's file, read once
     per_digit = [per_digit_scores(t) for t in tensors]
+    moments, _ = store.load_extra(FRECHET_REFERENCE)
+    frechet = FrechetReference(moments["mean"], moments["cov"]) if moments else None
     attach_paired(results, per_digit, reference or run.get("reference", "DDIM-50"),
-                  run.get("seed", 0))
+                  run.get("seed", 0), frechet)
     results = [make_row(**row) for row in results]  # the paired figures checked too
     inputs, titles = store.load_extra(GRID_INPUTS)
     blocks = []

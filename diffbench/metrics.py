@@ -8,14 +8,13 @@ source digit; the classifier metrics use the shipped MNIST classifiers:
   the system's own space (pixel x_t, or scaled VAE latents z_t with the latent noise-aware
   classifier), i.e. how much identity survived the noise. An estimate of what is left to
   preserve, not a bound: a deterministic sampler can exceed it;
-* Frechet distance (Heusel et al. 2017, "GANs Trained by a Two Time-Scale Update Rule") between
-  Gaussians fitted to classifier features of outputs and of held-out real digits, with the MNIST
-  classifier's penultimate layer in place of Inception; biased at the small samples scored here;
-* KID (Binkowski et al. 2018, "Demystifying MMD GANs"): the unbiased squared MMD with the
-  polynomial kernel (x.y / d + 1)^3 on the same features, averaged over random subsets.
+* Frechet distance and KID between classifier features of the outputs and of held-out real
+  digits, the MNIST classifier's penultimate layer in place of Inception
+  (:mod:`diffbench.feature_distance`: bias-corrected, with intervals that cover).
 
 Every figure comes with a 95% interval (see :mod:`diffbench.stats`): bootstrap over digits for
-mse, psnr, ssim and the Frechet distance, Wilson for shares, the subsets' spread for KID.
+mse, psnr and ssim, Wilson for shares, and :mod:`diffbench.feature_distance`'s for the two
+distances.
 """
 
 from __future__ import annotations
@@ -29,17 +28,10 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 
 from diffbench.checkpoints import load_model
 from diffbench.errors import InputError
-from diffbench.stats import (
-    bootstrap_interval,
-    bootstrap_mean_interval,
-    percentile_interval,
-    share_interval,
-    wilson_interval,
-)
+from diffbench.feature_distance import FeatureReference
+from diffbench.stats import bootstrap_mean_interval, share_interval, wilson_interval
 
 DATA_RANGE = 2.0
-KID_SUBSETS = 100
-KID_SUBSET_SIZE = 1000
 
 
 def mse_per_image(output: Tensor, source: Tensor) -> Tensor:
@@ -73,81 +65,6 @@ def psnr(output: Tensor, source: Tensor) -> float:
 def ssim(output: Tensor, source: Tensor) -> float:
     """Structural similarity, averaged over images."""
     return float(ssim_per_image(output, source).mean())
-
-
-def _root(cov: Tensor) -> Tensor:
-    values, vectors = torch.linalg.eigh(cov)
-    return vectors @ torch.diag(values.clamp_min(0).sqrt()) @ vectors.T
-
-
-class FrechetReference:
-    """The reference side of the Frechet distance (mean, covariance and its square root),
-    fitted once, so many samples (bootstrap resamples) are measured against it cheaply."""
-
-    def __init__(self, features: Tensor) -> None:
-        b = features.double()
-        self.mean, self.cov = b.mean(0), torch.cov(b.T)
-        self.root = _root(self.cov)
-
-    def distance(self, features: Tensor) -> float:
-        """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)), in float64.
-
-        Tr((S_a S_b)^(1/2)) is the sum of square roots of the eigenvalues of
-        S_b^(1/2) S_a S_b^(1/2), which is symmetric, so ``eigvalsh`` suffices.
-        """
-        a = features.double()
-        cov_a = torch.cov(a.T)
-        cross = torch.linalg.eigvalsh(self.root @ cov_a @ self.root).clamp_min(0).sqrt().sum()
-        distance = ((a.mean(0) - self.mean).pow(2).sum() + cov_a.trace() + self.cov.trace()
-                    - 2 * cross)
-        return float(distance.clamp_min(0))
-
-
-def frechet_distance(features_a: Tensor, features_b: Tensor) -> float:
-    """The Frechet distance between Gaussian fits of two feature sets (Heusel et al. 2017)."""
-    return FrechetReference(features_b).distance(features_a)
-
-
-def polynomial_mmd2(features_a: Tensor, features_b: Tensor) -> float:
-    """The unbiased estimate of the squared MMD with the kernel k(x, y) = (x.y / d + 1)^3
-    (Binkowski et al. 2018, eq. 4: degree 3, gamma 1/d, coef 1), in float64."""
-    a, b = features_a.double(), features_b.double()
-    m, n, d = len(a), len(b), a.shape[1]
-    if m < 2 or n < 2:
-        raise InputError(f"the unbiased MMD needs >= 2 samples a side, got {m} and {n}")
-    k_aa, k_bb, k_ab = ((x @ y.T / d + 1).pow(3) for x, y in ((a, a), (b, b), (a, b)))
-    within_a = (k_aa.sum() - k_aa.diagonal().sum()) / (m * (m - 1))
-    within_b = (k_bb.sum() - k_bb.diagonal().sum()) / (n * (n - 1))
-    return float(within_a + within_b - 2 * k_ab.mean())
-
-
-def kid(
-    features_a: Tensor,
-    features_b: Tensor,
-    generator: torch.Generator,
-    subsets: int = KID_SUBSETS,
-    subset_size: int = KID_SUBSET_SIZE,
-) -> dict[str, float | list[float]]:
-    """Kernel Inception Distance (Binkowski et al. 2018) and its 95% interval.
-
-    ``subsets`` pairs of random subsets, drawn without replacement from each side, of half the
-    smaller side (at most ``subset_size``), so the outputs vary between subsets too;
-    ``kid`` is the mean of the subsets' unbiased estimates, ``kid_ci95`` their 2.5 and 97.5
-    percentiles (the spread of a half-size estimate: wider than the full sample's, i.e.
-    conservative). Unbiased, so it can be slightly negative when the two sets match.
-    """
-    size = max(2, min(subset_size, len(features_a) // 2, len(features_b) // 2))
-    if len(features_a) < 2 or len(features_b) < 2:
-        raise InputError(f"KID needs >= 2 samples a side, got {len(features_a)} and "
-                         f"{len(features_b)}")
-    estimates = torch.tensor([
-        polynomial_mmd2(
-            features_a[torch.randperm(len(features_a), generator=generator)[:size]],
-            features_b[torch.randperm(len(features_b), generator=generator)[:size]],
-        )
-        for _ in range(subsets)
-    ])
-    return {"kid": float(estimates.mean()), "kid_ci95": percentile_interval(estimates)}
 
 
 NOISY_CLASSIFIERS = {"pixel": "noisy_classifier", "latent": "latent_noisy_classifier"}
@@ -238,27 +155,24 @@ class Judge:
         outputs: Tensor,
         sources: Tensor,
         labels: Tensor,
-        reference_features: Tensor | None = None,
+        reference: FeatureReference | Tensor | None = None,
         generator: torch.Generator | None = None,
-    ) -> dict[str, float | list[float]]:
-        """mse, psnr, ssim, preservation and (given real-digit features) frechet_distance and
-        kid, each with its 95% interval (``<name>_ci95``) drawn from ``generator`` (default:
-        seeded 0)."""
+    ) -> dict[str, float | None | list[float]]:
+        """mse, psnr, ssim, preservation and (given real digits' features, or their fitted
+        :class:`FeatureReference`) frechet_distance and kid, each with its 95% interval
+        (``<name>_ci95``) drawn from ``generator`` (default: seeded 0)."""
         generator = generator or torch.Generator().manual_seed(0)
         digits = self.per_digit(outputs, sources, labels)
-        scores: dict[str, float | list[float]] = {}
+        scores: dict[str, float | None | list[float]] = {}
         for name in ("mse", "psnr", "ssim"):
             scores[name] = float(digits[name].mean())
             scores[f"{name}_ci95"] = bootstrap_mean_interval(digits[name], generator)
         scores["preservation"] = float(digits["correct"].float().mean())
         scores["preservation_ci95"] = share_interval(digits["correct"])
-        if reference_features is not None:
-            features = self.features(outputs)
-            reference = FrechetReference(reference_features)
-            scores["frechet_distance"] = reference.distance(features)
-            scores["frechet_distance_ci95"] = bootstrap_interval(
-                lambda index: reference.distance(features[index]), len(features), generator)
-            scores.update(kid(features, reference_features, generator))
+        if reference is not None:
+            if not isinstance(reference, FeatureReference):
+                reference = FeatureReference(reference)
+            scores.update(reference.score(self.features(outputs), generator))
         return scores
 
     def generation_quality(

@@ -11,8 +11,9 @@ NFE the sweep ran are searched, so "fewest" means the fewest of those; a sampler
 is not monotone in NFE can match at a few NFE and miss at more, and the table shows both. MSE
 and preservation reward a smooth estimate of the source (one step from t_start returns the
 network's x0 prediction, the mean of what the digit could have been), so the table also shows
-each match's Frechet distance, which does not, and the fewest NFE whose match is also within
-the reference's Frechet interval.
+each match's Frechet distance, which does not, and the fewest NFE whose match is also as sharp:
+its paired Frechet difference to the reference (the same digits' half-samples) not resolved
+above 0.
 """
 
 from __future__ import annotations
@@ -45,11 +46,14 @@ def matches(row: dict[str, Any], reference: dict[str, Any]) -> bool:
 
 
 def sharp_as(row: dict[str, Any], reference: dict[str, Any]) -> bool:
-    """Whether ``row``'s Frechet distance is within the reference's 95% interval or below it
-    (``False`` when either lacks one)."""
-    interval = reference.get("frechet_distance_ci95")
-    value = row.get("frechet_distance")
-    return interval is not None and value is not None and value <= interval[1]
+    """Whether ``row`` is not shown less like real digits than ``reference``: the lower bound of
+    its paired Frechet difference against it is at most 0 (``False`` without that figure). The
+    reference is as sharp as itself."""
+    if row is reference:
+        return True
+    interval = row.get("frechet_vs_reference_ci95")
+    return row.get("vs_reference") == reference["name"] and interval is not None and (
+        interval[0] <= 0)
 
 
 def reference_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -62,8 +66,8 @@ def fewest_nfe(results: list[dict[str, Any]], view: str = "equal_strength") -> l
     """One entry per (space, strength, sampler) of the ``view``'s rows whose space and
     strength (:func:`level`) have a DDIM-50 row: the reference, every NFE tested, those that
     match, the fewest that match (``None`` when none does), and the fewest that match with a
-    Frechet distance no worse than the upper end of the reference's 95% interval
-    (:func:`sharp_as`). With ``view="equal_snr"`` every network is matched where its input is
+    paired Frechet difference not resolved above the reference's (:func:`sharp_as`). With
+    ``view="equal_snr"`` every network is matched where its input is
     as noisy as DDIM-50's."""
     rows = [r for r in results if r.get("view", "equal_strength") == view]
     answers = []
@@ -124,7 +128,7 @@ def fewest_nfe_markdown(answers: list[dict[str, Any]]) -> str:
                   f"{ref['reference_mse']:.4f}, preservation {ref['reference_preservation']:.3f}, "
                   f"Frechet {_number(ref['reference_frechet_distance'])}; {digits} digits{note}.",
                   "", "| sampler | fewest matching NFE | MSE | preservation | Frechet | "
-                  "fewest matching NFE with Frechet <= the reference's upper 95% bound | "
+                  "fewest matching NFE not resolved less sharp (paired Frechet) | "
                   "matching / tested NFE |", "| --- | --- | --- | --- | --- | --- | --- |"]
         for a in group:
             cells = ([str(a["fewest_nfe"]), f"{a['mse']:.4f}", f"{a['preservation']:.3f}",

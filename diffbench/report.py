@@ -79,6 +79,7 @@ COLUMNS = [
     ("preservation_vs_reference", "preservation vs ref. (paired)", "{:+.3f}"),
     ("noised_accuracy", "noised acc.", "{:.3f}"),
     ("frechet_distance", "Frechet", "{:.2f}"),
+    ("frechet_vs_reference", "Frechet vs ref. (paired)", "{:+.2f}"),
     ("kid", "KID", "{:.3f}"),
     ("train_cpu_seconds", "train CPU s", "{:.0f}"),
 ]

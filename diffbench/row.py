@@ -17,10 +17,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 2
-"""2: ``steps`` is the sampler's step count and ``nfe`` the network evaluations (version 1 had
-only ``steps``, holding the NFE); the scoring pass's seconds are ``scoring_sec_per_image``, apart
-from the latency ``sec_per_image``. Rows without a version are version 1 (:func:`upgrade`)."""
+SCHEMA_VERSION = 3
+"""3: ``frechet_distance`` is bias-corrected, on the reference's principal components, and
+``kid`` is measured against the whole reference (:mod:`diffbench.feature_distance`); earlier
+rows' values of them were another quantity. 2: ``steps`` is the sampler's step count and ``nfe``
+the network evaluations (version 1 had only ``steps``, holding the NFE); the scoring pass's
+seconds are ``scoring_sec_per_image``, apart from the latency ``sec_per_image``. Rows without a
+version are version 1 (:func:`upgrade`)."""
+
+DISTANCES = ("frechet_distance", "frechet_distance_ci95", "kid", "kid_ci95")
+"""The fields whose meaning changed in version 3."""
 
 
 def _field(description: str, unit: str | None = None, role: str = "metric",
@@ -76,10 +82,13 @@ class ResultRow(BaseModel):
                                                    "share")
     noised_space: str | None = _field("the space noised_accuracy was read in", role="fact")
     frechet_distance: float | None = _field(
-        "Frechet distance of classifier features to held-out real digits")
-    frechet_distance_ci95: Interval | None = _field("95% interval of frechet_distance")
-    kid: float | None = _field("kernel inception distance on classifier features")
-    kid_ci95: Interval | None = _field("95% interval of kid")
+        "bias-corrected Frechet distance of classifier features to held-out real digits, on "
+        "their top 10 principal components (None below 30 digits)")
+    frechet_distance_ci95: Interval | None = _field(
+        "95% half-sampling interval of frechet_distance")
+    kid: float | None = _field(
+        "kernel inception distance on classifier features, against all held-out real digits")
+    kid_ci95: Interval | None = _field("95% bootstrap interval of kid, over the outputs")
     scoring_sec_per_image: float | None = _field(
         "wall seconds per image of the whole scoring pass (batches of 250; not a latency)", "s")
     # latency: timed calls on timing_batch digits (diffbench.scoring.measure_latency)
@@ -135,8 +144,13 @@ class ResultRow(BaseModel):
         "paired preservation difference to the reference", "share")
     preservation_vs_reference_ci95: Interval | None = _field(
         "95% paired bootstrap interval of it", "share")
+    frechet_vs_reference: float | None = _field(
+        "paired difference of the bias-corrected Frechet distances to the reference")
+    frechet_vs_reference_ci95: Interval | None = _field(
+        "95% paired half-sampling interval of it")
     vs_reference_resolved: dict[str, bool] | None = _field(
-        "per figure (mse, preservation): whether its paired interval excludes 0", role="fact")
+        "per figure (mse, preservation, frechet): whether its paired interval excludes 0",
+        role="fact")
 
 
 FIELDS = tuple(ResultRow.model_fields)
@@ -163,12 +177,15 @@ def make_row(**fields: Any) -> dict[str, Any]:
 
 def upgrade(row: dict[str, Any]) -> dict[str, Any]:
     """A row as of :data:`SCHEMA_VERSION`: a version-1 row's ``steps`` (its NFE) becomes
-    ``nfe``, with ``steps`` unknown."""
-    if "schema_version" in row:
+    ``nfe``, with ``steps`` unknown; rows before version 3 lose their Frechet and KID figures
+    (another estimate under the same name) rather than mix with today's."""
+    version = row.get("schema_version", 1)
+    if version == SCHEMA_VERSION:
         return row
-    old = dict(row)
-    nfe = old.pop("steps", None)
-    return make_row(**old, nfe=nfe)
+    old = {k: v for k, v in row.items() if k not in (*DISTANCES, "schema_version")}
+    if version == 1:
+        old["nfe"] = old.pop("steps", None)
+    return make_row(**old)
 
 
 SETTINGS = ("compile", "noise_device", "tf32", "channels_last")

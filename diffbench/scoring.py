@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from diffbench.checkpoints import load_model
 from diffbench.data import load_mnist
+from diffbench.feature_distance import FeatureReference
 from diffbench.memory import peak_memory
 from diffbench.metrics import Judge, mse_per_image
 from diffbench.row import make_row
@@ -35,20 +36,21 @@ from diffbench.stats import bootstrap_mean_interval, percentiles, share_interval
 from diffbench.system import System, generator_for, noised
 
 REFERENCE_SLICE = slice(5000, 10_000)
-"""Test digits whose classifier features are the Frechet distance's reference."""
+"""Test digits whose classifier features are the Frechet distance's and KID's reference."""
 
 
 @dataclass
 class Digits:
-    """Source digits, their labels, and classifier features of held-out real digits."""
+    """Source digits, their labels, and the fitted features of held-out real digits (the
+    reference of the Frechet distance and KID)."""
 
     images: Tensor
     labels: Tensor
-    reference_features: Tensor
+    reference: FeatureReference | None
 
     def first(self, count: int) -> Digits:
-        """The first ``count`` source digits, with the same reference features."""
-        return Digits(self.images[:count], self.labels[:count], self.reference_features)
+        """The first ``count`` source digits, with the same reference."""
+        return Digits(self.images[:count], self.labels[:count], self.reference)
 
 
 def load_digits(judge: Judge, num_images: int, data_dir: str | None) -> Digits:
@@ -56,7 +58,7 @@ def load_digits(judge: Judge, num_images: int, data_dir: str | None) -> Digits:
     return Digits(
         test.images[:num_images],
         test.labels[:num_images],
-        judge.features(test.images[REFERENCE_SLICE]),
+        FeatureReference(judge.features(test.images[REFERENCE_SLICE])),
     )
 
 
@@ -117,7 +119,7 @@ def score_system(
     seconds = time.perf_counter() - start
     plan = system.plan(strength)
     t = plan.start_timestep
-    scores = judge.score(outputs, digits.images, digits.labels, digits.reference_features,
+    scores = judge.score(outputs, digits.images, digits.labels, digits.reference,
                          generator=torch.Generator().manual_seed(seed))
     row = make_row(
         name=system.name,

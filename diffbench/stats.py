@@ -40,7 +40,8 @@ def wilson_interval(successes: int, n: int, level: float = LEVEL) -> list[float]
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [max(0.0, centre - half), min(1.0, centre + half)]
+    # p always lies inside; min/max keep it there when rounding says otherwise (k = 0 or n)
+    return [min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))]
 
 
 def share_interval(flags: Tensor, level: float = LEVEL) -> list[float]:

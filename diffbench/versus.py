@@ -12,6 +12,10 @@ the same view and at the same strength or SNR level) a row gains:
   paired 95% percentile-bootstrap interval ``mse_vs_reference_ci95``;
 * ``preservation_vs_reference``: the difference of the preserved shares (0.02: 2 points more),
   with ``preservation_vs_reference_ci95``;
+* ``frechet_vs_reference``: the difference of the bias-corrected Frechet distances (positive: less
+  like real digits than the reference), both measured on the same half-samples
+  (:func:`diffbench.feature_distance.frechet_difference`), when the rows carry their projected
+  features and share at least :data:`~diffbench.feature_distance.MIN_FRECHET_DIGITS` digits;
 * ``vs_reference_resolved``: per figure, whether its interval excludes 0.
 """
 
@@ -22,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from diffbench.feature_distance import MIN_FRECHET_DIGITS, FrechetReference, frechet_difference
 from diffbench.stats import bootstrap_indices, percentile_interval
 
 LATENT_PREFIX = "LDM-"
@@ -46,12 +51,13 @@ def paired_intervals(
         "preservation_vs_reference": float((kept - kept_ref).mean()),
         "preservation_vs_reference_ci95": percentile_interval(points),
     }
-    result["vs_reference_resolved"] = {
-        figure: not (result[f"{figure}_vs_reference_ci95"][0] <= 0
-                     <= result[f"{figure}_vs_reference_ci95"][1])
-        for figure in ("mse", "preservation")
-    }
-    return result
+    return {**result, "vs_reference_resolved": resolved(result)}
+
+
+def resolved(figures: dict[str, Any]) -> dict[str, bool]:
+    """Per paired figure of ``figures``: whether its 95% interval excludes 0."""
+    return {key.removesuffix("_vs_reference_ci95"): not (value[0] <= 0 <= value[1])
+            for key, value in figures.items() if key.endswith("_vs_reference_ci95")}
 
 
 def reference_name(row: dict[str, Any], reference: str) -> str:
@@ -66,12 +72,14 @@ def level(row: dict[str, Any]) -> float:
 
 
 def attach_paired(
-    rows: list[dict[str, Any]], per_digit: list[dict[str, Tensor]], reference: str, seed: int
+    rows: list[dict[str, Any]], per_digit: list[dict[str, Tensor]], reference: str, seed: int,
+    frechet: FrechetReference | None = None,
 ) -> None:
     """Add the paired figures against its reference to every row that has one (same view,
     space and level; ``per_digit[i]`` belongs to ``rows[i]``), in place, on the digits both
     scored (``vs_reference_images``: a row of fewer digits is paired on those); the bootstrap
-    draws from a generator seeded ``seed`` per row."""
+    draws from a generator seeded ``seed`` per row. The Frechet difference needs ``frechet``,
+    the run's reference on its principal components, and ``features`` in both rows' digits."""
     found = {(r["view"], r["space"], level(r)): i for i, r in enumerate(rows)
              if r["name"] == reference_name(r, reference)}
     for i, row in enumerate(rows):
@@ -83,5 +91,11 @@ def attach_paired(
         mine = {key: per_digit[i][key][:n] for key in ("mse", "correct")}
         theirs = {key: per_digit[j][key][:n] for key in ("mse", "correct")}
         generator = torch.Generator().manual_seed(seed + i)
-        row.update(vs_reference=rows[j]["name"], vs_reference_images=n,
-                   **paired_intervals(mine, theirs, generator))
+        figures = paired_intervals(mine, theirs, generator)
+        if (frechet is not None and n >= MIN_FRECHET_DIGITS
+                and "features" in per_digit[i] and "features" in per_digit[j]):
+            figures["frechet_vs_reference"], figures["frechet_vs_reference_ci95"] = (
+                frechet_difference(per_digit[i]["features"][:n], per_digit[j]["features"][:n],
+                                   frechet, generator))
+        figures["vs_reference_resolved"] = resolved(figures)
+        row.update(vs_reference=rows[j]["name"], vs_reference_images=n, **figures)

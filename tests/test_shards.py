@@ -85,6 +85,9 @@ def test_two_shards_under_torchrun_merge_to_one_process(tiny_checkpoints, mnist_
     for got, expected in zip(merged, one, strict=True):
         # equal, to float64 rounding
         for key in FIDELITY:
+            if expected[key] is None:  # the Frechet distance of too few digits
+                assert got[key] is None, key
+                continue
             assert got[key] == pytest.approx(expected[key], rel=1e-9, abs=1e-12), key
     assert (tmp_path / "merged" / "i2i_comparison.png").is_file()
 

@@ -249,17 +249,25 @@ def test_solvers_keep_the_input_dtype(name, dtype):
     assert out.dtype == dtype and out.shape == (2, 1, 8, 8) and torch.isfinite(out).all()
 
 
-# -- configs/nfe_sweep.yaml ------------------------------------------------------------------
+# -- configs/nfe_sweep.yaml, configs/nfe_sweep_flow.yaml -------------------------------------
 
 
-def test_the_nfe_sweep_config_hits_every_nfe_for_every_sampler_space_and_strength():
-    config = load_compare_config(configs_dir() / "nfe_sweep.yaml")
-    raw = yaml.safe_load((configs_dir() / "nfe_sweep.yaml").read_text())
-    assert len(raw["systems"]) == len(config.systems)
-    assert config.strengths == [0.3, 0.5, 0.7, 0.9, 1.0] and config.match_snr
+def test_the_nfe_sweep_configs_hit_every_nfe_for_every_sampler_space_and_strength():
+    """The eps sweep at 0.3 and 0.5; the flow sweep at five strengths and equal SNR, with each
+    space's DDIM-50 as its reference; between them every sampler of both spaces."""
+    names = ("nfe_sweep.yaml", "nfe_sweep_flow.yaml")
+    eps, flow = (load_compare_config(configs_dir() / name) for name in names)
+    for name, config in zip(names, (eps, flow)):
+        raw = yaml.safe_load((configs_dir() / name).read_text())
+        assert len(raw["systems"]) == len(config.systems)
+    assert eps.strengths == [0.3, 0.5] and not eps.match_snr
+    assert flow.strengths == [0.3, 0.5, 0.7, 0.9, 1.0] and flow.match_snr
+    assert {(s.space, s.sampler, s.steps) for s in flow.systems if s.prediction != "flow"} == {
+        ("pixel", "ddim", 50), ("latent", "ddim", 50)}
     targets = {3, 5, 8, 10, 15, 25}
     for space in ("pixel", "latent"):
         for name in SAMPLERS:
+            config = flow if SAMPLERS[name].predictions[0] == "flow" else eps
             systems = [s for s in config.systems if (s.space, s.sampler) == (space, name)]
             assert {s.prediction for s in systems} == {SAMPLERS[name].predictions[0]}
             for strength in (0.3, 0.5):
