@@ -5,7 +5,8 @@ fidelity of the four systems (pixel DDPM-1000 / DDIM-50, latent DDPM-1000 / DDIM
 strength and a sweep of strengths, each beside the noised accuracy in its own space (every
 registered sampler in each space, so a newly registered sampler is evaluated too); and generation
 from pure noise. Every figure carries its 95% interval (``<name>_ci95``: bootstrap over digits
-for mse, psnr, ssim and distances, Wilson for shares; see :mod:`diffbench.stats`). Source digits
+for mse, psnr and ssim, Wilson for shares, :mod:`diffbench.feature_distance` for the Frechet
+distance and KID). Source digits
 are the first test digits; Frechet-distance and KID references are the last 5,000 test digits,
 disjoint from the sources for up to 5,000 of them.
 """
@@ -21,6 +22,7 @@ import torch
 from diffbench.checkpoints import environment_facts, load_metadata, write_atomic_text
 from diffbench.data import load_mnist
 from diffbench.metrics import Judge
+from diffbench.report import cell
 from diffbench.resources import checkpoints_dir
 from diffbench.row import SCHEMA_VERSION
 from diffbench.sampling import SAMPLERS, sampler_class
@@ -133,21 +135,16 @@ CARD_COLUMNS = [("mse", "{:.4f}"), ("psnr", "{:.2f}"), ("ssim", "{:.3f}"),
                 ("frechet_distance", "{:.2f}"), ("kid", "{:.3f}")]
 
 
-def with_interval(row: dict[str, Any], key: str, fmt: str) -> str:
-    """``row[key]`` and its 95% interval, e.g. ``0.0412 [0.0380, 0.0450]``."""
-    lo, hi = row[f"{key}_ci95"]
-    return f"{fmt.format(row[key])} [{fmt.format(lo)}, {fmt.format(hi)}]"
-
-
 def fidelity_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| system | strength | start t | digits | MSE | PSNR dB | SSIM | preservation | "
              "noised acc. | Frechet | KID |", "|" + " --- |" * 11]
     lines += [
         f"| {r['name']} | {r['strength']:g} | {r['start_timestep']} | {r['num_images']} | "
-        + " | ".join(with_interval(r, key, fmt) for key, fmt in CARD_COLUMNS) + " |"
+        + " | ".join(cell(r, key, fmt) for key, fmt in CARD_COLUMNS) + " |"
         for r in rows
     ]
-    note = "Brackets: 95% intervals (bootstrap over digits; Wilson for shares; KID: subsets)."
+    note = ("Brackets: 95% intervals (bootstrap over digits; Wilson for shares; Frechet: "
+            "half-sampling; KID: bootstrap over the outputs; see docs/methodology.md).")
     return "\n".join(lines) + "\n\n" + note
 
 
@@ -161,7 +158,7 @@ def card_sections(report: dict[str, Any]) -> dict[str, str]:
     vae = report["vae"]
 
     def share(row: dict[str, Any], key: str, fmt: str = "{:.1%}") -> str:
-        return with_interval(row, key, fmt)
+        return cell(row, key, fmt)
 
     def generated(name: str) -> str:
         g = generation[name]
@@ -184,7 +181,7 @@ def card_sections(report: dict[str, Any]) -> dict[str, str]:
         "noisy_classifier": noised("DDIM-50", "pixel"),
         "latent_noisy_classifier": noised("LDM-DDIM-50", "latent"),
         "vae": f"Reconstructions of all {vae['num_images']} test digits: MSE "
-               f"{with_interval(vae, 'reconstruction_mse', '{:.4f}')}, preservation "
+               f"{cell(vae, 'reconstruction_mse', '{:.4f}')}, preservation "
                f"{share(vae, 'preservation', '{:.2%}')} (95% intervals).",
         "pixel": fidelity_table(by_network["pixel"]) + "\n\n" + generated("DDIM-50"),
         "latent": fidelity_table(by_network["latent"]) + "\n\n" + generated("LDM-DDIM-50"),

@@ -92,3 +92,32 @@ def test_a_row_of_fewer_digits_is_paired_on_the_digits_both_scored():
     assert rows[1]["vs_reference_images"] == 2
     assert rows[1]["mse_vs_reference"] == pytest.approx(0.3 / 0.6 - 1)  # (0.1+0.2)/(0.2+0.4)
     assert rows[1]["preservation_vs_reference"] == pytest.approx(-0.5)
+
+
+def test_rows_with_projected_features_gain_the_paired_frechet_difference():
+    """Identical features on every digit: a Frechet difference of exactly 0, not resolved; the
+    same features shifted by 1 in each of 10 dimensions: resolved above 0, by the change of the
+    squared mean gap, |m + 1 - mu|^2 - |m - mu|^2 = 10 + 2 sum(m - mu) (covariances unchanged;
+    the half-samples' mean means are the sample's to within their own spread)."""
+    from diffbench.feature_distance import FrechetReference
+
+    g = gen(4)
+    features = torch.randn(64, 10, generator=g, dtype=torch.float64)
+    frechet = FrechetReference.fit(torch.randn(5000, 10, generator=g, dtype=torch.float64))
+    rows = [{"name": n, "space": "pixel", "view": "equal_strength", "strength": 0.3}
+            for n in ("DDIM-50", "DDIM-10", "DDIM-3")]
+    flags = torch.ones(64, dtype=torch.bool)
+    mse = torch.full((64,), 0.1, dtype=torch.float64)
+    per_digit = [{"mse": mse, "correct": flags, "features": f}
+                 for f in (features, features, features + 1)]
+    attach_paired(rows, per_digit, "DDIM-50", seed=0, frechet=frechet)
+    assert rows[1]["frechet_vs_reference"] == 0 and rows[1]["frechet_vs_reference_ci95"] == [0, 0]
+    assert rows[1]["vs_reference_resolved"] == {"mse": False, "preservation": False,
+                                                "frechet": False}
+    gap = float((features.mean(0) - frechet.mean).sum())
+    assert rows[2]["frechet_vs_reference"] == pytest.approx(10 + 2 * gap, abs=0.02)
+    assert rows[2]["vs_reference_resolved"]["frechet"]
+    fresh = [{"name": n, "space": "pixel", "view": "equal_strength", "strength": 0.3}
+             for n in ("DDIM-50", "DDIM-10")]
+    attach_paired(fresh, per_digit[:2], "DDIM-50", seed=0)  # no Frechet reference: no figure
+    assert "frechet_vs_reference" not in fresh[1]
