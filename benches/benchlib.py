@@ -111,7 +111,7 @@ class BenchEnv:
         key = (system.name, strength, device, count)
         if key not in self._fidelity:
             scored = self.digits(device, max(count, DIGITS)).first(count)
-            row, _ = score_system(system, self.judge(device), scored, strength, seed=0)
+            row, _, _ = score_system(system, self.judge(device), scored, strength, seed=0)
             self._fidelity[key] = {k: row[k] for k in FIDELITY_KEYS}
         return self._fidelity[key]
 

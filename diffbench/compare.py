@@ -198,11 +198,8 @@ def run_compare(
 
         def measured(system: System, strength: float, view: str, extra: dict[str, Any]):
             def measure():
-                scored = digits.first(count)
-                row, outputs = measure_row(system, judge, digits, strength, config, count, view)
-                scores = judge.per_digit(outputs, scored.images, scored.labels)
-                # on the reference's principal components, for the paired Frechet difference
-                scores["features"] = digits.reference.project(judge.features(outputs)).float()
+                row, outputs, scores = measure_row(system, judge, digits, strength, config, count,
+                                                   view)
                 return ({**row, **extra, **facts},
                         {"outputs": outputs[: config.grid_images], **per_digit_tensors(scores)})
             return measure
@@ -348,12 +345,13 @@ def measure_row(
     config: CompareConfig,
     num_images: int,
     view: str = "equal_strength",
-) -> tuple[dict[str, Any], torch.Tensor]:
+) -> tuple[dict[str, Any], torch.Tensor, dict[str, torch.Tensor]]:
     """One results row (fidelity on the first ``num_images`` digits, latency on the first
-    ``timing_batch``, memory, training and compile seconds) and the outputs scored."""
+    ``timing_batch``, memory, training and compile seconds), the outputs scored, and their
+    per-digit values."""
     compiled_before = compile_seconds(system)
     scored = digits.first(num_images)
-    scores, outputs = score_system(system, judge, scored, strength, config.seed)
+    scores, outputs, per_digit = score_system(system, judge, scored, strength, config.seed)
     latency = measure_latency(system, digits.images[: config.timing_batch], strength,
                               config.seed, config.repeats, config.warmup)
     row = {"view": view, **scores, **latency,  # checked against the row model when stored
@@ -361,7 +359,7 @@ def measure_row(
            "train_cpu_seconds": system.facts.get("train_cpu_seconds"),
            "flops_per_image": system.flops_per_image(strength),
            "compile_seconds": compile_seconds(system) - compiled_before}
-    return row, outputs
+    return row, outputs, per_digit
 
 
 def print_row(row: dict[str, Any]) -> None:

@@ -110,7 +110,7 @@ def evaluate(
             count = (ddpm_images if slow else num_images) if main else (
                 sweep_ddpm_images if slow else sweep_images)
             subset = digits.first(count)
-            result, _ = score_system(translator, judge, subset, strength, seed, progress)
+            result, _, _ = score_system(translator, judge, subset, strength, seed, progress)
             results.append(result)
     report["img2img"] = results
     report["generation"] = [

@@ -161,6 +161,19 @@ class Judge:
         """mse, psnr, ssim, preservation and (given real digits' features, or their fitted
         :class:`FeatureReference`) frechet_distance and kid, each with its 95% interval
         (``<name>_ci95``) drawn from ``generator`` (default: seeded 0)."""
+        return self.measure(outputs, sources, labels, reference, generator)[0]
+
+    def measure(
+        self,
+        outputs: Tensor,
+        sources: Tensor,
+        labels: Tensor,
+        reference: FeatureReference | Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[dict[str, float | None | list[float]], dict[str, Tensor]]:
+        """:meth:`score`'s figures, and the per-digit values they come from (:meth:`per_digit`'s,
+        plus, given a reference, each output's features on its principal components,
+        ``features``, for paired Frechet differences): the classifier runs once."""
         generator = generator or torch.Generator().manual_seed(0)
         digits = self.per_digit(outputs, sources, labels)
         scores: dict[str, float | None | list[float]] = {}
@@ -172,8 +185,10 @@ class Judge:
         if reference is not None:
             if not isinstance(reference, FeatureReference):
                 reference = FeatureReference(reference)
-            scores.update(reference.score(self.features(outputs), generator))
-        return scores
+            features = self.features(outputs)
+            scores.update(reference.score(features, generator))
+            digits["features"] = reference.project(features).float()
+        return scores, digits
 
     def generation_quality(
         self, samples: Tensor, confidence: float = 0.9

@@ -110,17 +110,18 @@ def score_system(
     strength: float,
     seed: int,
     progress: bool = False,
-) -> tuple[dict[str, Any], Tensor]:
+) -> tuple[dict[str, Any], Tensor, dict[str, Tensor]]:
     """Translate the digits with one system at one strength and score the outputs, beside the
     noised accuracy at its start timestep in its own space; intervals drawn from a generator
-    seeded ``seed``. The row (:func:`diffbench.row.make_row`) and the outputs."""
+    seeded ``seed``. The row (:func:`diffbench.row.make_row`), the outputs, and their per-digit
+    values (:meth:`~diffbench.metrics.Judge.measure`, for pairing rows)."""
     start = time.perf_counter()
     outputs = translate(system, digits.images, strength, seed, progress=progress)
     seconds = time.perf_counter() - start
     plan = system.plan(strength)
     t = plan.start_timestep
-    scores = judge.score(outputs, digits.images, digits.labels, digits.reference,
-                         generator=torch.Generator().manual_seed(seed))
+    scores, per_digit = judge.measure(outputs, digits.images, digits.labels, digits.reference,
+                                      generator=torch.Generator().manual_seed(seed))
     row = make_row(
         name=system.name,
         space=system.space,
@@ -137,7 +138,7 @@ def score_system(
         **noised_accuracy(system, judge, digits, t, seed),
         scoring_sec_per_image=seconds / len(outputs),
     )
-    return row, outputs
+    return row, outputs, per_digit
 
 
 def measure_latency(

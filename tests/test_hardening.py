@@ -574,7 +574,7 @@ def test_ddim_outputs_and_metrics_are_bitwise_identical_across_runs(
         translator = Translator.from_checkpoints(tiny_checkpoints, space, "ddim", num_steps=10)
         judge = Judge.from_checkpoints(tiny_checkpoints)
         digits = load_digits(judge, 4, str(mnist_dir))
-        row, outputs = score_system(translator, judge, digits, 0.5, seed=3)
+        row, outputs, _ = score_system(translator, judge, digits, 0.5, seed=3)
         runs.append((row, outputs))
     (first, out_a), (second, out_b) = runs
     assert torch.equal(out_a, out_b)

@@ -25,7 +25,7 @@ def test_sweep_scores_each_shape_with_the_shared_scoring(sweep, tiny_checkpoints
     judge = Judge.from_checkpoints(tiny_checkpoints)
     digits = load_digits(judge, 6, str(mnist_dir))
     latent = Translator.from_checkpoints(tiny_checkpoints, "latent", "ddim")
-    expected, _ = score_system(latent, judge, digits, 0.5, seed=0)
+    expected, _, _ = score_system(latent, judge, digits, 0.5, seed=0)
     (row,) = sweep.shapes
     assert row["fidelity"]["0.5"]["mse"] == pytest.approx(expected["mse"])
     assert row["fidelity"]["0.5"]["preservation"] == pytest.approx(expected["preservation"])
