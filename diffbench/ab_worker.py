@@ -13,18 +13,25 @@ prints goes to stderr):
   when this version cannot run it;
 * ``{"op": "time", "case": NAME, "number": K}``: ``K`` calls, each after its untimed setup,
   ``{"seconds": s}`` (the sum of ``time.perf_counter`` around each call alone);
+* ``{"op": "outputs", "case": NAME, "digits": FILE, "out": FILE, "chunk": C}``: the case's
+  outputs for every digit in ``FILE`` (``torch.save``d images), ``C`` at a time, chunk ``i``
+  with its generator seeded ``i``, saved to ``out`` (``{"ok": true}``; ``{"ok": true,
+  "outputs": false}`` for a case without image outputs): what the fidelity verdict scores;
 * ``{"op": "ping"}`` (answered once the worker is started), ``{"op": "drop", "case": NAME}``,
   ``{"op": "quit"}``.
 
-With ``--count CASE`` it instead makes one untimed call, then counts the instructions of one
-more call under callgrind (started by ``valgrind --tool=callgrind --instr-atstart=no``) and
-exits: :mod:`diffbench.counts` runs it so.
+The case ``control`` is :func:`control`, a workload that imports nothing of ``diffbench``:
+the same code in every worker, so its ratio tells whether the two versions' workers were
+treated alike.
+
+``{"op": "count", "case": NAME}`` (after ``prepare``) answers ``{"counts": {...}}``, the work
+counts of one call (:mod:`diffbench.work_count`, loaded by path beside this file so that both
+versions are counted by the same code).
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import importlib.util
 import json
 import os
@@ -34,15 +41,55 @@ import traceback
 from pathlib import Path
 
 
-def load_cases(path: str):
-    spec = importlib.util.spec_from_file_location("diffbench_ab_cases", path)
+def load_module(name: str, path: str):
+    """The head's file at ``path`` as module ``name``, whichever ``diffbench`` is imported."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
 
-def serve(args, cases, digits) -> None:
+CONTROL = "control"
+
+
+def control(torch):
+    """The version-independent control: a fixed convolution and matrix product of about the
+    size of the suite's UNet layers, on seeded data (about 10 ms on one core)."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(16, 32, 28, 28, generator=generator)
+    kernel = torch.randn(32, 32, 3, 3, generator=generator) / 17
+    matrix = torch.randn(256, 256, generator=generator) / 16
+
+    def run():
+        with torch.inference_mode():
+            x = torch.nn.functional.conv2d(images, kernel, padding=1).relu()
+            return (x.flatten(2)[:, :, :256] @ matrix).sum()
+
+    return run
+
+
+def build_call(cases, known, name, args, digits, torch):
+    """(run, setup) of case ``name``: the control's or the cases file's."""
+    if name == CONTROL:
+        return control(torch), dict
+    call = cases.build(known[name], Path(args.checkpoints), digits)
+    return call.run, call.setup
+
+
+def save_outputs(cases, known, request, args, torch) -> dict:
+    """The case's outputs for a file of digits, chunk by chunk, each chunk seeded by its index."""
+    make = cases.build_outputs(known[request["case"]], Path(args.checkpoints))
+    if make is None:
+        return {"ok": True, "outputs": False}
+    images = torch.load(request["digits"], weights_only=True)
+    chunks = images.split(request.get("chunk", 64))
+    outputs = torch.cat([make(chunk, i).detach().float().cpu() for i, chunk in enumerate(chunks)])
+    torch.save(outputs, request["out"])
+    return {"ok": True, "outputs": True}
+
+
+def serve(args, cases, work_count, digits) -> None:
     out = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # the library's prints must not reach the protocol
     import torch
@@ -59,25 +106,32 @@ def serve(args, cases, digits) -> None:
             os.sched_setaffinity(0, {args.cpu} if op == "time" else every_cpu)
         if op == "prepare":
             try:
-                call = cases.build(known[name], Path(args.checkpoints), digits)
+                run, setup = build_call(cases, known, name, args, digits, torch)
                 for _ in range(request.get("warmup", 1)):
-                    kwargs = call.setup()
+                    kwargs = setup()
                     start = time.perf_counter()
-                    call.run(**kwargs)
+                    run(**kwargs)
                     seconds = time.perf_counter() - start
-                calls[name] = call
+                calls[name] = (run, setup)
                 reply = {"ok": True, "seconds": seconds}
             except Exception as error:  # this version cannot run the case: not comparable
                 reply = {"ok": False, "error": f"{type(error).__name__}: {error}",
                          "traceback": traceback.format_exc(limit=3)}
         elif op == "time":
-            call, seconds = calls[name], 0.0
+            (run, setup), seconds = calls[name], 0.0
             for _ in range(request.get("number", 1)):
-                kwargs = call.setup()
+                kwargs = setup()
                 start = time.perf_counter()
-                call.run(**kwargs)
+                run(**kwargs)
                 seconds += time.perf_counter() - start
             reply = {"seconds": seconds}
+        elif op == "count":
+            reply = {"counts": work_count.count(*calls[name])}
+        elif op == "outputs":
+            try:
+                reply = save_outputs(cases, known, request, args, torch)
+            except Exception as error:  # this version cannot run the case
+                reply = {"ok": False, "error": f"{type(error).__name__}: {error}"}
         elif op == "ping":  # started: torch, the digits and the cases are loaded
             reply = {"ok": True}
         elif op == "drop":
@@ -89,17 +143,6 @@ def serve(args, cases, digits) -> None:
     del torch
 
 
-def count(args, cases, digits) -> None:
-    """One untimed call, then one counted between callgrind's start and stop requests."""
-    toggle = ctypes.CDLL(args.callgrind_lib)
-    call = cases.build(cases.all_cases()[args.count], Path(args.checkpoints), digits)
-    call.run(**call.setup())
-    kwargs = call.setup()
-    toggle.diffbench_count_start()
-    call.run(**kwargs)
-    toggle.diffbench_count_stop()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", required=True)
@@ -108,8 +151,6 @@ def main() -> None:
     parser.add_argument("--digits", required=True)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cpu", type=int, help="make timed calls on this CPU only")
-    parser.add_argument("--count", help="count the instructions of one call of this case")
-    parser.add_argument("--callgrind-lib", help="the compiled start/stop requests (--count)")
     args = parser.parse_args()
     root = str(Path(args.root).resolve())
     sys.path[0] = root  # this version's diffbench, not the one beside this script
@@ -121,9 +162,11 @@ def main() -> None:
 
     if not Path(diffbench.__file__).resolve().is_relative_to(root):
         sys.exit(f"error: imported {diffbench.__file__}, not the version under {root}")
-    cases = load_cases(args.cases_file)
+    cases = load_module("diffbench_ab_cases", args.cases_file)
+    work_count = load_module("diffbench_ab_work_count",
+                             str(Path(__file__).with_name("work_count.py")))
     digits = torch.load(args.digits, weights_only=True)
-    (count if args.count else serve)(args, cases, digits)
+    serve(args, cases, work_count, digits)
 
 
 if __name__ == "__main__":

@@ -142,6 +142,34 @@ def build(case: Case, checkpoints: Path, digits, device: str = "cpu") -> Call:
     return builders[case.kind](case.params, Path(checkpoints), digits, device)
 
 
+def build_outputs(case: Case, checkpoints: Path, device: str = "cpu"):
+    """What ``diffbench ab`` scores for ``case``'s fidelity: a function of (images, seed) to the
+    case's outputs for those images, the generator seeded ``seed``; None for a case with no
+    image output (a training step)."""
+    if case.kind == "img2img":
+        from diffbench.config import SystemConfig
+        from diffbench.translate import Translator
+
+        system = Translator.from_config(SystemConfig(**case.params["system"]), checkpoints,
+                                        device)
+        strength = case.params["strength"]
+        return lambda images, seed: system(images.to(device), strength,
+                                           generator=system.generator(seed))
+    if case.kind == "vae":  # encode and decode alike: the round trip's reconstruction
+        import torch
+
+        from diffbench.checkpoints import load_model
+
+        vae, _ = load_model(Path(checkpoints) / "vae.safetensors", device)
+
+        def round_trip(images, seed):
+            with torch.inference_mode():
+                return vae.decode(vae.encode(images.to(device))[0])
+
+        return round_trip
+    return None
+
+
 def _img2img(params, checkpoints, digits, device) -> Call:
     from diffbench.config import SystemConfig
     from diffbench.translate import Translator

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
+import traceback
 from pathlib import Path
 
 from diffbench.config import KINDS
@@ -182,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--out", type=Path, required=True, help="the merged output folder")
 
     ab = commands.add_parser(
-        "ab", help="base against head timed side by side, interleaved: the regression gate")
+        "ab", help="base against head, speed and fidelity, in one job: the regression gate "
+                   "(exit 0 certified, 1 regression, 2 bad input, 3 no verdict)")
     ab.add_argument("--base", required=True, metavar="REV",
                     help="the revision to compare against (a commit, branch or tag; or a clean "
                          "checkout folder)")
@@ -190,17 +193,16 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--cases", nargs="+", default=["quick"], metavar="CASE",
                     help="quick (default), all, or case names (see diffbench.cases)")
     ab.add_argument("--budget-s", type=float, default=None,
-                    help="seconds of timed pairs for all cases together (default 200)")
+                    help="seconds of timed pairs beyond each case's first rounds, for all "
+                         "cases together (default 120)")
     ab.add_argument("--out", type=Path, default=Path("results/ab"), help="output folder")
     ab.add_argument("--threads", type=_positive_int, default=1,
                     help="torch threads of each worker (default 1)")
     ab.add_argument("--seed", type=_seed, help="the pair order's seed (default: drawn, recorded)")
     ab.add_argument("--checkpoints", type=Path,
                     help="the checkpoints both versions load (default: fixtures/checkpoints)")
-    ab.add_argument("--counts", action="store_true",
-                    help="also count one batch-1 call's instructions under callgrind (minutes)")
     ab.add_argument("--processes", type=_positive_int, default=None, metavar="P",
-                    help="worker pairs per version (default 8): the interval is over them")
+                    help="worker pairs per version (default 12): the interval is over them")
 
     history = commands.add_parser(
         "history", help="each benchmark's median over commits, with change points, as a PNG")
@@ -212,18 +214,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _ab(args: argparse.Namespace) -> int:
-    from diffbench.ab import DEFAULT_BUDGET_S, exit_status, run_ab
+    from diffbench import ab_report
+    from diffbench.ab import DEFAULT_BUDGET_S, run_ab
     from diffbench.paired import PROCESSES
 
-    result = run_ab(args.base, args.head, args.cases, args.budget_s or DEFAULT_BUDGET_S,
-                    args.out, threads=args.threads, seed=args.seed,
-                    checkpoints=args.checkpoints, with_counts=args.counts,
-                    processes=args.processes or PROCESSES)
-    status = exit_status(result)
-    slower = [e["case"] for e in result["cases"] if e["verdict"] == "slower"]
-    if slower:
-        print(f"SLOWER: {', '.join(slower)}", file=sys.stderr)
+    budget = DEFAULT_BUDGET_S if args.budget_s is None else args.budget_s
+    # SIGTERM (CI's timeout, kill) unwinds like SIGINT: the base's worktree is removed and the
+    # workers are told to quit.
+    previous = signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
+    try:
+        result = run_ab(args.base, args.head, args.cases, budget, args.out,
+                        threads=args.threads, seed=args.seed, checkpoints=args.checkpoints,
+                        processes=args.processes or PROCESSES)
+    except InputError:
+        raise
+    except Exception as error:  # a crash gives no verdict: exit 3, not 1 (a regression)
+        log = args.out / "crash.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(traceback.format_exc())
+        _error(f"no verdict: diffbench ab crashed ({type(error).__name__}: {error}); the "
+               f"traceback is in {log}")
+        return ab_report.EXIT_NO_VERDICT
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    for entry in result["cases"]:
+        print(ab_report.case_line(entry))
     print(f"wrote {args.out}/ab.json, ab.md")
+    status, message = ab_report.exit_status(result)
+    if status:
+        _error(message)
     return status
 
 

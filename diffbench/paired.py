@@ -14,16 +14,22 @@ level whose variance dominates). Each case runs ``PROCESSES`` worker pairs; each
 estimate is the median of its log-ratios (robust to the spikes a shared machine adds to single
 calls); the case's estimate is their mean, and its interval Student's t over the pairs.
 
-The rule (thresholds on the ratio, ``docs/regression_gate.md``):
+The rule (thresholds on the ratio, ``docs/regression_gate.md``), designed so that its error
+rates hold with its looks:
 
-* ``slower``: the interval's lower bound is above ``+LOWER_BOUND`` and the estimate at least
-  ``+MIN_EFFECT``; ``faster`` the mirror image;
-* ``same``: the whole interval lies within ``±SAME_BAND``;
-* ``inconclusive``: none of these when the case's rounds or time run out.
+* ``same``: the whole 99% interval lies within ``±SAME_BAND``. Applied after ``MIN_ROUNDS``
+  rounds and after every round from then on; it stops a case early. (Stopping early on
+  ``same`` cannot raise the false-alarm rate, and a case slower by more than the band passes
+  one of these looks only when its interval misses the truth by more than the band's distance
+  from it.)
+* ``slower`` / ``faster``: decided at the final look only (after ``MAX_ROUNDS`` rounds or when
+  the budget is spent), when the 99% interval lies wholly above ``+SLOWER_BOUND`` (below
+  ``-SLOWER_BOUND``). One look, so a change-free case is called ``slower`` at most half of
+  1% of the time, whatever the earlier looks did.
+* ``inconclusive``: none of these at the final look.
 
-A round adds one pair to every worker pair; the rule is applied after ``MIN_ROUNDS`` rounds
-and after every round from then on, until a verdict (``same`` also stops a case early) or the
-budget is spent.
+Every timed case gets ``MIN_ROUNDS`` rounds whatever the budget; the budget buys the rounds
+after them.
 """
 
 from __future__ import annotations
@@ -37,12 +43,11 @@ from scipy.stats import binom, t
 from diffbench.errors import InputError
 
 LEVEL = 0.99
-LOWER_BOUND = 0.02  # slower: the 99% interval excludes anything under +2% ...
-MIN_EFFECT = 0.03  # ... and the estimate is at least +3%
-SAME_BAND = 0.03  # same: the 99% interval lies within -3% .. +3%
-PROCESSES = 8  # worker pairs per case: the interval's degrees of freedom are one fewer
-MIN_ROUNDS = 3  # pairs per worker pair before the first look
-MAX_ROUNDS = 60
+SLOWER_BOUND = 0.01  # slower (final look): the 99% interval lies wholly above +1%
+SAME_BAND = 0.03  # same (any look): the 99% interval lies within -3% .. +3%
+PROCESSES = 12  # worker pairs per case: the interval's degrees of freedom are one fewer
+MIN_ROUNDS = 3  # pairs per worker pair before the first look, whatever the budget
+MAX_ROUNDS = 8  # the final look: a bounded extension for a case still undecided
 VERDICTS = ("slower", "faster", "same", "inconclusive", "not comparable")
 
 
@@ -78,16 +83,18 @@ def median_interval(values: Sequence[float], level: float = LEVEL) -> tuple[floa
     return ordered[k], ordered[n - 1 - k]
 
 
-def verdict(lo: float, estimate: float, hi: float) -> str | None:
-    """``slower``, ``faster`` or ``same`` from a log-ratio interval and estimate; None while
-    undecided."""
-    if lo > math.log1p(LOWER_BOUND) and estimate >= math.log1p(MIN_EFFECT):
-        return "slower"
-    if hi < -math.log1p(LOWER_BOUND) and estimate <= -math.log1p(MIN_EFFECT):
-        return "faster"
+def verdict(lo: float, hi: float, final: bool) -> str | None:
+    """The verdict on a log-ratio interval: ``same`` at any look; ``slower``, ``faster`` or
+    ``inconclusive`` at the final one only; None while undecided."""
     if lo > -math.log1p(SAME_BAND) and hi < math.log1p(SAME_BAND):
         return "same"
-    return None
+    if not final:
+        return None
+    if lo > math.log1p(SLOWER_BOUND):
+        return "slower"
+    if hi < -math.log1p(SLOWER_BOUND):
+        return "faster"
+    return "inconclusive"
 
 
 def process_interval(estimates: Sequence[float], level: float = LEVEL
@@ -112,18 +119,17 @@ def decide(ratios_by_process: Sequence[Sequence[float]], final: bool) -> str | N
     """The verdict on each worker pair's log-ratios so far; ``final`` (the budget is spent):
     ``inconclusive`` instead of None."""
     rounds = min((len(r) for r in ratios_by_process), default=0)
-    if rounds >= MIN_ROUNDS and len(ratios_by_process) >= 2:
-        found = verdict(*estimate(ratios_by_process))
-        if found is not None:
-            return found
-    return "inconclusive" if final else None
+    if len(ratios_by_process) < 2 or rounds < MIN_ROUNDS:
+        return "inconclusive" if final else None
+    lo, _, hi = estimate(ratios_by_process)
+    return verdict(lo, hi, final)
 
 
 def sequential(ratios_by_process: Sequence[Sequence[float]], max_rounds: int
                ) -> tuple[str, int]:
     """(verdict, rounds used) of the stopping rule replayed on each worker pair's sequence of
-    log-ratios: look after ``MIN_ROUNDS`` rounds and after every round, stop at the first
-    verdict or ``max_rounds``. Used to estimate false-alarm and detection rates by resampling
+    log-ratios: look after ``MIN_ROUNDS`` rounds and after every round, stop at ``same`` or at
+    ``max_rounds`` (the final look). Used to estimate false-alarm and detection rates by resampling
     measured worker pairs."""
     available = min(len(r) for r in ratios_by_process)
     n = min(MIN_ROUNDS, max_rounds, available)

@@ -45,16 +45,19 @@ def test_log_ratios_reject_bad_times():
         paired.log_ratios([float("nan")], [1.0])
 
 
-@pytest.mark.parametrize("lo, estimate, hi, expected", [
-    (math.log(1.025), math.log(1.05), math.log(1.08), "slower"),
-    (math.log(1.025), math.log(1.028), math.log(1.03), None),  # a real but small change: undecided
-    (math.log(1.01), math.log(1.05), math.log(1.10), None),  # the interval reaches +1%
-    (-math.log(1.08), -math.log(1.05), -math.log(1.025), "faster"),
-    (-math.log(1.02), 0.0, math.log(1.02), "same"),
-    (-math.log(1.04), 0.0, math.log(1.02), None),  # reaches -4%: not same
+@pytest.mark.parametrize("lo, hi, final, expected", [
+    (math.log(1.025), math.log(1.08), True, "slower"),
+    (math.log(1.025), math.log(1.08), False, None),  # slower is decided at the final look only
+    (math.log(1.011), math.log(1.029), True, "same"),  # within the band: same, even if real
+    (math.log(1.005), math.log(1.10), True, "inconclusive"),  # reaches under +1%
+    (-math.log(1.08), -math.log(1.025), True, "faster"),
+    (-math.log(1.08), -math.log(1.025), False, None),
+    (-math.log(1.02), math.log(1.02), False, "same"),  # same stops at any look
+    (-math.log(1.04), math.log(1.02), True, "inconclusive"),  # reaches -4%: not same
+    (-math.log(1.04), math.log(1.02), False, None),
 ])
-def test_verdict_rule(lo, estimate, hi, expected):
-    assert paired.verdict(lo, estimate, hi) == expected
+def test_verdict_rule(lo, hi, final, expected):
+    assert paired.verdict(lo, hi, final) == expected
 
 
 def test_t_interval_over_worker_pairs_matches_the_table():
@@ -91,9 +94,11 @@ def test_no_verdict_before_the_minimum_rounds_and_inconclusive_when_final():
     assert paired.decide(tight, final=False) == "same"
 
 
-def test_sequential_stops_at_the_first_verdict():
+def test_sequential_stops_early_on_same_and_decides_slower_at_the_final_look():
     slower = [[math.log(1.2) + 0.001 * i] * 30 for i in range(4)]
-    assert paired.sequential(slower, 30) == ("slower", paired.MIN_ROUNDS)
+    assert paired.sequential(slower, 30) == ("slower", 30)
+    unchanged = [[0.001 * i] * 30 for i in range(4)]
+    assert paired.sequential(unchanged, 30) == ("same", paired.MIN_ROUNDS)
     wild = [[(-1) ** j * 0.5] * 30 for j in range(4)]  # worker pairs +-65% apart
     assert paired.sequential(wild, 30) == ("inconclusive", 30)
 
