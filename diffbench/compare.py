@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -50,6 +51,7 @@ from diffbench.feature_distance import FrechetReference
 from diffbench.information import match_information, strength_for_timestep
 from diffbench.metrics import NOISY_CLASSIFIERS, Judge
 from diffbench.nfe import fewest_nfe, fewest_nfe_markdown
+from diffbench.outputs import publish, staging_dir
 from diffbench.report import (
     GridBlock,
     markdown_table,
@@ -69,7 +71,15 @@ from diffbench.rowstore import (
 )
 from diffbench.runtime import resolve_device
 from diffbench.sampling import exact_start
-from diffbench.scoring import Digits, load_digits, measure_latency, noised_inputs, score_system
+from diffbench.scoring import (
+    Digits,
+    NonFiniteOutput,
+    load_digits,
+    measure_latency,
+    noised_inputs,
+    score_system,
+    what_ran,
+)
 from diffbench.shards import Neighbours, assign, shard_dir
 from diffbench.system import System, check_system, compile_seconds
 from diffbench.tracking import start_run
@@ -104,14 +114,16 @@ class _PythonRun(CompareConfig):
     systems: list[SystemConfig] = Field(default_factory=list)
 
 
-def run(systems: Sequence[System | dict[str, Any]], **settings: Any) -> list[dict[str, Any]]:
+def run(systems: Sequence[System | dict[str, Any]], overwrite: bool = False,
+        **settings: Any) -> list[dict[str, Any]]:
     """The comparison from Python: ``systems`` are System objects (a Translator, the peer,
     your own) or config mappings (``{"space": "pixel", "sampler": "mypkg.samplers:Euler"}``);
-    ``settings`` are other compare config keys (``out``, ``strengths``, ``num_images``, ...)."""
+    ``settings`` are other compare config keys (``out``, ``strengths``, ``num_images``, ...);
+    ``overwrite`` replaces an earlier run in ``out`` (else it is refused)."""
     mappings = [s for s in systems if isinstance(s, dict)]
     objects = [s for s in systems if not isinstance(s, dict)]
     config = validate(_PythonRun, {**settings, "systems": mappings})
-    return run_compare(config, objects)
+    return run_compare(config, objects, overwrite=overwrite)
 
 
 def run_compare(
@@ -120,17 +132,22 @@ def run_compare(
     resume: bool = False,
     shard: tuple[int, int] | None = None,
     shared_machine: bool = False,
+    overwrite: bool = False,
 ) -> list[dict[str, Any]]:
     """Run the comparison of the config's systems, then ``systems`` (any System objects), and
     write results.json, results.md, i2i_comparison.png, pareto.png (and fidelity_vs_strength.png
     for several strengths) into ``config.out``; log to MLflow. Every row reaches
     ``results.jsonl`` as it is measured (:mod:`diffbench.rowstore`); with ``resume`` the rows
-    already there are kept and not rerun. With ``shard=(I, N)`` only shard I's systems run,
-    into ``<out>/shard-I-of-N`` (:mod:`diffbench.shards`; ``shared_machine`` flags its rows'
-    timings as taken beside other shards: set by the caller for torchrun, and for any row
-    measured while another shard of the run was alive on this host)."""
+    already there are kept and not rerun, with ``overwrite`` an earlier run there is replaced,
+    and with neither a folder holding an earlier run is refused. With ``shard=(I, N)`` only
+    shard I's systems run, into ``<out>/shard-I-of-N`` (:mod:`diffbench.shards`;
+    ``shared_machine`` flags its rows' timings as taken beside other shards: set by the caller
+    for torchrun, and for any row measured while another shard of the run was alive on this
+    host)."""
     device = resolve_device(config.device)
     check_writable_dir(config.out)
+    out = shard_dir(config.out, shard) if shard is not None else Path(config.out)
+    RowStore.claim(out, resume, overwrite)  # before any work, not after it
     names = checkpoint_files(config)
     require_checkpoints(config.checkpoints, names)
     judge = Judge.from_checkpoints(config.checkpoints, device)
@@ -156,12 +173,12 @@ def run_compare(
     counts += [config.num_images] * (len(systems) - len(counts))  # System objects: the default
     digits = load_digits(judge, max(*counts, config.grid_images), config.data_dir)
     indexed = list(enumerate(systems))
-    out, run_facts = Path(config.out), {"checkpoint_sha256": all_hashes}
+    run_facts = {"checkpoint_sha256": all_hashes}
     if shard is not None:
         owner = assign([expected_cost(s, config, n) for s, n in zip(systems, counts)], shard[1])
         indexed = [(k, s) for k, s in indexed if owner[k] == shard[0]]
-        out, run_facts["shard"] = shard_dir(config.out, shard), list(shard)
-    store = RowStore.open(out, {**config.model_dump(), **run_facts}, resume)
+        run_facts["shard"] = list(shard)
+    store = RowStore.open(out, {**config.model_dump(), **run_facts}, resume, overwrite)
     if not indexed:
         print(f"shard {shard[0]}/{shard[1]} has no system to run: {len(systems)} systems")
         return []
@@ -198,11 +215,19 @@ def run_compare(
 
         def measured(system: System, strength: float, view: str, extra: dict[str, Any]):
             def measure():
-                row, outputs, scores = measure_row(system, judge, digits, strength, config, count,
-                                                   view)
+                try:
+                    row, outputs, scores = measure_row(system, judge, digits, strength, config,
+                                                       count, view)
+                except NonFiniteOutput as failure:  # the row records it; the system stops
+                    print(f"{system.name:>14}: stopped: {failure}")
+                    return ({"view": view, **what_ran(system, strength, count),
+                             **failure.fields(), **extra, **facts}, {})
                 return ({**row, **extra, **facts},
                         {"outputs": outputs[: config.grid_images], **per_digit_tensors(scores)})
             return measure
+
+        def failed(index: int) -> bool:
+            return bool(store.row(index).get("failure"))
 
         for system_index, system in indexed:
             used = ("classifier.safetensors", f"{NOISY_CLASSIFIERS[system.space]}.safetensors")
@@ -217,6 +242,10 @@ def run_compare(
             for strength in config.strengths:
                 own[strength] = add({**identity, "view": "equal_strength", "strength": strength},
                                     measured(system, strength, "equal_strength", {}))
+                if failed(own[strength]):
+                    break
+            if any(map(failed, own.values())):
+                continue  # a failed system is not measured further
             if config.match_information is not None:
                 matched = match_information(system, judge, digits.first(count),
                                             config.match_information, config.seed)
@@ -224,9 +253,11 @@ def run_compare(
                     print(f"{system.name:>14}: its noised accuracy never equals "
                           f"{config.match_information:g} on the start-timestep grid; no "
                           f"equal-information row")
-                else:
-                    add({**identity, "view": "equal_information", "strength": matched["strength"]},
-                        measured(system, matched["strength"], "equal_information", matched))
+                elif failed(add({**identity, "view": "equal_information",
+                                 "strength": matched["strength"]},
+                                measured(system, matched["strength"], "equal_information",
+                                         matched))):
+                    continue
             if config.match_snr:
                 for strength in config.strengths:
                     t = exact_start(1000, strength)  # the VP start; T = 1000 for every network
@@ -237,9 +268,9 @@ def run_compare(
                         add({**identity, "view": "equal_snr", "strength": at},
                             lambda i=i, snr=snr: ({**store.row(i), "view": "equal_snr", **snr},
                                                   store.tensors(i)))
-                    else:
-                        add({**identity, "view": "equal_snr", "strength": at},
-                            measured(system, at, "equal_snr", snr))
+                    elif failed(add({**identity, "view": "equal_snr", "strength": at},
+                                    measured(system, at, "equal_snr", snr))):
+                        break
         bar.close()
         results, files = write_reports(store)
         for path in files:
@@ -260,10 +291,15 @@ def expected_cost(system: System, config: CompareConfig, num_images: int) -> flo
     return views * num_images * sum(system.plan(s).nfe for s in config.strengths)
 
 
-def merge(dirs: Sequence[str | Path], out: str | Path) -> tuple[list[dict[str, Any]], list[Path]]:
+def merge(dirs: Sequence[str | Path], out: str | Path,
+          overwrite: bool = False) -> tuple[list[dict[str, Any]], list[Path]]:
     """Join the shards of one comparison (``diffbench merge``) into ``out``, rows in the
     comparison's system order, then its reports; shards of different runs (config, seed,
-    digits or checkpoints) or a missing or repeated shard are refused, naming the difference."""
+    digits or checkpoints) or a missing or repeated shard are refused, naming the difference.
+    ``out`` may not be (inside) a shard; an earlier run there is replaced only with
+    ``overwrite``. The merge is built in a staging folder and moved into ``out`` when done."""
+    check_merge_target(dirs, out)
+    RowStore.claim(out, overwrite=overwrite, resumable=False)
     stores = [RowStore.read(d) for d in dirs]
     runs = [store.run() for store in stores]
     base = {k: v for k, v in runs[0].items() if k != "shard"}
@@ -279,17 +315,34 @@ def merge(dirs: Sequence[str | Path], out: str | Path) -> tuple[list[dict[str, A
     if found != list(range(count)) or any(run["shard"][1] != count for run in runs):
         given = ", ".join(f"{run['shard'][0]}/{run['shard'][1]}" for run in runs)
         raise InputError(f"merge needs shards 0..{count - 1} of {count} once each, got {given}")
-    merged = RowStore.open(out, base, resume=False)
-    order = sorted((row["system_index"], position, i)
-                   for position, store in enumerate(stores)
-                   for i, row in enumerate(store.rows()))
-    for _, position, i in order:
-        merged.append(stores[position].row(i), stores[position].tensors(i))
-    first = min(range(len(stores)), key=lambda p: min(
-        (r["system_index"] for r in stores[p].rows()), default=len(order) + 1))
-    for extra in (GRID_INPUTS, FRECHET_REFERENCE):
-        merged.save_extra(extra, *stores[first].load_extra(extra))
-    return write_reports(merged)
+    staged = staging_dir(out)
+    try:
+        merged = RowStore.open(staged, base, resume=False)
+        order = sorted((row["system_index"], position, i)
+                       for position, store in enumerate(stores)
+                       for i, row in enumerate(store.rows()))
+        for _, position, i in order:
+            merged.append(stores[position].row(i), stores[position].tensors(i))
+        first = min(range(len(stores)), key=lambda p: min(
+            (r["system_index"] for r in stores[p].rows()), default=len(order) + 1))
+        for extra in (GRID_INPUTS, FRECHET_REFERENCE):
+            merged.save_extra(extra, *stores[first].load_extra(extra))
+        results, files = write_reports(merged)
+        publish(staged, out)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)  # a failed merge leaves nothing behind
+    return results, [Path(out) / path.relative_to(staged) for path in files]
+
+
+def check_merge_target(dirs: Sequence[str | Path], out: str | Path) -> None:
+    """Refuse an ``out`` that is one of the shards ``dirs`` or inside one (it would be
+    written over what it reads)."""
+    target = Path(out).resolve()
+    for directory in dirs:
+        source = Path(directory).resolve()
+        if target == source or target.is_relative_to(source):
+            raise InputError(f"--out {out} is the shard {directory} or inside it; allowed: a "
+                             f"folder outside every shard (e.g. the shards' parent)")
 
 
 def save_grid_inputs(store: RowStore, sources: torch.Tensor, system: System,
@@ -312,8 +365,14 @@ def write_reports(
     finished, partial or killed run) into ``out`` (default: the run's folder), with the paired
     figures against ``reference`` (default: the run's)."""
     run = store.run()
-    results = [upgrade(row) for row in store.rows()]
-    tensors = [store.tensors(i) for i in range(len(results))]  # each row's file, read once
+    stored = [upgrade(row) for row in store.rows()]
+    kept = [i for i, row in enumerate(stored) if not row.get("failure")]  # failed: no figures
+    results = [stored[i] for i in kept]
+    tensors = [store.tensors(i) for i in kept]  # each row's file, read once
+    for i, found in zip(kept, tensors):
+        if "outputs" not in found:
+            raise InputError(f"{store.out}/rows/{i}.safetensors holds no outputs; allowed: "
+                             f"the row tensors `diffbench compare` writes")
     per_digit = [per_digit_scores(t) for t in tensors]
     moments, _ = store.load_extra(FRECHET_REFERENCE)
     frechet = FrechetReference(moments["mean"], moments["cov"]) if moments else None
@@ -334,6 +393,8 @@ def write_reports(
             columns=[inputs["sources"], inputs[key],
                      *(tensors[i]["outputs"] for i in rows)],
         ))
+    paired = dict(zip(kept, results))
+    results = [paired.get(i, row) for i, row in enumerate(stored)]  # in the order measured
     return results, write_results(Path(out or store.out), run["strengths"], results, blocks)
 
 
@@ -363,6 +424,8 @@ def measure_row(
 
 
 def print_row(row: dict[str, Any]) -> None:
+    if row.get("failure"):
+        return  # said when it happened
     lo, hi = row["preservation_ci95"]
     print(f"{row['name']:>14} strength {row['strength']:.3g} (t={row['start_timestep']}): "
           f"{row['sec_per_image']:.4f} s/image, mse {row['mse']:.4f}, preservation "
@@ -373,13 +436,15 @@ def print_row(row: dict[str, Any]) -> None:
 def write_results(
     out: Path, strengths: list[float], results: list[dict[str, Any]], blocks: list[GridBlock]
 ) -> list[Path]:
-    """The files of a comparison, each written atomically or whole."""
+    """The files of a comparison, each written atomically or whole; failed rows are in
+    results.json and results.md's failures, not in the tables and plots."""
     out.mkdir(parents=True, exist_ok=True)
     files = [
         write_atomic_text(out / "results.json", json.dumps(results, indent=2) + "\n"),
         write_atomic_text(out / "results.md", results_markdown(results)),
         out / "pareto.png",
     ]
+    results = [r for r in results if not r.get("failure")]
     plot_pareto(results, files[2])
     if blocks:
         files.append(out / "i2i_comparison.png")
@@ -397,8 +462,12 @@ def write_results(
 
 
 def results_markdown(results: list[dict[str, Any]]) -> str:
-    """The equal-strength table, then (when there are any) the equal-information one."""
-    text = markdown_table([r for r in results if r["view"] == "equal_strength"])
+    """The systems that failed (when any), the equal-strength table, then (when there are
+    any) the equal-information one."""
+    failed = [r for r in results if r.get("failure")]
+    results = [r for r in results if not r.get("failure")]
+    text = failures_markdown(failed)
+    text += markdown_table([r for r in results if r["view"] == "equal_strength"])
     if sweeps_nfe(results):
         text += "\n" + fewest_nfe_markdown(fewest_nfe(results))
     matched = [r for r in results if r["view"] == "equal_information"]
@@ -412,6 +481,21 @@ def results_markdown(results: list[dict[str, Any]]) -> str:
         if sweeps_nfe(same_snr):
             text += "\n" + fewest_nfe_markdown(fewest_nfe(results, view="equal_snr"))
     return text
+
+
+def failures_markdown(failed: list[dict[str, Any]]) -> str:
+    """A section naming each failed system: where it stopped, at which step, on which digits."""
+    if not failed:
+        return ""
+    lines = ["## Failed systems", "", "| system | view | strength | failure | step | digits |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for row in failed:
+        digits = row.get("failure_digits") or []
+        shown = ", ".join(map(str, digits[:8])) + (", ..." if len(digits) > 8 else "")
+        step = "" if row.get("failure_step") is None else str(row["failure_step"])
+        lines.append(f"| {row['name']} | {row['view']} | {row['strength']:g} | "
+                     f"{row['failure']} | {step} | {shown} ({len(digits)}) |")
+    return "\n".join(lines) + "\n\n"
 
 
 def log_row(run: Any, config: CompareConfig, row: dict[str, Any]) -> None:
