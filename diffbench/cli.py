@@ -72,13 +72,18 @@ def _samples(text: str) -> int:
     return value
 
 
-def _check_strengths(strengths: tuple[float, ...]) -> None:
-    """Each strength in (0, 1] and giving DDIM-50 and DDPM-1000 a step: an error now, not
-    after minutes of work."""
+def _check_strengths(strengths: tuple[float, ...], option: str | None = None) -> None:
+    """Each strength in (0, 1] and giving DDIM-50 and DDPM-1000 a step: an error (naming
+    ``option`` when given) now, not after minutes of work."""
     from diffbench.sampling import DEFAULT_STEPS, img2img_num_steps
 
     for strength in strengths:
-        img2img_num_steps(DEFAULT_STEPS, strength)
+        try:
+            img2img_num_steps(DEFAULT_STEPS, strength)
+        except InputError as error:
+            if option is None:
+                raise
+            raise UsageError(f"{option}: {error}") from None
 
 
 def _overwrite(command: argparse.ArgumentParser, what: str) -> None:
@@ -329,7 +334,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     from diffbench.checkpoints import check_writable_dir, load_model, require_checkpoints
     from diffbench.evaluate import evaluate, write_report
     device = str(resolve_device(args.device))
-    _check_strengths(tuple(args.sweep))
+    _check_strengths(tuple(args.sweep), "--sweep")
     args.checkpoints = args.checkpoints or checkpoints_dir()
     if args.out.is_dir():
         raise UsageError(f"--out {args.out} is a folder; allowed: a file path for the JSON report")

@@ -381,7 +381,7 @@ def write_reports(
     results = [make_row(**row) for row in results]  # the paired figures checked too
     inputs, titles = store.load_extra(GRID_INPUTS)
     blocks = []
-    for strength in run["strengths"]:
+    for strength in store.strengths():
         key = f"noised_{strength:g}"
         rows = [i for i, r in enumerate(results)
                 if r["view"] == "equal_strength" and r["strength"] == strength]
@@ -395,7 +395,7 @@ def write_reports(
         ))
     paired = dict(zip(kept, results))
     results = [paired.get(i, row) for i, row in enumerate(stored)]  # in the order measured
-    return results, write_results(Path(out or store.out), run["strengths"], results, blocks)
+    return results, write_results(Path(out or store.out), store.strengths(), results, blocks)
 
 
 def measure_row(

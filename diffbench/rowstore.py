@@ -182,12 +182,20 @@ class RowStore:
             run = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             run = None
-        strengths = run.get("strengths") if isinstance(run, dict) else None
+        if not isinstance(run, dict):
+            raise InputError(f"{path} is not a run's identity (a JSON object); allowed: the "
+                             f"run.json `diffbench compare` writes")
+        return run
+
+    def strengths(self) -> list[float]:
+        """The run's strengths (from ``run.json``), checked to be a list of numbers."""
+        strengths = self.run().get("strengths")
         if not (isinstance(strengths, list) and all(
                 isinstance(s, int | float) and not isinstance(s, bool) for s in strengths)):
-            raise InputError(f"{path} is not a run's identity (a JSON object with its "
-                             f"strengths); allowed: the run.json `diffbench compare` writes")
-        return run
+            raise InputError(f"{self.out / RUN_FILE} has no list of strengths (got "
+                             f"{' '.join(repr(strengths)[:80].split())}); allowed: the run.json "
+                             f"`diffbench compare` writes")
+        return strengths
 
     def save_extra(self, name: str, tensors: dict[str, Tensor], titles: dict[str, str]) -> None:
         """Tensors of the run that belong to no row (the grid's inputs), with string facts."""

@@ -237,8 +237,10 @@ def test_yaml_aliases_and_repeated_keys_are_refused_at_once(yaml_text, fragments
     ("compare --out {tmp}/c --set systems.0.num_images=6000", ["less than or equal to 5000"]),
     ("evaluate --out {tmp}/e.json --num-images 5001", ["expected at most 5000 digits"]),
     ("evaluate --out {tmp}/e.json --generation-samples 100001", ["at most 10000 samples"]),
-    ("evaluate --out {tmp}/e.json --sweep 2.0", ["strength must be a number in (0, 1], got 2.0"]),
-    ("evaluate --out {tmp}/e.json --sweep 0.3 0.001", ["strength 0.001 leaves no denoising step"]),
+    ("evaluate --out {tmp}/e.json --sweep 2.0", ["--sweep: strength must be a number in (0, 1], "
+                                                   "got 2.0"]),
+    ("evaluate --out {tmp}/e.json --sweep 0.3 0.001", ["--sweep: strength 0.001 leaves no "
+                                                         "denoising step"]),
     ("shapes {tmp} --out {tmp}/s.md --num-images 9000", ["expected at most 5000 digits"]),
 ])
 def test_bad_values_are_one_error_before_any_work(args, fragments, tmp_path, capsys):
