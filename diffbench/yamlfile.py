@@ -1,4 +1,4 @@
-"""YAML as config text: plain data, each key once, no aliases.
+"""YAML as config text: plain data, each key once, no aliases, ``1e-6`` a number.
 
 :func:`load` is ``yaml.safe_load`` less two traps: an alias (``*name``) is refused where it is
 read, before anything is built, so a few hundred bytes cannot expand into gigabytes ("billion
@@ -8,6 +8,7 @@ Both raise ``yaml.YAMLError`` subclasses with the line and column, like any othe
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -38,6 +39,14 @@ class _ConfigLoader(yaml.SafeLoader):
                 raise ConstructorError(None, None, f"key {key!r} is given twice",
                                        key_node.start_mark)
         return super().construct_mapping(node, deep)
+
+
+# YAML 1.2's floats: `1e-6` is a number (YAML 1.1, PyYAML's default, reads it as a string).
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"""),
+    list("-+0123456789."),
+)
 
 
 def load(text: str) -> Any:

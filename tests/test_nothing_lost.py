@@ -283,3 +283,13 @@ def test_train_writes_nothing_outside_its_out_folder(tmp_path, mnist_dir, monkey
     assert code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     assert (out / "my.model-1.safetensors").is_file()
+
+
+def test_exponent_numbers_are_numbers_not_strings():
+    """YAML 1.1 reads ``1e-4`` as a string; configs read it as the number it is."""
+    from diffbench.config import load_train_config
+
+    assert load_train_config("pixel", None, ["lr=1e-4", "time_budget_s=2E+1"]).lr == 1e-4
+    with pytest.raises(InputError, match=r"num_images: Input should be a valid integer "
+                                         r"\(got 100000000000.0\)"):
+        load_compare_config(None, ["num_images=1e11"])
