@@ -15,7 +15,7 @@ from test_hardening import assert_one_error, closed_port
 
 from diffbench.checkpoints import load_checkpoint, load_model, save_checkpoint
 from diffbench.cli import main
-from diffbench.config import load_compare_config
+from diffbench.config import load_compare_config, load_train_config
 from diffbench.errors import InputError
 
 TINY = """\
@@ -287,8 +287,6 @@ def test_train_writes_nothing_outside_its_out_folder(tmp_path, mnist_dir, monkey
 
 def test_exponent_numbers_are_numbers_not_strings():
     """YAML 1.1 reads ``1e-4`` as a string; configs read it as the number it is."""
-    from diffbench.config import load_train_config
-
     assert load_train_config("pixel", None, ["lr=1e-4", "time_budget_s=2E+1"]).lr == 1e-4
     with pytest.raises(InputError, match=r"num_images: Input should be a valid integer "
                                          r"\(got 100000000000.0\)"):
