@@ -43,29 +43,23 @@ from diffbench.checkpoints import (
     check_writable_dir,
     checkpoint_sha256,
     require_checkpoints,
-    write_atomic_text,
 )
 from diffbench.config import CompareConfig, SystemConfig, validate
 from diffbench.errors import InputError
-from diffbench.feature_distance import FrechetReference
 from diffbench.information import match_information, strength_for_timestep
 from diffbench.metrics import NOISY_CLASSIFIERS, Judge
-from diffbench.nfe import fewest_nfe, fewest_nfe_markdown
 from diffbench.outputs import publish, staging_dir
-from diffbench.report import (
-    GridBlock,
-    markdown_table,
-    plot_nfe,
-    plot_pareto,
-    plot_strength,
-    render_grid,
-    sweeps_nfe,
+from diffbench.results_files import (
+    FRECHET_REFERENCE,
+    GRID_INPUTS,
+    write_reports,
 )
-from diffbench.row import FIELDS, METRICS, PARAMS, make_row, settings_fields, upgrade
+from diffbench.results_files import results_markdown as results_markdown  # they lived here:
+from diffbench.results_files import write_results as write_results  # still importable from here
+from diffbench.row import FIELDS, METRICS, PARAMS, make_row, settings_fields
 from diffbench.rowstore import (
     RowStore,
     first_difference,
-    per_digit_scores,
     per_digit_tensors,
     row_key,
 )
@@ -84,12 +78,6 @@ from diffbench.shards import Neighbours, assign, shard_dir
 from diffbench.system import System, check_system, compile_seconds
 from diffbench.tracking import start_run
 from diffbench.translate import Translator
-from diffbench.versus import attach_paired
-
-GRID_INPUTS = "grid_inputs"
-FRECHET_REFERENCE = "frechet_reference"
-"""The run's Frechet reference on its principal components (mean, cov), for paired figures."""
-"""The row store's extra tensors: the grid's source and noised columns."""
 
 
 def checkpoint_files(config: CompareConfig) -> list[str]:
@@ -358,46 +346,6 @@ def save_grid_inputs(store: RowStore, sources: torch.Tensor, system: System,
     store.save_extra(GRID_INPUTS, tensors, titles)
 
 
-def write_reports(
-    store: RowStore, reference: str | None = None, out: str | Path | None = None
-) -> tuple[list[dict[str, Any]], list[Path]]:
-    """results.json, results.md, the grid and the plots, rebuilt from the rows on disk (of a
-    finished, partial or killed run) into ``out`` (default: the run's folder), with the paired
-    figures against ``reference`` (default: the run's)."""
-    run = store.run()
-    stored = [upgrade(row) for row in store.rows()]
-    kept = [i for i, row in enumerate(stored) if not row.get("failure")]  # failed: no figures
-    results = [stored[i] for i in kept]
-    tensors = [store.tensors(i) for i in kept]  # each row's file, read once
-    for i, found in zip(kept, tensors):
-        if "outputs" not in found:
-            raise InputError(f"{store.out}/rows/{i}.safetensors holds no outputs; allowed: "
-                             f"the row tensors `diffbench compare` writes")
-    per_digit = [per_digit_scores(t) for t in tensors]
-    moments, _ = store.load_extra(FRECHET_REFERENCE)
-    frechet = FrechetReference(moments["mean"], moments["cov"]) if moments else None
-    attach_paired(results, per_digit, reference or run.get("reference", "DDIM-50"),
-                  run.get("seed", 0), frechet)
-    results = [make_row(**row) for row in results]  # the paired figures checked too
-    inputs, titles = store.load_extra(GRID_INPUTS)
-    blocks = []
-    for strength in store.strengths():
-        key = f"noised_{strength:g}"
-        rows = [i for i, r in enumerate(results)
-                if r["view"] == "equal_strength" and r["strength"] == strength]
-        if key not in inputs or not rows:
-            continue
-        blocks.append(GridBlock(
-            title=f"strength {strength:g}",
-            labels=["source", titles[key], *(results[i]["name"] for i in rows)],
-            columns=[inputs["sources"], inputs[key],
-                     *(tensors[i]["outputs"] for i in rows)],
-        ))
-    paired = dict(zip(kept, results))
-    results = [paired.get(i, row) for i, row in enumerate(stored)]  # in the order measured
-    return results, write_results(Path(out or store.out), store.strengths(), results, blocks)
-
-
 def measure_row(
     system: System,
     judge: Judge,
@@ -431,71 +379,6 @@ def print_row(row: dict[str, Any]) -> None:
           f"{row['sec_per_image']:.4f} s/image, mse {row['mse']:.4f}, preservation "
           f"{row['preservation']:.3f} [{lo:.3f}, {hi:.3f}] (noised accuracy "
           f"{row['noised_accuracy']:.3f})")
-
-
-def write_results(
-    out: Path, strengths: list[float], results: list[dict[str, Any]], blocks: list[GridBlock]
-) -> list[Path]:
-    """The files of a comparison, each written atomically or whole; failed rows are in
-    results.json and results.md's failures, not in the tables and plots."""
-    out.mkdir(parents=True, exist_ok=True)
-    files = [
-        write_atomic_text(out / "results.json", json.dumps(results, indent=2) + "\n"),
-        write_atomic_text(out / "results.md", results_markdown(results)),
-        out / "pareto.png",
-    ]
-    results = [r for r in results if not r.get("failure")]
-    plot_pareto(results, files[2])
-    if blocks:
-        files.append(out / "i2i_comparison.png")
-        render_grid(blocks, files[-1])
-    if len(strengths) > 1:
-        files.append(out / "fidelity_vs_strength.png")
-        plot_strength([r for r in results if r["view"] == "equal_strength"], files[-1])
-    for view, name in (("equal_strength", "fidelity_vs_nfe.png"),
-                       ("equal_snr", "fidelity_vs_nfe_equal_snr.png")):
-        rows = [r for r in results if r["view"] == view]
-        if rows and sweeps_nfe(rows):
-            files.append(out / name)
-            plot_nfe(rows, files[-1])
-    return files
-
-
-def results_markdown(results: list[dict[str, Any]]) -> str:
-    """The systems that failed (when any), the equal-strength table, then (when there are
-    any) the equal-information one."""
-    failed = [r for r in results if r.get("failure")]
-    results = [r for r in results if not r.get("failure")]
-    text = failures_markdown(failed)
-    text += markdown_table([r for r in results if r["view"] == "equal_strength"])
-    if sweeps_nfe(results):
-        text += "\n" + fewest_nfe_markdown(fewest_nfe(results))
-    matched = [r for r in results if r["view"] == "equal_information"]
-    if matched:
-        text += (f"\n## Equal information: noised accuracy {matched[0]['match_information']:g} "
-                 f"in each system's own space\n\n" + markdown_table(matched))
-    same_snr = [r for r in results if r["view"] == "equal_snr"]
-    if same_snr:
-        text += ("\n## Equal SNR: each system where its input is as noisy as a VP input at "
-                 "t = int(strength * 1000) - 1\n\n" + markdown_table(same_snr))
-        if sweeps_nfe(same_snr):
-            text += "\n" + fewest_nfe_markdown(fewest_nfe(results, view="equal_snr"))
-    return text
-
-
-def failures_markdown(failed: list[dict[str, Any]]) -> str:
-    """A section naming each failed system: where it stopped, at which step, on which digits."""
-    if not failed:
-        return ""
-    lines = ["## Failed systems", "", "| system | view | strength | failure | step | digits |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    for row in failed:
-        digits = row.get("failure_digits") or []
-        shown = ", ".join(map(str, digits[:8])) + (", ..." if len(digits) > 8 else "")
-        step = "" if row.get("failure_step") is None else str(row["failure_step"])
-        lines.append(f"| {row['name']} | {row['view']} | {row['strength']:g} | "
-                     f"{row['failure']} | {step} | {shown} ({len(digits)}) |")
-    return "\n".join(lines) + "\n\n"
 
 
 def log_row(run: Any, config: CompareConfig, row: dict[str, Any]) -> None:
