@@ -92,7 +92,7 @@ step "3. benches on $DEVICE -> $OUTDIR/$NAME.json (fidelity baseline: $BASELINE)
 
 step "4. training smoke test on $DEVICE (bf16 autocast on CUDA): ${TRAIN[*]}"
 ((DRY)) && echo "dry run: a CPU run in fp32 (bf16 autocast is CUDA's)"
-"$PY" -m diffbench train pixel "${TRAIN[@]}" --out "$OUTDIR/train" --data-dir "$DATA" \
+"$PY" -m diffbench train pixel "${TRAIN[@]}" --out "$OUTDIR/train" --overwrite --data-dir "$DATA" \
   --set experiment=gpu-smoke
 "$PY" - "$OUTDIR/train/pixel.safetensors" <<'PY'
 import sys

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
@@ -32,6 +33,50 @@ DIGEST_KEY = "diffbench_sha256"  # sha256 of the tensors (names, dtypes, shapes,
 MIN_FREE_BYTES = 64 * 2**20  # what an output folder must have free before a job starts
 
 _TENSOR, _TUPLE, _DICT = "tensor", "tuple", "dict"
+_STRICT = ConfigDict(strict=True)
+
+
+class _Stats(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+    parameters: int = Field(ge=0)
+
+
+class _Schedule(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+    name: str
+    num_timesteps: int = Field(ge=1)
+
+
+FACT_TYPES: dict[str, Any] = {
+    "model_class": str, "model_config": dict[str, Any], "kind": str, "name": str,
+    "prediction": str, "train_seconds": float, "cpu_seconds": float | None, "step": int,
+    "final_loss": float, "images_per_second": float, "stats": _Stats, "schedule": _Schedule | None,
+    "config": dict[str, Any], "environment": dict[str, Any], "command": str,
+}
+"""The type of each metadata field diffbench reads, checked whenever a checkpoint is opened."""
+_FACT_CHECKS = {key: TypeAdapter(kind) if key in ("stats", "schedule") else
+                TypeAdapter(kind, config=_STRICT) for key, kind in FACT_TYPES.items()}
+
+
+def check_facts(path: str | os.PathLike, metadata: Any) -> dict[str, Any]:
+    """``metadata`` if it is a JSON object whose known fields (:data:`FACT_TYPES`) have their
+    types; else an InputError naming the file and the field."""
+    expected = "allowed: a checkpoint's metadata as `diffbench train` writes it"
+    if not isinstance(metadata, dict):
+        raise InputError(f"{path} has malformed {METADATA_KEY!r} metadata: a JSON "
+                         f"{type(metadata).__name__}, not an object; {expected}")
+    for key, check in _FACT_CHECKS.items():
+        if key not in metadata:
+            continue
+        try:
+            check.validate_python(metadata[key])
+        except ValidationError as err:
+            problem = err.errors()[0]
+            where = ".".join(map(str, (key, *problem["loc"])))
+            got = " ".join(repr(problem.get("input"))[:80].split())
+            raise InputError(f"{path}: metadata {where}: {problem['msg']} (got {got}); "
+                             f"{expected}") from None
+    return metadata
 _SCALARS = (bool, int, float, str, type(None))
 
 
@@ -188,9 +233,9 @@ def _open_checkpoint(path: str | os.PathLike, device: str) -> Iterator[tuple[Any
             raise InputError(f"{path} has no {METADATA_KEY!r} metadata; expected {expected}")
         try:
             metadata = json.loads(raw)
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, RecursionError) as err:
             raise InputError(f"{path} has malformed {METADATA_KEY!r} metadata: {err}") from err
-        yield handle, metadata
+        yield handle, check_facts(path, metadata)
 
 
 def load_checkpoint(

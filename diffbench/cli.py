@@ -12,12 +12,17 @@ import traceback
 from pathlib import Path
 
 from diffbench.config import KINDS
+from diffbench.data import MAX_SCORED_DIGITS
 from diffbench.errors import InputError
+from diffbench.outputs import refuse_earlier_run
 from diffbench.resources import checkpoints_dir
 from diffbench.runtime import COMPILE_MODES, DEVICES, MAX_SEED, NOISE_DEVICES, resolve_device
 from diffbench.sampling import SAMPLERS
 
 EVALUATE_CHECKPOINTS = ["classifier", "pixel", "latent", "vae"]
+MAX_SAMPLES = 10_000
+"""Most samples `evaluate` generates from noise (its classifier's judgement of them is over a
+test split of this size)."""
 
 
 class UsageError(Exception):
@@ -49,6 +54,43 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def _digits(text: str) -> int:
+    """A count of test digits to score: 1 to MAX_SCORED_DIGITS (the rest are the reference)."""
+    value = _positive_int(text)
+    if value > MAX_SCORED_DIGITS:
+        raise argparse.ArgumentTypeError(
+            f"expected at most {MAX_SCORED_DIGITS} digits (the test digits past them are the "
+            f"held-out Frechet and KID reference), got {value}")
+    return value
+
+
+def _samples(text: str) -> int:
+    """A count of generated samples: 1 to MAX_SAMPLES."""
+    value = _positive_int(text)
+    if value > MAX_SAMPLES:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_SAMPLES} samples, got {value}")
+    return value
+
+
+def _check_strengths(strengths: tuple[float, ...], option: str | None = None) -> None:
+    """Each strength in (0, 1] and giving DDIM-50 and DDPM-1000 a step: an error (naming
+    ``option`` when given) now, not after minutes of work."""
+    from diffbench.sampling import DEFAULT_STEPS, img2img_num_steps
+
+    for strength in strengths:
+        try:
+            img2img_num_steps(DEFAULT_STEPS, strength)
+        except InputError as error:
+            if option is None:
+                raise
+            raise UsageError(f"{option}: {error}") from None
+
+
+def _overwrite(command: argparse.ArgumentParser, what: str) -> None:
+    command.add_argument("--overwrite", action="store_true",
+                         help=f"replace {what} (without it, an earlier run is refused)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=_seed)
     train.add_argument("--resume", action="store_true",
                        help="continue from the training state in --out")
+    _overwrite(train, "a checkpoint of the same name in --out")
     train.add_argument("--stop-at", type=_positive_int, metavar="STEP",
                        help="stop after this step, checkpointed (continue later with --resume)")
 
@@ -103,20 +146,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, default=Path("results/evaluate.json"))
     evaluate.add_argument("--data-dir", help="MNIST folder (default: $DIFFBENCH_DATA_DIR)")
     evaluate.add_argument("--device", choices=DEVICES, default="auto")
-    evaluate.add_argument("--num-images", type=_positive_int, default=1000,
+    evaluate.add_argument("--num-images", type=_digits, default=1000,
                           help="test digits per system at the main strength (0.3)")
-    evaluate.add_argument("--ddpm-images", type=_positive_int, default=256,
+    evaluate.add_argument("--ddpm-images", type=_digits, default=256,
                           help="test digits for pixel DDPM-1000 at the main strength")
-    evaluate.add_argument("--sweep-images", type=_positive_int, default=128,
+    evaluate.add_argument("--sweep-images", type=_digits, default=128,
                           help="test digits per system at the other strengths")
-    evaluate.add_argument("--sweep-ddpm-images", type=_positive_int, default=32)
+    evaluate.add_argument("--sweep-ddpm-images", type=_digits, default=32)
     evaluate.add_argument("--sweep", type=float, nargs="+", default=[0.1, 0.3, 0.5, 0.7, 0.9],
                           metavar="S", help="strengths of the sweep (default 0.1 0.3 0.5 0.7 0.9)")
-    evaluate.add_argument("--generation-samples", type=_positive_int, default=1000)
+    evaluate.add_argument("--generation-samples", type=_samples, default=1000)
     evaluate.add_argument("--seed", type=_seed, default=0)
     evaluate.add_argument("--samplers", nargs="+", choices=list(SAMPLERS), metavar="NAME",
                           help=f"samplers to evaluate in each space (default: all: "
                                f"{' '.join(SAMPLERS)})")
+    _overwrite(evaluate, "an existing --out file")
     evaluate.add_argument("--update-cards", action="store_true",
                           help="write the numbers into the model cards beside the checkpoints")
 
@@ -128,12 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the classifiers and pixel UNet to compare against")
     shapes.add_argument("--out", type=Path, default=Path("results/latent_shapes.md"),
                         help="Markdown table; the .png plot and .json numbers go beside it")
-    shapes.add_argument("--num-images", type=_positive_int, default=512)
+    shapes.add_argument("--num-images", type=_digits, default=512)
     shapes.add_argument("--rounds", type=_positive_int, default=7,
                         help="timed calls per system (batch 64)")
     shapes.add_argument("--data-dir", help="MNIST folder (default: $DIFFBENCH_DATA_DIR)")
     shapes.add_argument("--device", choices=DEVICES, default="auto")
     shapes.add_argument("--seed", type=_seed, default=0)
+    _overwrite(shapes, "an existing --out table and the .png and .json beside it")
 
     compare = commands.add_parser(
         "compare", help="the image-to-image benchmark: grid, table, plots, MLflow run"
@@ -147,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="noise strength in (0, 1]; repeatable (default: 0.3 and 0.5)")
     compare.add_argument("--steps", type=_positive_int,
                          help="step count of the few-step systems (DDIM, plug-ins)")
-    compare.add_argument("--num-images", type=_positive_int, help="test digits scored per run")
+    compare.add_argument("--num-images", type=_digits, help="test digits scored per run")
     compare.add_argument("--device", choices=DEVICES)
     compare.add_argument("--compile", choices=COMPILE_MODES,
                          help="torch.compile the networks, or capture each call as one CUDA "
@@ -168,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--resume", action="store_true",
                          help="continue the run in --out: keep the rows in its results.jsonl, "
                               "measure the rest (the config must be the same)")
+    _overwrite(compare, "an earlier run in --out (its results.jsonl and rows)")
 
     report = commands.add_parser(
         "report", help="rebuild results.json, results.md, the grid and plots from a run's "
@@ -181,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     merge = commands.add_parser("merge", help="join the shards of one comparison")
     merge.add_argument("shards", type=Path, nargs="+", metavar="DIR", help="shard folders")
-    merge.add_argument("--out", type=Path, required=True, help="the merged output folder")
+    merge.add_argument("--out", type=Path, required=True,
+                       help="the merged output folder (not a shard; e.g. the shards' parent)")
+    _overwrite(merge, "an earlier merge in --out")
 
     ab = commands.add_parser(
         "ab", help="base against head, speed and fidelity, in one job: the regression gate "
@@ -254,7 +302,7 @@ def _history(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
-def _compare(args: argparse.Namespace) -> None:
+def _compare(args: argparse.Namespace) -> int:
     from diffbench.compare import run_compare
     from diffbench.config import load_compare_config
 
@@ -268,20 +316,27 @@ def _compare(args: argparse.Namespace) -> None:
 
     shard = parse_shard(args.shard) if args.shard else shard_from_env(os.environ)
     try:
-        run_compare(config, resume=args.resume, shard=shard,
-                    shared_machine=shard is not None and shares_machine(os.environ))
+        results = run_compare(config, resume=args.resume, shard=shard, overwrite=args.overwrite,
+                              shared_machine=shard is not None and shares_machine(os.environ))
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"interrupted (SIGINT); the rows measured are in "
                                 f"{config.out}/results.jsonl: continue with --resume, or "
                                 f"`diffbench report {config.out}` for their tables") from None
     print(f"wrote {config.out}/results.jsonl, results.json, results.md, i2i_comparison.png, "
           f"pareto.png")
+    failed = [f"{r['name']} at strength {r['strength']:g} ({r['failure']})"
+              for r in results if r.get("failure")]
+    if failed:
+        _error(f"{len(failed)} system(s) failed and stopped: {'; '.join(failed)}; the other "
+               f"systems' rows are complete (see results.md)")
+        return 1
+    return 0
 
 
 def _merge(args: argparse.Namespace) -> None:
     from diffbench.compare import merge
 
-    results, files = merge(args.shards, args.out)
+    results, files = merge(args.shards, args.out, overwrite=args.overwrite)
     print(f"{len(results)} rows from {len(args.shards)} shards; wrote "
           f"{', '.join(str(f) for f in files)}")
 
@@ -298,9 +353,11 @@ def _evaluate(args: argparse.Namespace) -> None:
     from diffbench.checkpoints import check_writable_dir, load_model, require_checkpoints
     from diffbench.evaluate import evaluate, write_report
     device = str(resolve_device(args.device))
+    _check_strengths(tuple(args.sweep), "--sweep")
     args.checkpoints = args.checkpoints or checkpoints_dir()
     if args.out.is_dir():
         raise UsageError(f"--out {args.out} is a folder; allowed: a file path for the JSON report")
+    refuse_earlier_run(args.out, [args.out], overwrite=args.overwrite)
     check_writable_dir(args.out.parent)
     names = [f"{name}.safetensors" for name in EVALUATE_CHECKPOINTS]
     require_checkpoints(args.checkpoints, names)
@@ -332,6 +389,8 @@ def _shapes(args: argparse.Namespace) -> None:
 
     if args.out.suffix != ".md":
         raise UsageError(f"--out {args.out}: allowed: a .md file path")
+    refuse_earlier_run(args.out, [args.out.with_suffix(s) for s in (".md", ".json", ".png")],
+                       overwrite=args.overwrite)
     check_writable_dir(args.out.parent)
     args.checkpoints = args.checkpoints or checkpoints_dir()
     require_checkpoints(args.checkpoints, ["classifier.safetensors", "pixel.safetensors"])
@@ -352,17 +411,16 @@ def _train(args: argparse.Namespace) -> None:
         args.kind, args.config, args.overrides, steps=args.steps, batch_size=args.batch_size,
         out=args.out, data_dir=args.data_dir, device=args.device, seed=args.seed,
     )
-    train(config, resume=args.resume, stop_at=args.stop_at, command=args.command_line)
+    train(config, resume=args.resume, stop_at=args.stop_at, command=args.command_line,
+          overwrite=args.overwrite)
 
 
 def _demo(args: argparse.Namespace) -> None:
     from diffbench.checkpoints import check_writable_dir
     from diffbench.demo import run_demo
-    from diffbench.sampling import DEFAULT_STEPS, img2img_num_steps
 
     strengths = tuple(args.strength or (0.3, 0.5))
-    for strength in strengths:  # DDIM-50 and DDPM-1000 must each take a step
-        img2img_num_steps(DEFAULT_STEPS, strength)
+    _check_strengths(strengths)
     check_writable_dir(args.out)
     results = run_demo(
         args.out,

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -42,44 +43,41 @@ from diffbench.checkpoints import (
     check_writable_dir,
     checkpoint_sha256,
     require_checkpoints,
-    write_atomic_text,
 )
 from diffbench.config import CompareConfig, SystemConfig, validate
 from diffbench.errors import InputError
-from diffbench.feature_distance import FrechetReference
 from diffbench.information import match_information, strength_for_timestep
 from diffbench.metrics import NOISY_CLASSIFIERS, Judge
-from diffbench.nfe import fewest_nfe, fewest_nfe_markdown
-from diffbench.report import (
-    GridBlock,
-    markdown_table,
-    plot_nfe,
-    plot_pareto,
-    plot_strength,
-    render_grid,
-    sweeps_nfe,
+from diffbench.outputs import publish, staging_dir
+from diffbench.results_files import (
+    FRECHET_REFERENCE,
+    GRID_INPUTS,
+    write_reports,
 )
-from diffbench.row import FIELDS, METRICS, PARAMS, make_row, settings_fields, upgrade
+from diffbench.results_files import results_markdown as results_markdown  # they lived here:
+from diffbench.results_files import write_results as write_results  # still importable from here
+from diffbench.row import FIELDS, METRICS, PARAMS, make_row, settings_fields
 from diffbench.rowstore import (
     RowStore,
     first_difference,
-    per_digit_scores,
     per_digit_tensors,
     row_key,
 )
 from diffbench.runtime import resolve_device
 from diffbench.sampling import exact_start
-from diffbench.scoring import Digits, load_digits, measure_latency, noised_inputs, score_system
+from diffbench.scoring import (
+    Digits,
+    NonFiniteOutput,
+    load_digits,
+    measure_latency,
+    noised_inputs,
+    score_system,
+    what_ran,
+)
 from diffbench.shards import Neighbours, assign, shard_dir
 from diffbench.system import System, check_system, compile_seconds
 from diffbench.tracking import start_run
 from diffbench.translate import Translator
-from diffbench.versus import attach_paired
-
-GRID_INPUTS = "grid_inputs"
-FRECHET_REFERENCE = "frechet_reference"
-"""The run's Frechet reference on its principal components (mean, cov), for paired figures."""
-"""The row store's extra tensors: the grid's source and noised columns."""
 
 
 def checkpoint_files(config: CompareConfig) -> list[str]:
@@ -104,14 +102,16 @@ class _PythonRun(CompareConfig):
     systems: list[SystemConfig] = Field(default_factory=list)
 
 
-def run(systems: Sequence[System | dict[str, Any]], **settings: Any) -> list[dict[str, Any]]:
+def run(systems: Sequence[System | dict[str, Any]], overwrite: bool = False,
+        **settings: Any) -> list[dict[str, Any]]:
     """The comparison from Python: ``systems`` are System objects (a Translator, the peer,
     your own) or config mappings (``{"space": "pixel", "sampler": "mypkg.samplers:Euler"}``);
-    ``settings`` are other compare config keys (``out``, ``strengths``, ``num_images``, ...)."""
+    ``settings`` are other compare config keys (``out``, ``strengths``, ``num_images``, ...);
+    ``overwrite`` replaces an earlier run in ``out`` (else it is refused)."""
     mappings = [s for s in systems if isinstance(s, dict)]
     objects = [s for s in systems if not isinstance(s, dict)]
     config = validate(_PythonRun, {**settings, "systems": mappings})
-    return run_compare(config, objects)
+    return run_compare(config, objects, overwrite=overwrite)
 
 
 def run_compare(
@@ -120,17 +120,22 @@ def run_compare(
     resume: bool = False,
     shard: tuple[int, int] | None = None,
     shared_machine: bool = False,
+    overwrite: bool = False,
 ) -> list[dict[str, Any]]:
     """Run the comparison of the config's systems, then ``systems`` (any System objects), and
     write results.json, results.md, i2i_comparison.png, pareto.png (and fidelity_vs_strength.png
     for several strengths) into ``config.out``; log to MLflow. Every row reaches
     ``results.jsonl`` as it is measured (:mod:`diffbench.rowstore`); with ``resume`` the rows
-    already there are kept and not rerun. With ``shard=(I, N)`` only shard I's systems run,
-    into ``<out>/shard-I-of-N`` (:mod:`diffbench.shards`; ``shared_machine`` flags its rows'
-    timings as taken beside other shards: set by the caller for torchrun, and for any row
-    measured while another shard of the run was alive on this host)."""
+    already there are kept and not rerun, with ``overwrite`` an earlier run there is replaced,
+    and with neither a folder holding an earlier run is refused. With ``shard=(I, N)`` only
+    shard I's systems run, into ``<out>/shard-I-of-N`` (:mod:`diffbench.shards`;
+    ``shared_machine`` flags its rows' timings as taken beside other shards: set by the caller
+    for torchrun, and for any row measured while another shard of the run was alive on this
+    host)."""
     device = resolve_device(config.device)
     check_writable_dir(config.out)
+    out = shard_dir(config.out, shard) if shard is not None else Path(config.out)
+    RowStore.claim(out, resume, overwrite)  # before any work, not after it
     names = checkpoint_files(config)
     require_checkpoints(config.checkpoints, names)
     judge = Judge.from_checkpoints(config.checkpoints, device)
@@ -156,12 +161,12 @@ def run_compare(
     counts += [config.num_images] * (len(systems) - len(counts))  # System objects: the default
     digits = load_digits(judge, max(*counts, config.grid_images), config.data_dir)
     indexed = list(enumerate(systems))
-    out, run_facts = Path(config.out), {"checkpoint_sha256": all_hashes}
+    run_facts = {"checkpoint_sha256": all_hashes}
     if shard is not None:
         owner = assign([expected_cost(s, config, n) for s, n in zip(systems, counts)], shard[1])
         indexed = [(k, s) for k, s in indexed if owner[k] == shard[0]]
-        out, run_facts["shard"] = shard_dir(config.out, shard), list(shard)
-    store = RowStore.open(out, {**config.model_dump(), **run_facts}, resume)
+        run_facts["shard"] = list(shard)
+    store = RowStore.open(out, {**config.model_dump(), **run_facts}, resume, overwrite)
     if not indexed:
         print(f"shard {shard[0]}/{shard[1]} has no system to run: {len(systems)} systems")
         return []
@@ -198,11 +203,19 @@ def run_compare(
 
         def measured(system: System, strength: float, view: str, extra: dict[str, Any]):
             def measure():
-                row, outputs, scores = measure_row(system, judge, digits, strength, config, count,
-                                                   view)
+                try:
+                    row, outputs, scores = measure_row(system, judge, digits, strength, config,
+                                                       count, view)
+                except NonFiniteOutput as failure:  # the row records it; the system stops
+                    print(f"{system.name:>14}: stopped: {failure}")
+                    return ({"view": view, **what_ran(system, strength, count),
+                             **failure.fields(), **extra, **facts}, {})
                 return ({**row, **extra, **facts},
                         {"outputs": outputs[: config.grid_images], **per_digit_tensors(scores)})
             return measure
+
+        def failed(index: int) -> bool:
+            return bool(store.row(index).get("failure"))
 
         for system_index, system in indexed:
             used = ("classifier.safetensors", f"{NOISY_CLASSIFIERS[system.space]}.safetensors")
@@ -217,6 +230,10 @@ def run_compare(
             for strength in config.strengths:
                 own[strength] = add({**identity, "view": "equal_strength", "strength": strength},
                                     measured(system, strength, "equal_strength", {}))
+                if failed(own[strength]):
+                    break
+            if any(map(failed, own.values())):
+                continue  # a failed system is not measured further
             if config.match_information is not None:
                 matched = match_information(system, judge, digits.first(count),
                                             config.match_information, config.seed)
@@ -224,9 +241,11 @@ def run_compare(
                     print(f"{system.name:>14}: its noised accuracy never equals "
                           f"{config.match_information:g} on the start-timestep grid; no "
                           f"equal-information row")
-                else:
-                    add({**identity, "view": "equal_information", "strength": matched["strength"]},
-                        measured(system, matched["strength"], "equal_information", matched))
+                elif failed(add({**identity, "view": "equal_information",
+                                 "strength": matched["strength"]},
+                                measured(system, matched["strength"], "equal_information",
+                                         matched))):
+                    continue
             if config.match_snr:
                 for strength in config.strengths:
                     t = exact_start(1000, strength)  # the VP start; T = 1000 for every network
@@ -237,9 +256,9 @@ def run_compare(
                         add({**identity, "view": "equal_snr", "strength": at},
                             lambda i=i, snr=snr: ({**store.row(i), "view": "equal_snr", **snr},
                                                   store.tensors(i)))
-                    else:
-                        add({**identity, "view": "equal_snr", "strength": at},
-                            measured(system, at, "equal_snr", snr))
+                    elif failed(add({**identity, "view": "equal_snr", "strength": at},
+                                    measured(system, at, "equal_snr", snr))):
+                        break
         bar.close()
         results, files = write_reports(store)
         for path in files:
@@ -260,10 +279,15 @@ def expected_cost(system: System, config: CompareConfig, num_images: int) -> flo
     return views * num_images * sum(system.plan(s).nfe for s in config.strengths)
 
 
-def merge(dirs: Sequence[str | Path], out: str | Path) -> tuple[list[dict[str, Any]], list[Path]]:
+def merge(dirs: Sequence[str | Path], out: str | Path,
+          overwrite: bool = False) -> tuple[list[dict[str, Any]], list[Path]]:
     """Join the shards of one comparison (``diffbench merge``) into ``out``, rows in the
     comparison's system order, then its reports; shards of different runs (config, seed,
-    digits or checkpoints) or a missing or repeated shard are refused, naming the difference."""
+    digits or checkpoints) or a missing or repeated shard are refused, naming the difference.
+    ``out`` may not be (inside) a shard; an earlier run there is replaced only with
+    ``overwrite``. The merge is built in a staging folder and moved into ``out`` when done."""
+    check_merge_target(dirs, out)
+    RowStore.claim(out, overwrite=overwrite, resumable=False)
     stores = [RowStore.read(d) for d in dirs]
     runs = [store.run() for store in stores]
     base = {k: v for k, v in runs[0].items() if k != "shard"}
@@ -279,17 +303,34 @@ def merge(dirs: Sequence[str | Path], out: str | Path) -> tuple[list[dict[str, A
     if found != list(range(count)) or any(run["shard"][1] != count for run in runs):
         given = ", ".join(f"{run['shard'][0]}/{run['shard'][1]}" for run in runs)
         raise InputError(f"merge needs shards 0..{count - 1} of {count} once each, got {given}")
-    merged = RowStore.open(out, base, resume=False)
-    order = sorted((row["system_index"], position, i)
-                   for position, store in enumerate(stores)
-                   for i, row in enumerate(store.rows()))
-    for _, position, i in order:
-        merged.append(stores[position].row(i), stores[position].tensors(i))
-    first = min(range(len(stores)), key=lambda p: min(
-        (r["system_index"] for r in stores[p].rows()), default=len(order) + 1))
-    for extra in (GRID_INPUTS, FRECHET_REFERENCE):
-        merged.save_extra(extra, *stores[first].load_extra(extra))
-    return write_reports(merged)
+    staged = staging_dir(out)
+    try:
+        merged = RowStore.open(staged, base, resume=False)
+        order = sorted((row["system_index"], position, i)
+                       for position, store in enumerate(stores)
+                       for i, row in enumerate(store.rows()))
+        for _, position, i in order:
+            merged.append(stores[position].row(i), stores[position].tensors(i))
+        first = min(range(len(stores)), key=lambda p: min(
+            (r["system_index"] for r in stores[p].rows()), default=len(order) + 1))
+        for extra in (GRID_INPUTS, FRECHET_REFERENCE):
+            merged.save_extra(extra, *stores[first].load_extra(extra))
+        results, files = write_reports(merged)
+        publish(staged, out)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)  # a failed merge leaves nothing behind
+    return results, [Path(out) / path.relative_to(staged) for path in files]
+
+
+def check_merge_target(dirs: Sequence[str | Path], out: str | Path) -> None:
+    """Refuse an ``out`` that is one of the shards ``dirs`` or inside one (it would be
+    written over what it reads)."""
+    target = Path(out).resolve()
+    for directory in dirs:
+        source = Path(directory).resolve()
+        if target == source or target.is_relative_to(source):
+            raise InputError(f"--out {out} is the shard {directory} or inside it; allowed: a "
+                             f"folder outside every shard (e.g. the shards' parent)")
 
 
 def save_grid_inputs(store: RowStore, sources: torch.Tensor, system: System,
@@ -303,38 +344,6 @@ def save_grid_inputs(store: RowStore, sources: torch.Tensor, system: System,
         tensors[key] = noised_inputs(system, sources, strength, config.seed)
         titles[key] = f"noised t={system.plan(strength).start_timestep}"
     store.save_extra(GRID_INPUTS, tensors, titles)
-
-
-def write_reports(
-    store: RowStore, reference: str | None = None, out: str | Path | None = None
-) -> tuple[list[dict[str, Any]], list[Path]]:
-    """results.json, results.md, the grid and the plots, rebuilt from the rows on disk (of a
-    finished, partial or killed run) into ``out`` (default: the run's folder), with the paired
-    figures against ``reference`` (default: the run's)."""
-    run = store.run()
-    results = [upgrade(row) for row in store.rows()]
-    tensors = [store.tensors(i) for i in range(len(results))]  # each row's file, read once
-    per_digit = [per_digit_scores(t) for t in tensors]
-    moments, _ = store.load_extra(FRECHET_REFERENCE)
-    frechet = FrechetReference(moments["mean"], moments["cov"]) if moments else None
-    attach_paired(results, per_digit, reference or run.get("reference", "DDIM-50"),
-                  run.get("seed", 0), frechet)
-    results = [make_row(**row) for row in results]  # the paired figures checked too
-    inputs, titles = store.load_extra(GRID_INPUTS)
-    blocks = []
-    for strength in run["strengths"]:
-        key = f"noised_{strength:g}"
-        rows = [i for i, r in enumerate(results)
-                if r["view"] == "equal_strength" and r["strength"] == strength]
-        if key not in inputs or not rows:
-            continue
-        blocks.append(GridBlock(
-            title=f"strength {strength:g}",
-            labels=["source", titles[key], *(results[i]["name"] for i in rows)],
-            columns=[inputs["sources"], inputs[key],
-                     *(tensors[i]["outputs"] for i in rows)],
-        ))
-    return results, write_results(Path(out or store.out), run["strengths"], results, blocks)
 
 
 def measure_row(
@@ -363,55 +372,13 @@ def measure_row(
 
 
 def print_row(row: dict[str, Any]) -> None:
+    if row.get("failure"):
+        return  # said when it happened
     lo, hi = row["preservation_ci95"]
     print(f"{row['name']:>14} strength {row['strength']:.3g} (t={row['start_timestep']}): "
           f"{row['sec_per_image']:.4f} s/image, mse {row['mse']:.4f}, preservation "
           f"{row['preservation']:.3f} [{lo:.3f}, {hi:.3f}] (noised accuracy "
           f"{row['noised_accuracy']:.3f})")
-
-
-def write_results(
-    out: Path, strengths: list[float], results: list[dict[str, Any]], blocks: list[GridBlock]
-) -> list[Path]:
-    """The files of a comparison, each written atomically or whole."""
-    out.mkdir(parents=True, exist_ok=True)
-    files = [
-        write_atomic_text(out / "results.json", json.dumps(results, indent=2) + "\n"),
-        write_atomic_text(out / "results.md", results_markdown(results)),
-        out / "pareto.png",
-    ]
-    plot_pareto(results, files[2])
-    if blocks:
-        files.append(out / "i2i_comparison.png")
-        render_grid(blocks, files[-1])
-    if len(strengths) > 1:
-        files.append(out / "fidelity_vs_strength.png")
-        plot_strength([r for r in results if r["view"] == "equal_strength"], files[-1])
-    for view, name in (("equal_strength", "fidelity_vs_nfe.png"),
-                       ("equal_snr", "fidelity_vs_nfe_equal_snr.png")):
-        rows = [r for r in results if r["view"] == view]
-        if rows and sweeps_nfe(rows):
-            files.append(out / name)
-            plot_nfe(rows, files[-1])
-    return files
-
-
-def results_markdown(results: list[dict[str, Any]]) -> str:
-    """The equal-strength table, then (when there are any) the equal-information one."""
-    text = markdown_table([r for r in results if r["view"] == "equal_strength"])
-    if sweeps_nfe(results):
-        text += "\n" + fewest_nfe_markdown(fewest_nfe(results))
-    matched = [r for r in results if r["view"] == "equal_information"]
-    if matched:
-        text += (f"\n## Equal information: noised accuracy {matched[0]['match_information']:g} "
-                 f"in each system's own space\n\n" + markdown_table(matched))
-    same_snr = [r for r in results if r["view"] == "equal_snr"]
-    if same_snr:
-        text += ("\n## Equal SNR: each system where its input is as noisy as a VP input at "
-                 "t = int(strength * 1000) - 1\n\n" + markdown_table(same_snr))
-        if sweeps_nfe(same_snr):
-            text += "\n" + fewest_nfe_markdown(fewest_nfe(results, view="equal_snr"))
-    return text
 
 
 def log_row(run: Any, config: CompareConfig, row: dict[str, Any]) -> None:

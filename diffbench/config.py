@@ -8,14 +8,26 @@ naming the key, the value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import re
+import reprlib
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
+from diffbench import yamlfile
+from diffbench.data import MAX_SCORED_DIGITS
 from diffbench.errors import InputError
 from diffbench.models import ClassifierConfig, PeerConfig, UNetConfig, VAEConfig
 from diffbench.plugins import is_spec
@@ -34,7 +46,15 @@ MODEL_CONFIGS = {
 }
 """Model kinds `diffbench train` trains -> their model's config dataclass."""
 KINDS = tuple(MODEL_CONFIGS)
-_FINITE = ConfigDict(allow_inf_nan=False)
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+"""A checkpoint name: a file stem that stays inside the output folder."""
+_FINITE = ConfigDict(allow_inf_nan=False, strict=True)
+Int = Annotated[int, Strict()]
+"""An integer field: ``true`` or ``3.0`` is not an int (YAML's ``steps: true`` is a mistake)."""
+Float = Annotated[float, Strict()]
+"""A number field: an int or a float, never a bool or a string."""
+Bool = Annotated[bool, Strict()]
+"""A switch: ``true`` or ``false``, never ``1`` or ``"yes"``."""
 # What parsing YAML text can raise: its own errors, and e.g. ValueError for the date 2024-13-45.
 _YAML_ERRORS = (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError)
 
@@ -51,7 +71,7 @@ class ScheduleConfig(_Strict):
     """The forward process (see :class:`diffbench.schedule.NoiseSchedule`)."""
 
     name: Literal["linear", "scaled_linear", "cosine"] = "linear"
-    num_timesteps: int = Field(1000, ge=1)
+    num_timesteps: Int = Field(1000, ge=1)
 
 
 class TrainConfig(_Strict):
@@ -59,15 +79,15 @@ class TrainConfig(_Strict):
 
     kind: Literal[KINDS]
     name: str | None = Field(None, description="checkpoint file stem; default: the kind")
-    steps: int = Field(ge=1, description="optimizer steps (per process under DDP)")
-    batch_size: int = Field(128, ge=1, description="images per step and process")
-    lr: float = Field(2e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_steps: int = Field(100, ge=0)
-    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine decay floor, times lr")
-    grad_clip: float = Field(1.0, gt=0)
-    ema_decay: float = Field(0.999, ge=0, lt=1, description="diffusion models only")
-    min_snr_gamma: float | None = Field(
+    steps: Int = Field(ge=1, description="optimizer steps (per process under DDP)")
+    batch_size: Int = Field(128, ge=1, description="images per step and process")
+    lr: Float = Field(2e-3, gt=0)
+    weight_decay: Float = Field(0.0, ge=0)
+    warmup_steps: Int = Field(100, ge=0)
+    min_lr_ratio: Float = Field(0.1, ge=0, le=1, description="cosine decay floor, times lr")
+    grad_clip: Float = Field(1.0, gt=0)
+    ema_decay: Float = Field(0.999, ge=0, lt=1, description="diffusion models only")
+    min_snr_gamma: Float | None = Field(
         None, gt=0, description="diffusion models: weight each example's noise-prediction loss "
         "by min(SNR_t, gamma) / SNR_t (Min-SNR, Hang et al. 2023); null: the simple DDPM loss"
     )
@@ -76,39 +96,49 @@ class TrainConfig(_Strict):
         "loss), v (Salimans & Ho 2022) or flow (rectified flow's velocity eps - x0, sigma drawn "
         "from SD3's logit-normal density)"
     )
-    logit_mean: float = Field(0.0, description="flow: mean of logit(sigma) (SD3: 0)")
-    logit_std: float = Field(1.0, gt=0, description="flow: std of logit(sigma) (SD3: 1)")
-    time_budget_s: float | None = Field(
+    logit_mean: Float = Field(0.0, description="flow: mean of logit(sigma) (SD3: 0)")
+    logit_std: Float = Field(1.0, gt=0, description="flow: std of logit(sigma) (SD3: 1)")
+    time_budget_s: Float | None = Field(
         None, gt=0, description="also stop once this many seconds of training have run"
     )
-    cpu_budget_s: float | None = Field(
+    cpu_budget_s: Float | None = Field(
         None, gt=0, description="train until the steps have used this many CPU-seconds (all "
         "threads, time.process_time); the learning-rate schedule follows the budget's progress, "
         "so it completes whether the budget or `steps` ends the run (a CPU measure: on CUDA use "
         "time_budget_s)"
     )
-    threads: int | None = Field(
+    threads: Int | None = Field(
         None, ge=1, description="torch CPU threads for this run (null: torch's default)"
     )
-    checkpoint_every: int = Field(500, ge=1)
-    log_every: int = Field(25, ge=1)
-    seed: int = Field(0, ge=0, le=MAX_SEED)
+    checkpoint_every: Int = Field(500, ge=1)
+    log_every: Int = Field(25, ge=1)
+    seed: Int = Field(0, ge=0, le=MAX_SEED)
     device: Literal[DEVICES] = "auto"
     data_dir: str | None = None
     out: str = "runs"
-    train_images: int | None = Field(None, ge=1, description="first N training images; all if null")
+    train_images: Int | None = Field(None, ge=1, description="first N training images; all if null")
     experiment: str = "diffbench-train"
     schedule: ScheduleConfig = ScheduleConfig()
     model: dict[str, Any] = {}
     # Kind-specific settings.
     vae_checkpoint: str | None = Field(None, description="latent: the trained VAE to encode with")
-    kl_weight: float = Field(1e-4, ge=0, description="vae: weight of the KL term")
-    noise_max_timestep: int | None = Field(
+    kl_weight: Float = Field(1e-4, ge=0, description="vae: weight of the KL term")
+    noise_max_timestep: Int | None = Field(
         None, ge=1, description="classifier: train on x_t with t < this (needs noise_aware)"
     )
     space: Literal[SPACES] = Field(
         "pixel", description="classifier: classify digits (pixel) or the VAE's latents (latent)"
     )
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        """A file stem inside ``out``: no folder part, no ``..``, no leading dot."""
+        if value is not None and not NAME_PATTERN.fullmatch(value):
+            raise PydanticCustomError(
+                "name_error", "a checkpoint name is letters, digits, '.', '_' and '-', not "
+                "starting with '.' (it names files inside out)", {})
+        return value
 
     def build_model_config(self) -> Any:
         """The model's dataclass config built from ``model``, each value checked against its
@@ -124,7 +154,8 @@ class TrainConfig(_Strict):
         values = {}
         for key, value in self.model.items():
             try:
-                values[key] = TypeAdapter(hints[key], config=_FINITE).validate_python(value)
+                check = TypeAdapter(hints[key], config=_FINITE)
+                values[key] = check.validate_python(_tuples(value))
             except ValidationError as error:
                 raise ConfigError(
                     f"model.{key}: {error.errors()[0]['msg']} (got {_short(value)}); "
@@ -139,8 +170,8 @@ class SystemConfig(_Strict):
 
     space: Literal[SPACES]
     sampler: str = Field(description="a registered sampler or 'package.module:Name'")
-    steps: int | None = Field(None, ge=1, description="null: 1000 for DDPM, 50 otherwise")
-    eta: float = Field(0.0, ge=0, le=1)
+    steps: Int | None = Field(None, ge=1, description="null: 1000 for DDPM, 50 otherwise")
+    eta: Float = Field(0.0, ge=0, le=1)
     spacing: Literal[SPACINGS] | None = Field(
         None, description="timestep spacing: leading, trailing or linspace; null: the sampler's "
         "default (leading for DDPM and DDIM, trailing for the solvers, linspace for flow)")
@@ -149,12 +180,12 @@ class SystemConfig(_Strict):
         "rectified-flow siblings, pixel_flow / latent_flow); with flow, euler, heun and "
         "dpmsolver++ run their flow versions"
     )
-    shift: float = Field(1.0, gt=0, description="flow samplers: SD3's timestep shift (SD3: 3)")
+    shift: Float = Field(1.0, gt=0, description="flow samplers: SD3's timestep shift (SD3: 3)")
     name: str | None = Field(None, description="its name in the results; null: e.g. DDIM-50")
-    num_images: int | None = Field(
-        None, ge=1, description="digits this system scores, at most the comparison's "
-        "num_images; null: num_images (fewer for a slow system: its intervals widen, and it is "
-        "paired with its reference on the digits both scored)")
+    num_images: Int | None = Field(
+        None, ge=1, le=MAX_SCORED_DIGITS, description="digits this system scores, at most the "
+        "comparison's num_images; null: num_images (fewer for a slow system: its intervals "
+        "widen, and it is paired with its reference on the digits both scored)")
     model: str | None = Field(
         None, description="'package.module:factory' returning an nn.Module model(x_t, t) -> eps; "
         "null: the space's checkpoint"
@@ -195,29 +226,31 @@ class CompareConfig(_Strict):
                              description="default: the shipped ones (diffbench.resources)")
     out: str = "results"
     systems: list[SystemConfig] = Field(min_length=1)
-    strengths: list[Annotated[float, Field(gt=0, le=1)]] = Field([0.3, 0.5], min_length=1)
-    num_images: int = Field(64, ge=1, description="test digits scored per system and strength")
-    grid_images: int = Field(8, ge=1, description="rows of the comparison grid")
-    timing_batch: int = Field(8, ge=1, description="images per timed call")
-    repeats: int = Field(3, ge=1, description="timed calls per system and strength")
-    warmup: int = Field(1, ge=0, description="untimed calls per system and strength before "
+    strengths: list[Annotated[Float, Field(gt=0, le=1)]] = Field([0.3, 0.5], min_length=1)
+    num_images: Int = Field(64, ge=1, le=MAX_SCORED_DIGITS, description="test digits scored per "
+                            "system and strength (the rest are the Frechet and KID reference)")
+    grid_images: Int = Field(8, ge=1, le=MAX_SCORED_DIGITS, description="rows of the comparison "
+                             "grid")
+    timing_batch: Int = Field(8, ge=1, le=MAX_SCORED_DIGITS, description="images per timed call")
+    repeats: Int = Field(3, ge=1, description="timed calls per system and strength")
+    warmup: Int = Field(1, ge=0, description="untimed calls per system and strength before "
                                              "timing")
-    match_information: float | None = Field(
+    match_information: Float | None = Field(
         None, gt=0, lt=1, description="also compare each system at the strength where its own "
         "space's noised accuracy equals this (null: equal strengths only)")
     reference: str = Field(
         "DDIM-50", description="the system every row is paired against on the same digits "
         "(its name in pixel space; LDM- + it in latent space): results gain the paired MSE and "
         "preservation differences with 95% intervals")
-    match_snr: bool = Field(
+    match_snr: Bool = Field(
         False, description="also compare each system, per strength, at the strength whose start "
         "has the signal-to-noise ratio of the VP start t = int(strength * 1000) - 1 (flow "
         "inputs are far less noisy than VP ones at equal strength)")
-    seed: int = Field(0, ge=0, le=MAX_SEED)
+    seed: Int = Field(0, ge=0, le=MAX_SEED)
     device: Literal[DEVICES] = "auto"
     compile: Literal[COMPILE_MODES] | None = Field(None, description="null: eager")
     noise_device: Literal[NOISE_DEVICES] = "device"
-    tf32: bool = Field(False, description="TF32 matmuls and convolutions (CUDA only)")
+    tf32: Bool = Field(False, description="TF32 matmuls and convolutions (CUDA only)")
     data_dir: str | None = None
     experiment: str = "diffbench-compare"
 
@@ -232,7 +265,7 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
     if not sep or not key.strip():
         raise ConfigError(f"--set expects key=value, got {assignment!r}")
     try:
-        value = yaml.safe_load(text)
+        value = yamlfile.load(text)
     except _YAML_ERRORS as error:
         raise ConfigError(
             f"--set {assignment!r}: value is not valid YAML ({_yaml_problem(error)})"
@@ -268,7 +301,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; allowed: a YAML file of config keys")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yamlfile.load(path.read_text(encoding="utf-8")) or {}
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"config file {path} cannot be read as UTF-8 text: {error}") from None
     except _YAML_ERRORS as error:
@@ -291,9 +324,19 @@ def _yaml_problem(error: Exception) -> str:
     return " ".join(f"{problem}{where}".split())
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 100, 100
+
+
 def _short(value: Any, limit: int = 120) -> str:
-    text = repr(value)
+    """A repr of ``value`` cut to ``limit`` characters, built without expanding all of it."""
+    text = _REPR.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _tuples(value: Any) -> Any:
+    """``value`` with its YAML lists as tuples (what a model config's sequence fields are)."""
+    return tuple(map(_tuples, value)) if isinstance(value, list) else value
 
 
 def _type_name(hint: Any) -> str:

@@ -132,6 +132,14 @@ class ResultRow(BaseModel):
         "(timestep, noised accuracy) points the match was read from", role="fact")
     match_snr_of_strength: float | None = _field(
         "an equal-SNR row: the strength whose VP start's SNR it matches", role="param")
+    # a system stopped by a failure (diffbench.scoring.NonFiniteOutput): no figures
+    failure: str | None = _field("why this system stopped here (e.g. non-finite output); its "
+                                 "later rows were not measured", role="fact")
+    failure_step: int | None = _field("the first sampler step (0-based) whose state went "
+                                      "non-finite (None: not traceable, or after the last step)",
+                                      "step", role="fact")
+    failure_digits: list[int] | None = _field("the test digits (indices) whose outputs were "
+                                              "non-finite", role="fact")
     # paired against the row's reference (diffbench.versus)
     vs_reference: str | None = _field("the system this row is paired against", role="fact")
     vs_reference_images: int | None = _field("digits the paired figures are on (both rows "

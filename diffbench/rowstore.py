@@ -23,13 +23,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from pydantic import ValidationError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from diffbench.errors import InputError
+from diffbench.outputs import refuse_earlier_run
+from diffbench.row import make_row
 
 RUN_FILE, ROWS_FILE, TENSORS_DIR = "run.json", "results.jsonl", "rows"
+REPORT_FILE = "results.json"
+IDENTITY = ("name", "view", "strength", "seed", "num_images")
+"""The fields every stored row has (what :func:`row_key` reads)."""
 NOT_IDENTITY = ("out", "experiment", "grid_images", "device")
 """Config keys that change where or how a comparison reports, not what its rows are."""
 
@@ -79,10 +85,23 @@ class RowStore:
         self.out = Path(out)
         self._rows: list[dict[str, Any]] = []
 
+    @staticmethod
+    def claim(out: str | Path, resume: bool = False, overwrite: bool = False,
+              resumable: bool = True) -> None:
+        """Refuse ``out`` when it holds an earlier run, unless ``resume`` or ``overwrite``
+        (``resumable``: the job offers --resume)."""
+        out = Path(out)
+        refuse_earlier_run(out, [out / name for name in (RUN_FILE, ROWS_FILE, TENSORS_DIR,
+                                                         REPORT_FILE)],
+                           overwrite=overwrite, resume=resume, resumable=resumable)
+
     @classmethod
-    def open(cls, out: str | Path, config: dict[str, Any], resume: bool) -> RowStore:
-        """A store for a run of ``config`` in ``out``: a fresh one (any earlier rows cleared),
-        or with ``resume`` the rows already there, after checking the folder holds this run."""
+    def open(cls, out: str | Path, config: dict[str, Any], resume: bool,
+             overwrite: bool = False) -> RowStore:
+        """A store for a run of ``config`` in ``out``: a fresh one (an earlier run's rows
+        cleared only with ``overwrite``), or with ``resume`` the rows already there, after
+        checking the folder holds this run."""
+        cls.claim(out, resume, overwrite)
         store = cls(out)
         store.out.mkdir(parents=True, exist_ok=True)
         run_path = store.out / RUN_FILE
@@ -110,6 +129,7 @@ class RowStore:
         if not (store.out / RUN_FILE).is_file():
             raise InputError(f"{store.out} holds no {RUN_FILE}; allowed: the output folder of "
                              f"a `diffbench compare` run")
+        store.run()  # a readable run.json, or an error naming it
         store._rows = store.load_rows()
         return store
 
@@ -123,13 +143,15 @@ class RowStore:
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
+                row = json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
                 if number < len(lines):  # a complete line (a newline follows it) is corrupt
                     raise InputError(f"{path}, line {number}: not a JSON row") from None
                 warnings.warn(f"{path}, line {number}: half-written last row dropped "
                               f"(the run was killed while writing it)", TruncatedRowWarning,
                               stacklevel=2)
+                continue
+            rows.append(check_row(row, f"{path}, line {number}"))
         return rows
 
     def _cut_half_written_line(self) -> None:
@@ -155,7 +177,25 @@ class RowStore:
 
     def run(self) -> dict[str, Any]:
         """The run's identity (``run.json``): its config less where and how it reports."""
-        return json.loads((self.out / RUN_FILE).read_text())
+        path = self.out / RUN_FILE
+        try:
+            run = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            run = None
+        if not isinstance(run, dict):
+            raise InputError(f"{path} is not a run's identity (a JSON object); allowed: the "
+                             f"run.json `diffbench compare` writes")
+        return run
+
+    def strengths(self) -> list[float]:
+        """The run's strengths (from ``run.json``), checked to be a list of numbers."""
+        strengths = self.run().get("strengths")
+        if not (isinstance(strengths, list) and all(
+                isinstance(s, int | float) and not isinstance(s, bool) for s in strengths)):
+            raise InputError(f"{self.out / RUN_FILE} has no list of strengths (got "
+                             f"{' '.join(repr(strengths)[:80].split())}); allowed: the run.json "
+                             f"`diffbench compare` writes")
+        return strengths
 
     def save_extra(self, name: str, tensors: dict[str, Tensor], titles: dict[str, str]) -> None:
         """Tensors of the run that belong to no row (the grid's inputs), with string facts."""
@@ -170,9 +210,7 @@ class RowStore:
         path = self.out / TENSORS_DIR / f"{name}.safetensors"
         if not path.is_file():
             return {}, {}
-        with safe_open(str(path), "pt") as file:
-            titles = file.metadata() or {}
-        return load_file(path), titles
+        return _load_tensors(path, lambda file: file.metadata() or {})
 
     def done(self) -> dict[str, int]:
         """Row key -> its index, for the rows on disk."""
@@ -180,7 +218,8 @@ class RowStore:
 
     def tensors(self, index: int) -> dict[str, Tensor]:
         """Row ``index``'s saved tensors (``outputs``: its grid images; per-digit scores)."""
-        return load_file(self.out / TENSORS_DIR / f"{index}.safetensors")
+        tensors, _ = _load_tensors(self.out / TENSORS_DIR / f"{index}.safetensors")
+        return tensors
 
     def append(self, row: dict[str, Any], tensors: dict[str, Tensor]) -> int:
         """Write ``tensors`` (atomically), then ``row`` as one JSONL line, flushed and fsynced
@@ -198,6 +237,38 @@ class RowStore:
             os.fsync(file.fileno())
         self._rows.append(row)
         return index
+
+
+def check_row(row: Any, where: str) -> dict[str, Any]:
+    """``row`` if it is a results row with its identity fields; else an InputError naming
+    ``where``."""
+    allowed = "allowed: rows as `diffbench compare` writes them"
+    if not isinstance(row, dict):
+        raise InputError(f"{where}: a JSON {type(row).__name__}, not a row; {allowed}")
+    missing = [key for key in IDENTITY if row.get(key) is None]
+    if missing:
+        raise InputError(f"{where}: a row without {', '.join(missing)}; {allowed}")
+    try:
+        make_row(**row)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        key = ".".join(map(str, problem["loc"]))
+        got = " ".join(repr(problem.get("input"))[:80].split())
+        raise InputError(f"{where}: {key}: {problem['msg']} (got {got}); {allowed}") from None
+    return row
+
+
+def _load_tensors(path: Path, read=None) -> tuple[dict[str, Tensor], Any]:
+    """A row store's tensor file, and ``read(handle)`` of it; a missing, truncated or corrupt
+    file is an InputError naming it."""
+    try:
+        with safe_open(str(path), "pt") as file:
+            extra = read(file) if read else None
+        return load_file(path), extra
+    except (SafetensorError, OSError) as error:
+        raise InputError(f"{path} cannot be read ({' '.join(str(error).split())}); allowed: "
+                         f"the complete tensor file `diffbench compare` wrote (rerun the "
+                         f"comparison, or restore the file)") from None
 
 
 def _jsonable(value: Any) -> Any:

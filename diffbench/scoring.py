@@ -26,7 +26,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from diffbench.checkpoints import load_model
-from diffbench.data import load_mnist
+from diffbench.data import MAX_SCORED_DIGITS, load_mnist
 from diffbench.feature_distance import FeatureReference
 from diffbench.memory import peak_memory
 from diffbench.metrics import Judge, mse_per_image
@@ -35,8 +35,26 @@ from diffbench.runtime import timed
 from diffbench.stats import bootstrap_mean_interval, percentiles, share_interval
 from diffbench.system import System, generator_for, noised
 
-REFERENCE_SLICE = slice(5000, 10_000)
+REFERENCE_SLICE = slice(MAX_SCORED_DIGITS, 10_000)
 """Test digits whose classifier features are the Frechet distance's and KID's reference."""
+
+
+class NonFiniteOutput(Exception):
+    """A system's output holds NaN or infinity: it stops that system (the CLI exits 1)."""
+
+    exit_status = 1
+
+    def __init__(self, name: str, strength: float, digits: list[int], step: int | None) -> None:
+        self.name, self.strength, self.digits, self.step = name, strength, digits, step
+        where = "its output" if step is None else f"sampler step {step}"
+        shown = ", ".join(map(str, digits[:8])) + (", ..." if len(digits) > 8 else "")
+        super().__init__(f"{name} at strength {strength:g}: non-finite values from {where} on "
+                         f"{len(digits)} digit(s) ({shown})")
+
+    def fields(self) -> dict[str, Any]:
+        """The failure as row fields (:class:`~diffbench.row.ResultRow`)."""
+        return {"failure": "non-finite output", "failure_step": self.step,
+                "failure_digits": self.digits}
 
 
 @dataclass
@@ -71,12 +89,21 @@ def translate(
     progress: bool = False,
 ) -> Tensor:
     """Translate ``images`` in batches; batch i draws from a generator seeded ``seed + i``, so
-    results do not depend on how many batches run before."""
+    results do not depend on how many batches run before. The first batch with a non-finite
+    output raises :class:`NonFiniteOutput` naming its digits and, when the system can say
+    (``nonfinite_step``), the first sampler step that went non-finite."""
     outputs = []
     batches = images.split(batch_size)
     for i, batch in enumerate(tqdm(batches, desc=system.name, disable=not progress)):
         generator = generator_for(system, seed + i)
-        outputs.append(system(batch, strength, generator=generator).cpu())
+        output = system(batch, strength, generator=generator).cpu()
+        bad = ~torch.isfinite(output.flatten(1)).all(1)
+        if bad.any():
+            trace = getattr(system, "nonfinite_step", None)
+            step = trace(batch, strength, generator_for(system, seed + i)) if trace else None
+            digits = (bad.nonzero().flatten() + i * batch_size).tolist()
+            raise NonFiniteOutput(system.name, strength, digits, step)
+        outputs.append(output)
     return torch.cat(outputs)
 
 
@@ -118,27 +145,26 @@ def score_system(
     start = time.perf_counter()
     outputs = translate(system, digits.images, strength, seed, progress=progress)
     seconds = time.perf_counter() - start
-    plan = system.plan(strength)
-    t = plan.start_timestep
     scores, per_digit = judge.measure(outputs, digits.images, digits.labels, digits.reference,
                                       generator=torch.Generator().manual_seed(seed))
+    t = system.plan(strength).start_timestep
     row = make_row(
-        name=system.name,
-        space=system.space,
-        prediction=getattr(system, "prediction", "eps"),
-        sampler=system.sampler_name,
-        steps=system.num_steps,
-        nfe=plan.nfe,
-        strength=strength,
-        start_timestep=t,
-        start_sigma=plan.start_sigma,
-        start_snr=plan.start_snr,
-        num_images=len(outputs),
+        **what_ran(system, strength, len(outputs)),
         **scores,
         **noised_accuracy(system, judge, digits, t, seed),
         scoring_sec_per_image=seconds / len(outputs),
     )
     return row, outputs, per_digit
+
+
+def what_ran(system: System, strength: float, num_images: int) -> dict[str, Any]:
+    """A row's fields that say what ran: the system, its sampler and plan, the digits."""
+    plan = system.plan(strength)
+    return {"name": system.name, "space": system.space,
+            "prediction": getattr(system, "prediction", "eps"), "sampler": system.sampler_name,
+            "steps": system.num_steps, "nfe": plan.nfe, "strength": strength,
+            "start_timestep": plan.start_timestep, "start_sigma": plan.start_sigma,
+            "start_snr": plan.start_snr, "num_images": num_images}
 
 
 def measure_latency(

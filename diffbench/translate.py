@@ -50,6 +50,7 @@ from diffbench.sampling import (
     resolve_sampler,
     sampler_class,
 )
+from diffbench.sampling.base import Callback
 from diffbench.sampling.prediction import PREDICTIONS, check_prediction
 from diffbench.schedule import NoiseSchedule
 from diffbench.system import (
@@ -343,18 +344,38 @@ class Translator:
             return call(x0, noise, strength, generator)
 
     def _translate(
-        self, x0: Tensor, noise: Tensor, strength: float, generator: torch.Generator | None
+        self, x0: Tensor, noise: Tensor, strength: float, generator: torch.Generator | None,
+        callback: Callback | None = None,
     ) -> Tensor:
         """One translation from the given initial noise (``generator``: DDPM's later draws)."""
         unet = self._compiled_unet if self._compiled_unet is not None else self.unet
         if self.vae is None:
             x = self.sampler.img2img(unet, x0, strength, noise=noise, generator=generator,
-                                     start=self.start)
+                                     start=self.start, callback=callback)
             return x.clamp(-1, 1)
         z0 = to_latent(self.vae, x0, self._encode)
         z = self.sampler.img2img(unet, z0, strength, noise=noise, generator=generator,
-                                 start=self.start)
+                                 start=self.start, callback=callback)
         return from_latent(self.vae, z, self._decode).clamp(-1, 1)
+
+    @torch.inference_mode()
+    def nonfinite_step(
+        self, x0: Tensor, strength: float, generator: torch.Generator | None = None
+    ) -> int | None:
+        """The first sampler step (0-based) whose state or x0 estimate holds NaN or infinity in
+        the call ``self(x0, strength, generator)`` makes, rerun eagerly; None when every step
+        stays finite (the encoder or decoder is then the culprit)."""
+        x0 = x0.to(self.device)
+        noise = randn_like(torch.empty((len(x0), *self.noise_shape), device=self.device),
+                           generator)
+        found: list[int] = []
+
+        def watch(state: dict[str, Any]) -> None:
+            if not found and not all(torch.isfinite(state[k]).all() for k in ("x", "x0")):
+                found.append(int(state["i"]))
+
+        self._translate(x0, noise, strength, generator, callback=watch)
+        return found[0] if found else None
 
     @torch.inference_mode()
     def generate(self, x_T: Tensor) -> Tensor:

@@ -37,3 +37,16 @@ def make_wrong_shape() -> nn.Module:
 
 
 not_a_factory = 42
+
+
+class NanLate(TinyEps):
+    """TinyEps whose prediction turns NaN below timestep 200: a network that diverges late."""
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        eps = super().forward(x_t, t)
+        return torch.where((t < 200).view(-1, 1, 1, 1), torch.nan, eps)
+
+
+def make_nan_model() -> nn.Module:
+    torch.manual_seed(0)
+    return NanLate()

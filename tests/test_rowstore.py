@@ -129,7 +129,9 @@ def test_a_half_written_last_row_is_dropped_with_a_warning(tmp_path):
 
 def test_a_corrupt_row_before_the_last_is_an_error(tmp_path):
     RowStore.open(tmp_path, {}, resume=False)
-    (tmp_path / "results.jsonl").write_text('{"name": "a"}\nnot json\n{"name": "b"}\n')
+    row = json.dumps({"name": "a", "view": "equal_strength", "strength": 0.3, "seed": 0,
+                      "num_images": 2})
+    (tmp_path / "results.jsonl").write_text(f"{row}\nnot json\n{row}\n")
     with pytest.raises(ValueError, match="line 2: not a JSON row"):
         RowStore.read(tmp_path)
 

@@ -333,7 +333,8 @@ def test_resume_without_state_and_latent_without_vae_are_clear_errors(tmp_path, 
     small = ["--data-dir", str(mnist_dir), "--set", "train_images=20", "--batch-size", "4"]
     assert main(["train", "pixel", "--resume", "--out", str(tmp_path), *small]) == 2
     assert "--resume: no training state at" in capsys.readouterr().err
-    assert main(["train", "latent", "--set", "vae_checkpoint=null", *small]) == 2
+    assert main(["train", "latent", "--set", "vae_checkpoint=null", "--out", str(tmp_path),
+                 *small]) == 2
     assert "needs vae_checkpoint" in capsys.readouterr().err
 
 

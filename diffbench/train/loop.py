@@ -39,6 +39,7 @@ from diffbench.checkpoints import (
 from diffbench.config import ConfigError, TrainConfig
 from diffbench.data import load_mnist, mnist_files, resolve_data_dir
 from diffbench.models import model_stats
+from diffbench.outputs import refuse_earlier_run
 from diffbench.runtime import Distributed, init_distributed, resolve_device, synchronize
 from diffbench.tracking import start_run, time_execution
 from diffbench.train.recipe import (
@@ -99,12 +100,18 @@ def graceful_stop(enabled: bool = True) -> Iterator[list[int]]:
 
 
 def train(
-    config: TrainConfig, resume: bool = False, stop_at: int | None = None, command: str = ""
+    config: TrainConfig, resume: bool = False, stop_at: int | None = None, command: str = "",
+    overwrite: bool = False,
 ) -> Path:
     """Train ``config.kind`` for ``config.steps`` steps (stopping early after ``stop_at``,
-    checkpointed, as an interruption would) and return the inference checkpoint's path."""
+    checkpointed, as an interruption would) and return the inference checkpoint's path. A
+    checkpoint of the same name already in ``config.out`` is refused unless ``resume`` or
+    ``overwrite``."""
     device = resolve_device(config.device)
     check_writable_dir(config.out)
+    weights, state, _ = checkpoint_paths(config)
+    refuse_earlier_run(config.out, [weights, state], overwrite=overwrite, resume=resume,
+                       resumable=True)
     ddp, device = init_distributed(device)
     threads = torch.get_num_threads()
     if config.threads is not None:  # this run's threads; the caller's come back afterwards
