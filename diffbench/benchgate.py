@@ -1,4 +1,4 @@
-"""The timing regression gate: a benchmark run's JSON (pytest-benchmark's ``--benchmark-json``)
+"""A timing report with a verdict: a benchmark run's JSON (pytest-benchmark's ``--benchmark-json``)
 against a reference run's, failing only on a slowdown beyond the noise measured for that case.
 
 A case regresses when both hold:
@@ -22,7 +22,9 @@ gate that CI enforces is ``diffbench ab`` (base and head side by side, interleav
 
 Without ``--reference``: ``$DIFFBENCH_BENCH_REFERENCE``, else the newest JSON saved under
 ``.benchmarks/`` (``--benchmark-autosave``), else ``benches/reference/cpu.json``. Exit status 1
-on a regression, 2 on an unreadable file.
+on a regression, 2 on bad input (an unreadable file, a reference time that is not a finite
+positive number, a ``--k`` or ``--floor`` that is not a finite non-negative number), 3 when
+nothing was compared (no verdict).
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ class Timing:
     rounds: int
 
 
+EXIT_NOTHING_COMPARED = 3
+
+
 def load_run(path: str | Path) -> dict[str, Timing]:
     """Benchmark full name -> its median, IQR and rounds, from a pytest-benchmark JSON."""
     try:
@@ -59,6 +64,25 @@ def load_run(path: str | Path) -> dict[str, Timing]:
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise InputError(f"{path} is not a readable pytest-benchmark JSON ({error!r}); allowed: "
                          f"the file --benchmark-json or --benchmark-autosave writes") from None
+
+
+def check_reference(path: str | Path, ref: dict[str, Timing]) -> dict[str, Timing]:
+    """A reference whose median or IQR is not a finite number would let any time pass (NaN
+    compares false with every limit): one error naming the case."""
+    for name, timing in ref.items():
+        if not (math.isfinite(timing.median) and timing.median > 0
+                and math.isfinite(timing.iqr) and timing.iqr >= 0):
+            raise InputError(f"reference {path}: {name} has median {timing.median} s and IQR "
+                             f"{timing.iqr} s; allowed: a finite positive median and a finite "
+                             f"non-negative IQR")
+    return ref
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: allowed, a finite number >= 0")
+    return value
 
 
 def limit(ref: Timing, new: Timing, k: float = K, floor: float = FLOOR) -> float:
@@ -101,13 +125,15 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("new", type=Path, help="the new run's pytest-benchmark JSON")
     parser.add_argument("--reference", type=Path, help="the reference run's JSON")
-    parser.add_argument("--k", type=float, default=K, help="IQRs of noise allowed (default 2)")
-    parser.add_argument("--floor", type=float, default=FLOOR,
+    parser.add_argument("--k", type=_non_negative, default=K,
+                        help="IQRs of noise allowed (default 2)")
+    parser.add_argument("--floor", type=_non_negative, default=FLOOR,
                         help="relative slowdown always allowed (default 0.10)")
     args = parser.parse_args(argv)
     reference = args.reference or default_reference()
     try:
-        regressions, lines = compare(load_run(args.new), load_run(reference), args.k,
+        regressions, lines = compare(load_run(args.new),
+                                     check_reference(reference, load_run(reference)), args.k,
                                      args.floor)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -117,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     if not any(line.startswith(("ok", "SLOWER")) for line in lines + regressions):
         print(f"no case of {args.new} is in the reference {reference}: nothing was compared "
               f"(renamed cases, an empty run, or a subset the reference lacks)", file=sys.stderr)
-        return 1
+        return EXIT_NOTHING_COMPARED
     if regressions:
         print(f"{len(regressions)} case(s) slower beyond their noise", file=sys.stderr)
         return 1

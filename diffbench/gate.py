@@ -52,6 +52,11 @@ def check_case(
     return problems
 
 
+def _finite_number(value: object) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
 class BaselineError(InputError):
     """The baseline file is missing or unreadable: the gate cannot check anything."""
 
@@ -78,6 +83,10 @@ class FidelityBaseline:
                 isinstance(v, dict) and {"mse", "preservation"} <= set(v) for v in cases.values()
             ):
                 raise ValueError('expected {"case": {"mse": ..., "preservation": ...}, ...}')
+            for case, entry in cases.items():  # NaN compares false with every limit: fail closed
+                for key in ("mse", "preservation"):
+                    if not _finite_number(entry[key]):
+                        raise ValueError(f"{case}: {key} is {entry[key]!r}, not a finite number")
         except (OSError, ValueError) as error:
             raise BaselineError(
                 f"fidelity baseline {self.path} cannot be read ({error}); record one with "
@@ -94,6 +103,12 @@ class FidelityBaseline:
         return check_case(case, measured, self.cases[case], self.tolerance)
 
     def record(self, case: str, measured: dict[str, float]) -> None:
+        """Keep ``case``'s measurement as its baseline; a non-finite one is an error, never
+        written (it would pass every later measurement)."""
+        for key in ("mse", "preservation"):
+            if not _finite_number(measured[key]):
+                raise InputError(f"cannot record {case}: its {key} is {measured[key]!r}; "
+                                 f"allowed: a finite number")
         self.cases[case] = {"mse": measured["mse"], "preservation": measured["preservation"]}
 
     def save(self) -> Path:

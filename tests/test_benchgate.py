@@ -48,10 +48,10 @@ def test_gate_names_an_unreadable_file(tmp_path, capsys):
 def test_gate_fails_when_it_compared_nothing(tmp_path, capsys):
     ref = run(tmp_path / "ref.json", {"old-name": (1.0, 0.01)})
     renamed = run(tmp_path / "renamed.json", {"new-name": (1.0, 0.01)})
-    assert main([str(renamed), "--reference", str(ref)]) == 1
+    assert main([str(renamed), "--reference", str(ref)]) == 3  # no verdict, not a regression
     assert "nothing was compared" in capsys.readouterr().err
     empty = run(tmp_path / "empty.json", {})
-    assert main([str(empty), "--reference", str(ref)]) == 1
+    assert main([str(empty), "--reference", str(ref)]) == 3
 
 
 def test_a_nan_median_fails(tmp_path, capsys):
@@ -59,3 +59,27 @@ def test_a_nan_median_fails(tmp_path, capsys):
     nan = run(tmp_path / "nan.json", {"case": (float("nan"), 0.01), "other": (1.0, 0.01)})
     assert main([str(nan), "--reference", str(ref)]) == 1
     assert "NOT A TIME case: median nan s" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("median, iqr", [(float("nan"), 0.01), (float("inf"), 0.01),
+                                         (1.0, float("nan")), (1.0, float("inf")), (0.0, 0.01)])
+def test_a_reference_time_that_is_not_finite_is_bad_input(median, iqr, tmp_path, capsys):
+    """Before, a NaN or infinite reference let a 10x slowdown pass (exit 0)."""
+    ref = run(tmp_path / "ref.json", {"case": (median, iqr)})
+    slow = run(tmp_path / "slow.json", {"case": (10.0, 0.01)})
+    assert main([str(slow), "--reference", str(ref)]) == 2
+    assert f"reference {ref}: case has median {median} s and IQR {iqr} s" in (
+        capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("option", ["--k", "--floor"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_a_tolerance_that_is_not_a_finite_non_negative_number_is_bad_input(option, value,
+                                                                           tmp_path, capsys):
+    ref = run(tmp_path / "ref.json", {"case": (1.0, 0.01)})
+    slow = run(tmp_path / "slow.json", {"case": (10.0, 0.01)})
+    with pytest.raises(SystemExit) as stop:
+        main([str(slow), "--reference", str(ref), option, value])
+    assert stop.value.code == 2
+    assert f"argument {option}: {value!r}: allowed, a finite number >= 0" in (
+        capsys.readouterr().err)

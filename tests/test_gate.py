@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from diffbench.errors import InputError
 from diffbench.gate import BaselineError, FidelityBaseline, Tolerance, check_case
 
 BASE = {"mse": 0.0300, "preservation": 0.9700}
@@ -59,3 +60,20 @@ def test_a_nan_fails(key):
     measured = {"mse": 0.0300, "preservation": 0.97, key: float("nan")}
     problems = check_case("pixel-ddim-50-s0.3", measured, BASE, Tolerance())
     assert len(problems) == 1 and f"{key} is nan" in problems[0]
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", '"0.03"', "true"])
+def test_a_baseline_value_that_is_not_a_finite_number_is_an_error(tmp_path, value):
+    """Before, a NaN or infinite baseline passed any measurement."""
+    path = tmp_path / "baseline.json"
+    path.write_text('{"a": {"mse": ' + value + ', "preservation": 0.97}}')
+    with pytest.raises(BaselineError, match="a: mse is .*, not a finite number"):
+        FidelityBaseline(path)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_non_finite_measurement_is_never_recorded(tmp_path, value):
+    baseline = FidelityBaseline(tmp_path / "baseline.json", create=True)
+    with pytest.raises(InputError, match="cannot record a: its preservation is"):
+        baseline.record("a", {"mse": 0.03, "preservation": value})
+    assert baseline.cases == {} and not (tmp_path / "baseline.json").exists()
