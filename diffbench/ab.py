@@ -51,7 +51,7 @@ WARMUP = 2  # untimed calls per case and worker before the first pair
 SAMPLE_S = 0.2
 """Each timed sample is as many calls as last about this long (at least one), sized from the
 warm-up: a single 20 ms call on a shared 2-core machine spreads by +-20%, a sum of ten less."""
-DEFAULT_BUDGET_S = 120.0
+DEFAULT_BUDGET_S = 60.0
 """Seconds of timed pairs beyond every case's first ``paired.MIN_ROUNDS`` rounds (which are
 never cut): what a case still undecided may spend on its extension."""
 CONTROL = "control"
@@ -313,9 +313,8 @@ class Job:
         try:
             for worker in (w for pair in pairs for w in pair):
                 worker.send(op="ping")
-            for worker in (w for pair in pairs for w in pair):
+            for worker in pairs[0]:  # the first pair scores and counts while the rest start
                 worker.receive()
-            self.phase("workers started")
             self.fidelity = fidelity_entries(names, known, pairs[0], self.scratch,
                                              self.checkpoints)
             self.phase("fidelity")
@@ -323,6 +322,9 @@ class Job:
             self.work = count_entries(names, pairs[0])
             self.phase("counts")
             self.save(names, complete=False)
+            for worker in (w for pair in pairs[1:] for w in pair):
+                worker.receive()
+            self.phase("workers started")
             self.time_all(names, by_time, pairs, rng)
             self.phase("timing")
         finally:

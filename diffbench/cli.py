@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="quick (default), all, or case names (see diffbench.cases)")
     ab.add_argument("--budget-s", type=float, default=None,
                     help="seconds of timed pairs beyond each case's first rounds, for all "
-                         "cases together (default 120)")
+                         "cases together (default 60)")
     ab.add_argument("--out", type=Path, default=Path("results/ab"), help="output folder")
     ab.add_argument("--threads", type=_positive_int, default=1,
                     help="torch threads of each worker (default 1)")
@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--checkpoints", type=Path,
                     help="the checkpoints both versions load (default: fixtures/checkpoints)")
     ab.add_argument("--processes", type=_positive_int, default=None, metavar="P",
-                    help="worker pairs per version (default 12): the interval is over them")
+                    help="worker pairs per version (default 8): the interval is over them")
 
     history = commands.add_parser(
         "history", help="each benchmark's median over commits, with change points, as a PNG")
