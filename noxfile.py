@@ -5,7 +5,7 @@ environment you already prepared (`pip install -e ".[dev,parity]"`): `nox --no-v
 
 Benchmarks save their JSON under .benchmarks/ (pytest-benchmark's storage), keyed by commit.
 `ab` is the regression gate CI enforces: the base named in benches/ab-base against this tree,
-timed side by side and interleaved in one job (`diffbench ab`). `bench-compare` holds a new run
+speed and fidelity, in one job (`diffbench ab`). `bench-compare` holds a new run
 against a saved one, allowing each case its measured noise: a report across machines and time.
 """
 
@@ -82,8 +82,8 @@ def bench_compare(session: nox.Session) -> None:
 
 @nox.session
 def ab(session: nox.Session) -> None:
-    """The timing regression gate: benches/ab-base against the working tree, quick cases (or
-    the args after --, e.g. -- --cases all --budget-s 900)."""
+    """The regression gate: benches/ab-base against the working tree, quick cases (or the args
+    after --, e.g. -- --cases all --budget-s 900)."""
     install(session, "-e", DEV)
     lines = Path("benches/ab-base").read_text().splitlines()
     base = next(line.strip() for line in lines if line.strip() and not line.startswith("#"))

@@ -10,8 +10,8 @@ verdicts (``docs/regression_gate.md``):
   bytecode instructions, tensor operators and bytes, which do not drift and certify), and, for
   the cases whose wall time a shared machine can decide (batch 16, the VAE), interleaved timing
   over ``--processes`` worker pairs (:mod:`diffbench.paired`), after a version-independent
-  control workload whose verdict must not be ``slower`` or ``faster`` (else the run is
-  invalid). Either signal's ``slower`` is a regression;
+  control workload. The counts' ``slower`` is a regression, and so is the timing's in a run
+  whose control read ``same`` (else the run's timing is reported, not trusted);
 * **fidelity**, for every case with image outputs: both versions' outputs for the same
   :data:`diffbench.ab_fidelity.DIGITS` digits and seeds, compared pair by pair
   (:mod:`diffbench.ab_fidelity`).
@@ -287,7 +287,7 @@ class Job:
             **self.settings, "seconds": time.perf_counter() - self.started,
             "phases": self.phases,
             "control": self.control,
-            "cases": ab_report.join(names, self.work, self.time, self.fidelity),
+            "cases": ab_report.join(names, self.work, self.time, self.fidelity, self.control),
         }
         write_atomic_text(self.out / "ab.json", json.dumps(result, indent=2) + "\n")
         write_atomic_text(self.out / "ab.md", ab_report.markdown(result))
@@ -333,7 +333,7 @@ class Job:
         return self.save(names, complete=True)
 
     def time_all(self, names: list[str], by_time: list[str], pairs: list, rng) -> None:
-        """The control first (a biased run is invalid before anything is spent on it), then
+        """The control first (it tells whether this run's timing can be trusted), then
         the timed cases, slowest first; each case's extension gets an equal share of the
         budget still left."""
         if not by_time:

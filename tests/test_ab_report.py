@@ -14,10 +14,12 @@ RATIOS = {"python_instructions": 1.0, "tensor_ops": 1.0, "tensor_bytes": 1.0}
 
 def case(name, speed="same", fidelity="identical", time=None, **extra):
     """A joined entry whose work counts read ``speed`` (and whose timing reads ``time``)."""
-    work = {"case": name, "verdict": speed, "ratios": RATIOS}
+    work = {"case": name, "verdict": "slower" if extra.pop("work_slower", False) else speed,
+            "ratios": RATIOS}
     timing = None if time is None else {"case": name, "verdict": time, **TIMED}
     fid = {"verdict": fidelity, "bitwise": True, **extra.pop("fid", {})}
-    joined = ab_report.join([name], [work], [timing] if timing else [], {name: fid})[0]
+    joined = ab_report.join([name], [work], [timing] if timing else [], {name: fid},
+                            extra.pop("control", None))[0]
     return {**joined, **extra, **({"verdict": speed} if "error" in extra else {})}
 
 
@@ -36,8 +38,10 @@ def result(*cases, control="same", complete=True):
     ([case("a", "slower"), case("b", "inconclusive")], "slower", 1),  # a regression wins
     ([case("a", "inconclusive")], "same", 3),
     ([case("a", fidelity="inconclusive")], "same", 3),
-    ([case("a")], "slower", 3),  # the control, same code on both sides, read slower: invalid
-    ([case("a")], "faster", 3),
+    ([case("a")], "slower", 0),  # a biased control voids the timing; the counts certify
+    ([case("a", time="slower", control={"verdict": "inconclusive"})], "inconclusive", 0),
+    ([case("a", time="slower", control={"verdict": "faster"})], "faster", 0),
+    ([case("a", work_slower=True, control={"verdict": "faster"})], "faster", 1),
     ([case("a", "not comparable", error={"base": "no such API"})], "same", 3),  # nothing compared
 ])
 def test_exit_status(cases, control, status):
