@@ -169,21 +169,26 @@ def count_entries(names: list[str], pair: tuple[Worker, Worker]) -> list[dict[st
 
 
 def fidelity_entries(names: list[str], known: dict[str, case_module.Case],
-                     pair: tuple[Worker, Worker], scratch: Path,
-                     checkpoints: Path) -> dict[str, dict[str, Any]]:
-    """Case name -> its fidelity entry: both versions' outputs for the same digits and seeds
-    (the first worker pair makes them, at once), scored here with the head's classifier."""
+                     pair: tuple[Worker, Worker], scratch: Path, checkpoints: Path,
+                     digits, labels) -> dict[str, dict[str, Any]]:
+    """Case name -> its fidelity entry: both versions' outputs for the same ``digits`` and
+    seeds (the first worker pair makes them, at once), scored here with the head's classifier.
+    The VAE's cases share one entry: both score the same round trip."""
     import torch
 
     from diffbench.metrics import Judge
 
-    digits, labels = fidelity_digits(ab_fidelity.DIGITS)
     torch.save(digits, scratch / "fidelity-digits.pt")
     found: dict[str, dict[str, Any]] = {}
     judge = None
     for name in names:
         if known[name].kind not in ("img2img", "vae"):
             found[name] = {"verdict": "not scored", "reason": "no image outputs"}
+            continue
+        same_outputs = next((other for other in found
+                             if known[other].kind == known[name].kind == "vae"), None)
+        if same_outputs is not None:
+            found[name] = found[same_outputs]
             continue
         replies = {}
         for worker in pair:
@@ -298,7 +303,8 @@ class Job:
         import torch
 
         digits_file = self.scratch / "digits.pt"
-        torch.save(fidelity_digits(case_module.DIGITS)[0], digits_file)
+        digits, labels = fidelity_digits(max(case_module.DIGITS, ab_fidelity.DIGITS))
+        torch.save(digits[: case_module.DIGITS].clone(), digits_file)
         threads = str(self.settings["threads"])
         env = {**os.environ, **WORKER_ENV, "OMP_NUM_THREADS": threads,
                "MKL_NUM_THREADS": threads}
@@ -316,7 +322,9 @@ class Job:
             for worker in pairs[0]:  # the first pair scores and counts while the rest start
                 worker.receive()
             self.fidelity = fidelity_entries(names, known, pairs[0], self.scratch,
-                                             self.checkpoints)
+                                             self.checkpoints,
+                                             digits[: ab_fidelity.DIGITS],
+                                             labels[: ab_fidelity.DIGITS])
             self.phase("fidelity")
             self.save(names, complete=False)
             self.work = count_entries(names, pairs[0])
