@@ -132,6 +132,10 @@ def run_compare(
     ``shared_machine`` flags its rows' timings as taken beside other shards: set by the caller
     for torchrun, and for any row measured while another shard of the run was alive on this
     host)."""
+    for k, system in enumerate(config.systems):
+        if system.num_images is not None and system.num_images < config.grid_images:
+            raise InputError(f"systems[{k}].num_images {system.num_images} is below grid_images "
+                             f"{config.grid_images}: a system scores at least the grid's digits")
     device = resolve_device(config.device)
     check_writable_dir(config.out)
     out = shard_dir(config.out, shard) if shard is not None else Path(config.out)
@@ -152,10 +156,6 @@ def run_compare(
     all_hashes = checkpoint_sha256(config.checkpoints, names)
     judge_hashes = {name: all_hashes[name] for name in names if "classifier" in name}
     provenance = {"seed": config.seed, "device": str(device), "torch": torch.__version__}
-    for k, system in enumerate(config.systems):
-        if system.num_images is not None and system.num_images < config.grid_images:
-            raise InputError(f"systems[{k}].num_images {system.num_images} is below grid_images "
-                             f"{config.grid_images}: a system scores at least the grid's digits")
     # A system's own count, at most the comparison's (so --num-images 8 is a quick run).
     counts = [min(s.num_images or config.num_images, config.num_images) for s in config.systems]
     counts += [config.num_images] * (len(systems) - len(counts))  # System objects: the default

@@ -119,9 +119,11 @@ def test_compare_is_an_mlflow_run_with_a_nested_run_per_row(compared):
             "results_table.json"} <= artifacts
 
 
-def test_bad_compare_config_is_one_clear_error(capsys, tiny_checkpoints):
-    assert main(["compare", "--strength", "0", "--checkpoints", str(tiny_checkpoints)]) == 2
-    assert capsys.readouterr().err.startswith("error: ")
+def test_bad_compare_config_is_one_clear_error(capsys, tiny_checkpoints, tmp_path):
+    assert main(["compare", "--strength", "0", "--checkpoints", str(tiny_checkpoints),
+                 "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "strength" in err
 
 
 def test_an_nfe_sweep_is_recognised_and_plotted(tmp_path):
@@ -237,10 +239,15 @@ def test_a_slow_system_scores_fewer_digits_and_is_paired_on_them(tiny_checkpoint
     assert [r["num_images"] for r in rows] == [2, 2]
 
 
-def test_a_systems_count_below_the_grid_is_one_clear_error(tiny_checkpoints, capsys):
-    code = main(["compare", "--checkpoints", str(tiny_checkpoints), "--set",
+def test_a_systems_count_below_the_grid_is_one_clear_error(tiny_checkpoints, tmp_path, capsys):
+    # The config's own error comes first, even where the output folder holds an earlier run.
+    out = tmp_path / "earlier"
+    out.mkdir()
+    (out / "results.jsonl").write_text("kept\n")
+    code = main(["compare", "--checkpoints", str(tiny_checkpoints), "--out", str(out), "--set",
                  "systems=[{space: pixel, sampler: ddim, steps: 10, num_images: 2}]",
                  "--set", "grid_images=4"])
     assert code == 2
     assert capsys.readouterr().err.startswith(
         "error: systems[0].num_images 2 is below grid_images 4")
+    assert (out / "results.jsonl").read_text() == "kept\n"
