@@ -28,7 +28,6 @@ import json
 import math
 import os
 import random
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -49,19 +48,20 @@ from diffbench.errors import InputError
 
 WARMUP = 2  # untimed calls per case and worker before the first pair
 SAMPLE_S = 0.2
-"""Each timed sample is as many calls as last about this long (at least one), sized from the
-warm-up: a single 20 ms call on a shared 2-core machine spreads by +-20%, a sum of ten less."""
-DEFAULT_BUDGET_S = 60.0
+"""Each timed sample is as many calls as last about this long (at least one), sized from
+one call on the timing core after the warm-up (the warm-ups run in every worker at once): a
+single 20 ms call on a shared 2-core machine spreads by +-20%, a sum of ten less."""
+DEFAULT_BUDGET_S = 30.0
 """Seconds of timed pairs beyond every case's first ``paired.MIN_ROUNDS`` rounds (which are
 never cut): what a case still undecided may spend on its extension."""
 CONTROL = "control"
-WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "PYTHONDONTWRITEBYTECODE": "1"}
-"""A fixed mmap threshold makes glibc map every buffer over 64 KiB afresh on each call, so each
-call's tensors land on new physical pages. With glibc's default (a threshold that grows to reuse
-freed buffers) a process keeps one memory layout for its life, and two processes running the
-same code were measured up to 15% apart (VAE encode at batch 16), a bias that alternation cannot
-cancel; with the fixed threshold the same runs read within 2% (Curtsinger & Berger, ASPLOS 2013,
-"Stabilizer", make the same point about layout)."""
+WORKER_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
+"""glibc's default allocator. A fixed ``MALLOC_MMAP_THRESHOLD_`` (each call's buffers on fresh
+pages, against a process keeping one memory layout for its life: Curtsinger & Berger, ASPLOS
+2013) was tried and dropped: here it made a DDIM-10 call at batch 16 1.35x slower, the
+256-digit outputs 1.65x slower, and the spread wider, not narrower (within a process 8-15%
+against 7-10%; between five processes 9.9% against 7.8%). Process-level bias is handled by
+replicating worker pairs instead."""
 SCHEMA = 3  # 3: speed by work counts or timing, fidelity base against head, a control
 
 
@@ -120,10 +120,13 @@ def time_case(name: str, pairs: list[tuple[Worker, Worker]], extension_s: float,
     on the extra rounds."""
     entry: dict[str, Any] = {"case": name}
     workers = [w for pair in pairs for w in pair]
-    failed, warm = prepare(name, workers)
+    failed, _ = prepare(name, workers)
     if failed:
         return {**entry, "verdict": "not comparable", "error": failed, "pairs": 0}
-    number = max(1, round(SAMPLE_S / statistics.median(warm)))
+    # The warm-ups ran in every worker at once, on shared cores: one call on the timing core
+    # sizes the sample instead.
+    probe = pairs[0][0].ask(op="time", case=name, number=1)["seconds"]
+    number = max(1, round(SAMPLE_S / probe))
     head_s: list[list[float]] = [[] for _ in pairs]
     base_s: list[list[float]] = [[] for _ in pairs]
     start, found, extension_start = time.perf_counter(), None, None
@@ -312,31 +315,41 @@ class Job:
         args = self.worker_args(digits_file)
         by_time = [n for n in names if timed(known[n])]
         pin = ["--cpu", str(max(os.sched_getaffinity(0)))]  # timed calls take turns on one core
+        # The scoring pair makes the outputs and counts the work while the timing pairs start
+        # (and their heaps never hold the 256-digit outputs).
+        scorers = tuple(Worker(v, f"{v.label}-scoring", args, env,
+                               self.out / f"worker-{v.label}-scoring.log")
+                        for v in self.versions.values())
         pairs = [tuple(Worker(v, f"{v.label}-{j}", args + pin, env,
                               self.out / f"worker-{v.label}-{j}.log")
                        for v in self.versions.values())
                  for j in range(self.settings["processes"])]
+        everyone = [*scorers, *(w for pair in pairs for w in pair)]
         try:
-            for worker in (w for pair in pairs for w in pair):
+            for worker in everyone:
                 worker.send(op="ping")
-            for worker in pairs[0]:  # the first pair scores and counts while the rest start
+            for worker in scorers:
                 worker.receive()
-            self.fidelity = fidelity_entries(names, known, pairs[0], self.scratch,
+            self.fidelity = fidelity_entries(names, known, scorers, self.scratch,
                                              self.checkpoints,
                                              digits[: ab_fidelity.DIGITS],
                                              labels[: ab_fidelity.DIGITS])
             self.phase("fidelity")
             self.save(names, complete=False)
-            self.work = count_entries(names, pairs[0])
+            self.work = count_entries(names, scorers)
             self.phase("counts")
             self.save(names, complete=False)
-            for worker in (w for pair in pairs[1:] for w in pair):
+            for worker in scorers:
+                worker.stop()
+            for worker in (w for pair in pairs for w in pair):
                 worker.receive()
             self.phase("workers started")
             self.time_all(names, by_time, pairs, rng)
             self.phase("timing")
         finally:
-            for worker in (w for pair in pairs for w in pair):
+            for worker in everyone:
+                worker.stop()
+            for worker in everyone:
                 worker.close()
         return self.save(names, complete=True)
 

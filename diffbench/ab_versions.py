@@ -115,10 +115,14 @@ class Worker:
         text = Path(self._log.name).read_text(errors="replace").strip().splitlines()
         return " | ".join(text[-lines:])
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Ask it to quit, without waiting (stop every worker, then close each)."""
         with contextlib.suppress(OSError, ValueError):
             self.process.stdin.write(json.dumps({"op": "quit"}) + "\n")
             self.process.stdin.close()
+
+    def close(self) -> None:
+        self.stop()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=30)
         if self.process.poll() is None:

@@ -47,7 +47,7 @@ SLOWER_BOUND = 0.01  # slower (final look): the 99% interval lies wholly above +
 SAME_BAND = 0.03  # same (any look): the 99% interval lies within -3% .. +3%
 PROCESSES = 8  # worker pairs per case: the interval's degrees of freedom are one fewer
 MIN_ROUNDS = 3  # pairs per worker pair before the first look, whatever the budget
-MAX_ROUNDS = 6  # the final look: a bounded extension for a case still undecided
+MAX_ROUNDS = 4  # the final look: a bounded extension for a case still undecided
 VERDICTS = ("slower", "faster", "same", "inconclusive", "not comparable")
 
 
