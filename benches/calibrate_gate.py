@@ -13,8 +13,9 @@ and runs of ``--planted`` against ``--base`` with a planted slowdown (the sample
 3, 5 or 10% of its own duration: ``DIFFBENCH_PLANT_STEP``) or a planted fidelity loss (each
 sampler step drops 5% of its update: ``DIFFBENCH_PLANT_DROP``; every network's weights
 perturbed by Gaussian noise of 5% of their mean magnitude: ``DIFFBENCH_PLANT_NOISE``), on the
-cases each plant touches. ``--planted`` is a throwaway branch, never merged (the snippet is in
-``docs/regression_gate.md``). A folder already holding a run's ``calibration.json`` is kept, so
+cases each plant touches. ``--planted`` is a throwaway branch, never merged: the base with
+``benches/calibration_plants.patch`` applied (``git worktree add -b plant/gate DIR BASE`` then
+``git -C DIR am`` the patch). A folder already holding a run's ``calibration.json`` is kept, so
 a stopped calibration resumes.
 
 ``analyse`` counts the real runs' verdicts and exit statuses, then estimates the per-case and

@@ -175,7 +175,7 @@ def fidelity_entries(names: list[str], known: dict[str, case_module.Case],
                      pair: tuple[Worker, Worker], scratch: Path, checkpoints: Path,
                      digits, labels) -> dict[str, dict[str, Any]]:
     """Case name -> its fidelity entry: both versions' outputs for the same ``digits`` and
-    seeds (the first worker pair makes them, at once), scored here with the head's classifier.
+    seeds (the scoring pair makes them, at once), scored here with the head's classifier.
     The VAE's cases share one entry: both score the same round trip."""
     import torch
 
