@@ -51,7 +51,9 @@ def test_the_wheel_runs_compare_from_an_empty_folder(tmp_path):
                 "import diffbench, diffbench.resources as r; print(diffbench.__file__); "
                 "print(r.root())", cwd=elsewhere).stdout.split()
     assert Path(where[0]).is_relative_to(venv) and Path(where[1]) == venv / "share" / "diffbench"
-    run(venv / "bin" / "diffbench", "compare", "--num-images", "8", cwd=elsewhere)
+    # One strength, one timed call per row: the shipped default config, quick to run.
+    run(venv / "bin" / "diffbench", "compare", "--num-images", "8", "--strength", "0.3",
+        "--set", "repeats=1", "--set", "warmup=0", cwd=elsewhere)
     results = json.loads((elsewhere / "results" / "results.json").read_text())
     rows = results["results"] if isinstance(results, dict) else results
     assert len(rows) >= 2
