@@ -58,10 +58,12 @@ CONTROL = "control"
 WORKER_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
 """glibc's default allocator. A fixed ``MALLOC_MMAP_THRESHOLD_`` (each call's buffers on fresh
 pages, against a process keeping one memory layout for its life: Curtsinger & Berger, ASPLOS
-2013) was tried and dropped: here it made a DDIM-10 call at batch 16 1.35x slower, the
-256-digit outputs 1.65x slower, and the spread wider, not narrower (within a process 8-15%
-against 7-10%; between five processes 9.9% against 7.8%). Process-level bias is handled by
-replicating worker pairs instead."""
+2013) made the calls 1.35-1.65x slower here and each call's spread within a process wider
+(8-15% against 7-10%), but without it a process's layout biases its times for its life: the
+control's worker pairs read 0.5-1.6x each other in one idle run and it never read ``same`` in
+the calibration, where in two idle runs with the threshold it read within [0.95, 1.05]
+(docs/regression_gate.md). So this timing only reports; the threshold for the timing workers
+alone is the next step."""
 SCHEMA = 3  # 3: speed by work counts or timing, fidelity base against head, a control
 
 
