@@ -97,22 +97,20 @@ def check_inputs(budget_s: float, processes: int, threads: int) -> None:
         raise InputError(f"--threads must be at least 1, got {threads!r}")
 
 
-def prepare(name: str, workers: list[Worker]) -> tuple[dict[str, str], list[float]]:
+def prepare(name: str, workers: list[Worker]) -> dict[str, str]:
     """Build ``name`` in every worker at once (untimed, on any core) and warm it up: each
-    side's error when it cannot build it, and the warm-up seconds."""
+    side's error when it cannot build it (the warm-ups' times, contended, are not used)."""
     for worker in workers:
         worker.send(op="prepare", case=name, warmup=WARMUP)
-    failed, seconds = {}, []
+    failed: dict[str, str] = {}
     for worker in workers:
         try:
             reply = worker.receive()
         except RuntimeError as error:  # it could not even import its diffbench
             reply = {"ok": False, "error": f"{error}: {worker.log_tail()}"}
-        if reply["ok"]:
-            seconds.append(reply["seconds"])
-        else:
+        if not reply["ok"]:
             failed.setdefault(worker.name.split("-")[0], reply["error"])
-    return failed, seconds
+    return failed
 
 
 def time_case(name: str, pairs: list[tuple[Worker, Worker]], extension_s: float,
@@ -122,7 +120,7 @@ def time_case(name: str, pairs: list[tuple[Worker, Worker]], extension_s: float,
     on the extra rounds."""
     entry: dict[str, Any] = {"case": name}
     workers = [w for pair in pairs for w in pair]
-    failed, _ = prepare(name, workers)
+    failed = prepare(name, workers)
     if failed:
         return {**entry, "verdict": "not comparable", "error": failed, "pairs": 0}
     # The warm-ups ran in every worker at once, on shared cores: one call on the timing core
@@ -159,7 +157,7 @@ def count_entries(names: list[str], pair: tuple[Worker, Worker]) -> list[dict[st
     entries = []
     for name in names:
         entry: dict[str, Any] = {"case": name}
-        failed, _ = prepare(name, list(pair))
+        failed = prepare(name, list(pair))
         if failed:
             entries.append({**entry, "verdict": "not comparable", "error": failed})
             continue
