@@ -1,29 +1,20 @@
 """Translator: a sampler and a network -> one image-to-image System, in pixel or latent space.
 
-Pixel space runs the sampler's ``img2img`` on the digits with the pixel UNet's EMA weights.
-Latent space (Rombach et al. 2022, "High-Resolution Image Synthesis with Latent Diffusion
-Models") encodes with the VAE, runs ``img2img`` on the latents with the latent UNet and decodes
-(scaling and clipping follow :mod:`diffbench.system`). Weights load once, in channels-last
-layout; calls run under ``torch.inference_mode`` on the chosen device.
-
-The sampler is any registered one or a ``"package.module:Name"`` :class:`Sampler` subclass; the
-network is the shipped checkpoint of the space or, named as ``"package.module:factory"``, a
-plain ``nn.Module`` ``model(x_t, t) -> eps`` that the factory returns.
-
-Every translation starts at exactly ``t_start = int(strength * T) - 1`` (``start="exact"``, see
-:meth:`diffbench.sampling.Sampler.plan`), so systems with different samplers and
-step counts denoise from the same noise level at the same strength; ``start="diffusers"``
+Pixel space runs the sampler's ``img2img`` on the digits with the UNet's EMA weights; latent
+space (Rombach et al. 2022) encodes with the VAE, runs ``img2img`` on the latents and decodes
+(scaling and clipping: :mod:`diffbench.system`). Weights load once (:mod:`diffbench.networks`),
+channels-last; calls run under ``torch.inference_mode``. Every translation starts at exactly
+the strength (``start="exact"``, :meth:`diffbench.sampling.Sampler.plan`), so systems with
+different samplers and step counts denoise from the same noise level; ``start="diffusers"``
 gives diffusers' img2img convention (parity) instead.
 
 Options, each recorded in :attr:`Translator.settings`: ``compile`` (None, ``"compile"`` or
-``"cudagraphs"``: see :mod:`diffbench.compiled`), ``noise_device`` (``"device"``, the default,
-or ``"cpu"``: where the generator of :meth:`Translator.generator` draws, see
-:mod:`diffbench.runtime`) and ``tf32`` (CUDA only; off by default, so fp32 stays IEEE fp32).
+``"cudagraphs"``: :mod:`diffbench.compiled`), ``noise_device`` (``"device"``, the default, or
+``"cpu"``: :mod:`diffbench.runtime`) and ``tf32`` (CUDA only; off by default).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -32,13 +23,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffbench.checkpoints import load_model, require_metadata, sha256_file
+from diffbench.checkpoints import sha256_file
 from diffbench.compiled import PreparedCall, check_compile, compile_network
 from diffbench.config import SystemConfig
 from diffbench.errors import InputError
 from diffbench.models import flops_per_image
+from diffbench.networks import load_networks, load_plugin_model
 from diffbench.plan import Plan
-from diffbench.plugins import load_object
 from diffbench.resources import checkpoints_dir
 from diffbench.runtime import check_noise_device, check_tf32, noise_generator, tf32_mode
 from diffbench.sampling import (
@@ -52,7 +43,6 @@ from diffbench.sampling import (
 )
 from diffbench.sampling.base import Callback
 from diffbench.sampling.prediction import PREDICTIONS, check_prediction
-from diffbench.schedule import NoiseSchedule
 from diffbench.system import (
     IMAGE_SHAPE,
     SPACES,
@@ -66,50 +56,6 @@ from diffbench.system import (
 __all__ = [
     "IMAGE_SHAPE", "SAMPLERS", "SPACES", "Translator", "check_digits", "load_plugin_model",
 ]
-PLUGIN_MODEL = (
-    "a plug-in model is 'package.module:factory' naming a callable that returns a "
-    "torch.nn.Module model(x_t, t) -> eps, with t a LongTensor [B] and eps shaped like x_t"
-)
-
-
-def load_plugin_model(
-    factory: str | Callable[[], Any], shape: tuple[int, ...], device: torch.device
-) -> torch.nn.Module:
-    """The network a factory (or its ``package.module:factory`` name) returns, checked with one
-    call on ``shape`` inputs; a ValueError naming it and what a model must be otherwise."""
-    label = factory if isinstance(factory, str) else getattr(factory, "__qualname__", factory)
-    if isinstance(factory, str):
-        factory = load_object(factory, PLUGIN_MODEL)
-    if not callable(factory):
-        raise InputError(f"model {label!r} is {factory!r}, not a callable; {PLUGIN_MODEL}")
-    try:
-        model = factory()
-    except Exception as error:  # the user's code may fail in any way
-        raise InputError(f"model {label!r} failed ({type(error).__name__}: {error}); "
-                         f"{PLUGIN_MODEL}") from None
-    if not isinstance(model, torch.nn.Module):
-        raise InputError(f"model {label!r} returned a {type(model).__name__}, not a "
-                         f"torch.nn.Module; {PLUGIN_MODEL}")
-    model = model.to(device).eval()
-    x, t = torch.zeros(1, *shape, device=device), torch.zeros(1, dtype=torch.long, device=device)
-    try:
-        with torch.inference_mode():
-            eps = model(x, t)
-    except Exception as error:  # the user's code may fail in any way
-        raise InputError(f"model {label!r} cannot be called on x_t {tuple(x.shape)} "
-                         f"({type(error).__name__}: {error}); {PLUGIN_MODEL}") from None
-    if not isinstance(eps, Tensor) or eps.shape != x.shape:
-        got = tuple(eps.shape) if isinstance(eps, Tensor) else type(eps).__name__
-        raise InputError(f"model {label!r} returned {got} for x_t {tuple(x.shape)}; "
-                         f"{PLUGIN_MODEL}")
-    return model
-
-
-def training_cpu_seconds(unet: dict[str, Any], vae: dict[str, Any] | None) -> float | None:
-    """CPU-seconds the system's networks trained for (the VAE's included); None when a
-    checkpoint predates the record."""
-    parts = [unet.get("cpu_seconds")] + ([vae.get("cpu_seconds")] if vae is not None else [])
-    return None if None in parts else sum(parts)
 
 
 class Translator:
@@ -174,18 +120,11 @@ class Translator:
         spacing: str | None = None,
         **options: Any,
     ) -> Translator:
-        """Load ``pixel.safetensors`` (or ``latent.safetensors`` + ``vae.safetensors``) from
-        ``directory`` (default: the shipped ones), or with ``prediction="flow"`` the
-        rectified-flow network ``pixel_flow.safetensors`` (``latent_flow.safetensors``);
-        ``model`` (a factory or its ``package.module:factory`` name) replaces the UNet
-        checkpoint. ``sampler``: a
-        registered name or ``package.module:Name``; for a flow network ``euler``, ``heun`` and
-        ``dpmsolver++`` mean their flow versions (``shift``: SD3's timestep shift);
-        ``num_steps=None``: the sampler's default (all timesteps for DDPM, 50 for DDIM);
-        ``spacing=None``: the sampler's default (leading for DDPM and DDIM, trailing for the
-        solvers, linspace for flow).
-        ``options``: ``compile``, ``noise_device``, ``tf32``, ``channels_last`` (see the
-        class)."""
+        """A system of ``space`` from ``directory``'s checkpoints (default: the shipped ones;
+        :func:`~diffbench.networks.load_networks`), or ``model``'s network. ``sampler``: a
+        registered name or ``package.module:Name`` (for a flow network ``euler``, ``heun`` and
+        ``dpmsolver++`` are named as their flow versions); None for ``num_steps`` or
+        ``spacing``: the sampler's default. ``options``: see the class."""
         clip = clip_sample(space)  # an unknown space fails here
         if prediction not in PREDICTIONS:
             raise InputError(f"unknown prediction {prediction!r}; allowed: "
@@ -194,38 +133,11 @@ class Translator:
         # An unknown sampler, or one that cannot read this network, fails before any file is read.
         check_prediction(prediction, sampler_class(sampler).predictions, sampler)
         directory, device = Path(directory or checkpoints_dir()), torch.device(device)
-        files = {"vae.safetensors": directory / "vae.safetensors"} if space == "latent" else {}
-        vae, vae_metadata = (None, {})
-        if space == "latent":
-            vae, vae_metadata = load_model(files["vae.safetensors"], device)
-            require_metadata(files["vae.safetensors"], vae_metadata, "train_seconds", "stats")
-        if model is None:
-            stem = space if prediction == "eps" else f"{space}_{prediction}"
-            path = files[f"{stem}.safetensors"] = directory / f"{stem}.safetensors"
-            unet, metadata = load_model(path, device)
-            require_metadata(path, metadata, "train_seconds", "stats")
-            if metadata.get("prediction", "eps") != prediction:
-                raise InputError(f"{path} holds a network predicting "
-                                 f"{metadata.get('prediction', 'eps')!r}, not {prediction!r}")
-        else:
-            shape = tuple(vae.latent_shape) if vae is not None else IMAGE_SHAPE
-            unet = load_plugin_model(model, shape, device)
-            parameters = sum(p.numel() for p in unet.parameters())
-            metadata = {"train_seconds": math.nan, "stats": {"parameters": parameters}}
-        schedule_config = metadata.get("schedule") or {"name": "linear", "num_timesteps": 1000}
-        schedule = NoiseSchedule.from_name(
-            schedule_config["name"], schedule_config["num_timesteps"]
-        )
-        chosen = make_sampler(sampler, schedule, num_steps, clip_sample=clip, eta=eta,
-                              shift=shift, spacing=spacing)
-        chosen.prediction = prediction
-        facts = {
-            "train_seconds": metadata["train_seconds"] + vae_metadata.get("train_seconds", 0.0),
-            "train_cpu_seconds": training_cpu_seconds(metadata, vae_metadata if vae else None),
-            "unet_parameters": metadata["stats"]["parameters"],
-            "vae_parameters": vae_metadata["stats"]["parameters"] if vae is not None else 0,
-        }
-        return cls(unet, chosen, vae, device, facts, name, files, **options)
+        networks = load_networks(directory, space, prediction, model, device)
+        chosen = make_sampler(sampler, networks.schedule, num_steps, clip_sample=clip, eta=eta,
+                              shift=shift, spacing=spacing, prediction=prediction)
+        return cls(networks.unet, chosen, networks.vae, device, networks.facts, name,
+                   networks.files, **options)
 
     @classmethod
     def from_config(
@@ -248,7 +160,7 @@ class Translator:
             return self._name
         prefix = "LDM-" if self.space == "latent" else ""
         name = f"{prefix}{self.sampler.label}-{self.sampler.num_steps}"
-        if self.sampler.spacing != type(self.sampler).default_spacing:
+        if self.sampler.spacing != self.sampler.spacing_for(self.sampler.prediction):
             name += f"-{self.sampler.spacing}"
         return name
 

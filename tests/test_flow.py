@@ -15,7 +15,7 @@ from diffbench.cli import main
 from diffbench.config import ConfigError, load_train_config
 from diffbench.errors import InputError
 from diffbench.sampling import make_sampler
-from diffbench.sampling.prediction import check_prediction, flow_x0_eps, vp_x0_eps
+from diffbench.sampling.prediction import check_prediction, x0_eps
 from diffbench.translate import Translator
 
 LINEAR = NoiseSchedule.linear()
@@ -42,10 +42,10 @@ def test_prediction_conversions_invert_their_paths():
     ab, sigma = 0.37, 0.62
     x_t = math.sqrt(ab) * x0 + math.sqrt(1 - ab) * eps
     for prediction, output in (("eps", eps), ("v", math.sqrt(ab) * eps - math.sqrt(1 - ab) * x0)):
-        got_x0, got_eps = vp_x0_eps(prediction, output, x_t, ab)
+        got_x0, got_eps = x0_eps(prediction, output, x_t, math.sqrt(ab), math.sqrt(1 - ab))
         torch.testing.assert_close(got_x0, x0, atol=1e-6, rtol=0)
         torch.testing.assert_close(got_eps, eps, atol=1e-6, rtol=0)
-    got_x0, got_eps = flow_x0_eps(eps - x0, (1 - sigma) * x0 + sigma * eps, sigma)
+    got_x0, got_eps = x0_eps("flow", eps - x0, (1 - sigma) * x0 + sigma * eps, 1 - sigma, sigma)
     torch.testing.assert_close(got_x0, x0, atol=1e-6, rtol=0)
     torch.testing.assert_close(got_eps, eps, atol=1e-6, rtol=0)
 
@@ -55,22 +55,58 @@ def test_a_v_network_samples_as_its_eps_twin(sampler):
     x0 = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1)).clamp(-1, 1)
     noise = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(2))
     as_eps = make_sampler(sampler, LINEAR, 10, clip_sample=False)
-    as_v = make_sampler(sampler, LINEAR, 10, clip_sample=False)
-    as_v.prediction = "v"
+    as_v = make_sampler(sampler, LINEAR, 10, clip_sample=False, prediction="v")
     expected = as_eps.img2img(eps_model, x0, 0.5, noise=noise, start="exact")
     got = as_v.img2img(v_model, x0, 0.5, noise=noise, start="exact")
     torch.testing.assert_close(got, expected, atol=2e-5, rtol=0)
 
 
-def test_a_sampler_refuses_a_network_of_another_path():
-    with pytest.raises(InputError, match="'ddim' reads networks predicting eps or v, but this "
-                                         "network predicts 'flow'"):
-        check_prediction("flow", make_sampler("ddim", LINEAR).predictions, "ddim")
+def test_a_flow_name_refuses_a_network_of_another_path():
     with pytest.raises(InputError, match="'flow-euler' reads networks predicting flow, but this "
                                          "network predicts 'eps'"):
         check_prediction("eps", make_sampler("flow-euler", LINEAR).predictions, "flow-euler")
+    with pytest.raises(InputError, match="'flow-heun' reads networks predicting flow, but this "
+                                         "network predicts 'v'"):
+        make_sampler("flow-heun", LINEAR, prediction="v")
     with pytest.raises(InputError, match="unknown prediction 'x0'; allowed: eps, v, flow"):
         check_prediction("x0", ("eps",), "ddim")
+
+
+def velocity_model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """A fixed nonlinear velocity predictor on the flow path (``s = t / 1000``)."""
+    s = (t.double() / 1000).view(-1, 1, 1, 1)
+    return ((s - (1 - s) * 0.25) / ((1 - s) ** 2 * 0.25 + s**2) * x
+            + 0.2 * torch.tanh(2 * x)).to(x.dtype)
+
+
+@pytest.mark.parametrize("prediction,model", [("eps", eps_model), ("flow", velocity_model)])
+def test_ddim_and_euler_are_one_step_on_every_path(prediction, model):
+    """DDIM with eta = 0 and Euler on the path's ODE take the same step from the same x0 and
+    eps (Karras et al. 2022, sec. 4), on the VP path and on the flow path alike."""
+    x0 = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1)).clamp(-1, 1)
+    noise = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    spacing = "linspace"
+    ddim = make_sampler("ddim", LINEAR, 10, clip_sample=False, spacing=spacing,
+                        prediction=prediction)
+    euler = make_sampler("euler", LINEAR, 10, clip_sample=False, spacing=spacing,
+                         prediction=prediction)
+    assert ddim.path.kind == euler.path.kind == ("flow" if prediction == "flow" else "vp")
+    got = ddim.img2img(model, x0, 0.5, noise=noise)
+    torch.testing.assert_close(got, euler.img2img(model, x0, 0.5, noise=noise), atol=2e-5,
+                               rtol=0)
+    assert not torch.allclose(got, x0, atol=1e-2)  # it did something
+
+
+@pytest.mark.parametrize("name", ["euler", "heun", "dpmsolver++"])
+def test_a_solver_on_a_flow_network_is_its_flow_name(name):
+    """``euler`` given a flow network is the solver ``flow-euler`` names: one definition."""
+    x0 = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(3)).clamp(-1, 1)
+    noise = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    plain = make_sampler(name, LINEAR, 10, prediction="flow", shift=3.0)
+    named = make_sampler(f"flow-{name}", LINEAR, 10, shift=3.0)
+    assert plain.spacing == named.spacing and plain.sigmas == named.sigmas
+    torch.testing.assert_close(plain.img2img(velocity_model, x0, 0.5, noise=noise),
+                               named.img2img(velocity_model, x0, 0.5, noise=noise), atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("t", [0, 1, 125, 299, 500, 998, 999])
@@ -108,8 +144,8 @@ def test_a_checkpoint_of_another_prediction_is_refused(tiny_checkpoints, tmp_pat
     (tmp_path / "pixel_flow.safetensors").symlink_to(tiny_checkpoints / "pixel.safetensors")
     with pytest.raises(InputError, match="predicting 'eps', not 'flow'"):
         Translator.from_checkpoints(tmp_path, "pixel", "euler", 10, prediction="flow")
-    with pytest.raises(InputError, match="'ddim' reads networks predicting eps or v"):
-        Translator.from_checkpoints(tiny_checkpoints, "pixel", "ddim", 10, prediction="flow")
+    with pytest.raises(InputError, match="'flow-euler' reads networks predicting flow"):
+        Translator.from_checkpoints(tiny_checkpoints, "pixel", "flow-euler", 10, prediction="eps")
 
 
 def test_compare_adds_equal_snr_rows(tiny_checkpoints, mnist_dir, tmp_path, monkeypatch):

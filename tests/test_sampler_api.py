@@ -9,7 +9,6 @@ import torch
 from diffbench.config import CompareConfig, validate
 from diffbench.errors import InputError
 from diffbench.sampling import SAMPLERS, make_sampler
-from diffbench.sampling.flow import FlowSampler
 from diffbench.schedule import NoiseSchedule
 from diffbench.translate import Translator
 
@@ -76,12 +75,10 @@ def test_no_callback_changes_nothing():
     assert torch.equal(quiet, watched)
 
 
-def test_every_vp_sampler_runs_the_shared_loop():
-    """A multistep or two-evaluation solver fits the base loop through advance / advance_with:
+def test_every_sampler_runs_the_shared_loop():
+    """A multistep or two-evaluation solver, on either path, fits the base loop through solve:
     none overrides denoise."""
     for name, cls in SAMPLERS.items():
-        if issubclass(cls, FlowSampler):
-            continue
         overrides = [klass.__name__ for klass in cls.__mro__[:-1]
                      if "denoise" in vars(klass) and klass.__name__ != "Sampler"]
         assert overrides == [], name
@@ -121,6 +118,7 @@ def test_a_bad_spacing_is_one_clear_error(tiny_checkpoints):
     with pytest.raises(InputError, match=message):
         validate(CompareConfig, {"systems": [
             {"space": "pixel", "sampler": "ddim", "spacing": "middle"}]})
-    with pytest.raises(InputError, match="linspace only"):
+    with pytest.raises(InputError, match="flow sigmas are spaced by linspace or trailing, got "
+                                         "'leading'"):
         Translator.from_checkpoints(tiny_checkpoints, "pixel", "euler", 10, prediction="flow",
                                     spacing="leading")

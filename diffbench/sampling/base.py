@@ -1,12 +1,10 @@
-"""The sampler skeleton: :class:`Sampler` (timesteps, img2img's plan and start, the loop, x0
-and its clipping, the step), the :class:`Timestep` a step receives, the exact img2img start and
-seeded noise. Numerics and departures from diffusers: see :mod:`diffbench.sampling`."""
+"""The sampler skeleton: :class:`Sampler` (a path's grid, img2img's plan and start, the one
+loop and its callback, the step hooks). Numerics and departures from diffusers: see
+:mod:`diffbench.sampling`."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from numbers import Real
 
 import torch
 from torch import Tensor
@@ -14,110 +12,62 @@ from tqdm.auto import tqdm
 
 from diffbench.errors import InputError
 from diffbench.plan import Plan
-from diffbench.sampling.prediction import VP_PREDICTIONS, vp_x0_eps
-from diffbench.schedule import (
-    NoiseSchedule,
-    img2img_num_steps,
-    make_start_timesteps,
-    make_timesteps,
+from diffbench.sampling.denoiser import Denoiser, Model, check_output
+from diffbench.sampling.eps_hooks import EpsHooks
+from diffbench.sampling.paths import make_path
+from diffbench.sampling.prediction import (
+    FLOW_PREDICTIONS,
+    VP_PREDICTIONS,
+    check_prediction,
+    x0_eps,
 )
+from diffbench.sampling.steps import (
+    DEFAULT_STEPS,
+    STARTS,
+    VARIANCES,
+    Timestep,
+    check_start,
+    check_strength,
+    exact_start,
+    randn_like,
+)
+from diffbench.schedule import NoiseSchedule
 
-Model = Callable[[Tensor, Tensor], Tensor]
-"""Any callable ``model(x_t, t) -> eps`` with ``t`` a LongTensor of shape [B]."""
+__all__ = ["DEFAULT_STEPS", "STARTS", "VARIANCES", "Callback", "Model", "Sampler", "Timestep",
+           "check_start", "check_strength", "exact_start", "randn_like"]
+
 Callback = Callable[[dict], None]
 """``callback({"i": index, "t": timestep, "x": state, "x0": predicted x0})`` after each step."""
 
-VARIANCES = ("fixed_small", "fixed_large")
-STARTS = ("exact", "diffusers")
-"""Where image-to-image starts: see :meth:`Sampler.img2img_timesteps`. ``"exact"`` is the
-default everywhere; ``"diffusers"`` reproduces diffusers' pipelines, for parity tests."""
-DEFAULT_STEPS = 50
-"""The step count of a few-step sampler (DDIM, a plug-in) when none is given."""
+class Sampler(EpsHooks):
+    """The skeleton every sampler shares: the path its network was trained on (VP or flow,
+    from ``prediction``), the grid of steps, img2img's start, and :meth:`denoise`, the one
+    loop, which calls :meth:`solve` once a step with a :class:`~diffbench.sampling.denoiser.
+    Denoiser` that reads the network as (x0, eps).
 
-
-def check_strength(strength: float) -> None:
-    """Raise an InputError unless ``strength`` is a number in (0, 1]."""
-    if isinstance(strength, bool) or not isinstance(strength, Real) or not 0 < strength <= 1:
-        raise InputError(f"strength must be a number in (0, 1], got {strength!r}")
-
-
-def check_start(start: str) -> None:
-    """Raise an InputError unless ``start`` is one of :data:`STARTS`."""
-    if start not in STARTS:
-        raise InputError(f"unknown start {start!r}; allowed: {', '.join(STARTS)}")
-
-
-def exact_start(num_timesteps: int, strength: float) -> int:
-    """The timestep image-to-image at ``strength`` starts from with ``start="exact"``:
-    ``int(strength * T) - 1`` (299 at 0.3 with T = 1000) whatever the sampler and step count."""
-    check_strength(strength)
-    if int(strength * num_timesteps) < 1:
-        raise InputError(f"strength {strength!r} leaves no denoising step: it starts below "
-                         f"timestep 0 of {num_timesteps}; use a strength >= {1 / num_timesteps:g}")
-    return int(strength * num_timesteps) - 1
-
-
-def _check_same_shape(name: str, value: Tensor, x: Tensor) -> None:
-    if value.shape != x.shape:
-        raise InputError(f"{name} shape {tuple(value.shape)} must equal {tuple(x.shape)}")
-
-
-def randn_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Standard normal noise shaped like ``x``, drawn on the generator's device and moved to
-    ``x``'s (as diffusers' ``randn_tensor``), so a seed gives the same noise on CPU and CUDA."""
-    device = generator.device if generator is not None else x.device
-    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
-
-
-class Timestep(int):
-    """A timestep of one :meth:`Sampler.denoise` call: the integer ``t`` that also knows the
-    call's next timestep, so a step needs no fixed sequence to look its coefficients up in.
-
-    ``alpha_bar`` and ``alpha_bar_next`` are float64 Python floats; after the call's last
-    timestep (``next`` is None) comes alpha_bar = 1 (diffusers' DDIM ``set_alpha_to_one=True``
-    and its solvers' ``final_sigmas_type="zero"``). ``index`` is its place in the call.
-    """
-
-    def __new__(
-        cls, t: int, index: int, next: int | None, alpha_bar: float, alpha_bar_next: float
-    ) -> Timestep:
-        self = super().__new__(cls, t)
-        self.index, self.next = index, next
-        self.alpha_bar, self.alpha_bar_next = alpha_bar, alpha_bar_next
-        return self
-
-    def __reduce__(self) -> tuple:  # copy and pickle rebuild it whole
-        return Timestep, (int(self), self.index, self.next, self.alpha_bar, self.alpha_bar_next)
-
-    @property
-    def last(self) -> bool:
-        """Whether this is the call's last timestep (the step lands on alpha_bar = 1)."""
-        return self.next is None
-
-
-class Sampler:
-    """The skeleton every sampler shares: the timestep sequence, img2img's start via
-    ``add_noise``, the loop over timesteps calling the model, the x0 prediction and its clipping
-    policy, and the step ``mean + std * noise``.
-
-    A one-step sampler provides :meth:`update` (the mean and noise scale of one step, from
-    coefficients computed in float64 as Python floats from the step's :class:`Timestep`, so a
-    step works on any device and dtype without host syncs). A multistep sampler overrides
-    :meth:`advance`, keeping its history in the ``state`` dict local to one :meth:`denoise`
-    call; one that calls the model more than once a step (Heun) overrides :meth:`advance_with`
-    and :meth:`nfe_of`. All of them run the one loop, :meth:`denoise`.
+    A one-evaluation sampler provides :meth:`update` (the mean and noise scale of one step
+    from x0 and eps, coefficients from the step's :class:`Timestep`); a multistep or
+    multi-evaluation one overrides :meth:`solve`, keeping its history in the ``state`` dict
+    local to one call. A plug-in written for the VP path may instead provide
+    :meth:`advance` (from the network's eps) or :meth:`advance_with` (``predict(x, t) ->
+    eps``). A sampler is immutable: its prediction, path, steps and spacing are fixed at
+    construction.
     """
 
     name: str | None = None  # set by register_sampler
-    predictions: tuple[str, ...] = VP_PREDICTIONS  # what networks it reads (see .prediction)
-    prediction: str = "eps"  # what this sampler's network predicts; set from its checkpoint
+    predictions: tuple[str, ...] = VP_PREDICTIONS  # what networks it reads; built-ins: all
+    default_prediction: str = "eps"
     label: str = "Sampler"  # names its systems ("DDIM-50"); default: the class name less Sampler
     default_steps: int | None = DEFAULT_STEPS  # None: every timestep of the schedule
-    default_spacing: str = "leading"
+    default_spacing: str = "leading"  # on the VP path
+    flow_spacing: str = "linspace"  # on the flow path
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         cls.label = cls.__dict__.get("label") or cls.__name__.removesuffix("Sampler")
+        hooks = ("advance", "advance_with")
+        if "solve" not in cls.__dict__ and any(hook in cls.__dict__ for hook in hooks):
+            cls.solve = EpsHooks.solve_with_eps  # a plug-in's VP hooks
 
     def __init__(
         self,
@@ -125,156 +75,114 @@ class Sampler:
         num_steps: int | None = None,
         spacing: str | None = None,
         clip_sample: bool = True,
+        *,
+        prediction: str | None = None,
+        shift: float = 1.0,
     ) -> None:
+        prediction = prediction or self.default_prediction
+        check_prediction(prediction, self.predictions, self.name or type(self).__name__)
+        if spacing is None:
+            spacing = self.spacing_for(prediction)
+        self.path = make_path(prediction, schedule, shift, spacing)
+        self.schedule, self.prediction, self.spacing = schedule, prediction, spacing
         if num_steps is None:
             num_steps = self.default_steps or schedule.num_timesteps
-        if spacing is None:
-            spacing = self.default_spacing
-        self.schedule = schedule
         self.num_steps = num_steps
-        self.spacing = spacing
-        self.clip_sample = clip_sample
-        self.timesteps = make_timesteps(schedule.num_timesteps, num_steps, spacing)
-        self._alphas_cumprod = schedule.alphas_cumprod.tolist()  # float64 Python floats
+        self.shift = self.path.shift
+        self.clip_sample = bool(clip_sample) and self.path.clips
+        self._grid = self.path.grid(self.num_steps, spacing)
+        self.timesteps = self.path.timesteps_of(self._grid)
         self._steps = self.steps_for(self.timesteps)
-        self._index = {int(t): t.index for t in self._steps}
+        self._index = {step.t: step.index for step in self._steps}
         self._plans: dict[tuple[float, str], Plan] = {}  # plan()'s, made once each
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(num_steps={self.num_steps}, spacing={self.spacing!r}, "
-            f"schedule={self.schedule!r})"
-        )
+        return (f"{type(self).__name__}(num_steps={self.num_steps}, spacing={self.spacing!r}, "
+                f"prediction={self.prediction!r}, path={self.path!r})")
 
-    def steps_for(self, timesteps: Tensor | list[int]) -> list[Timestep]:
-        """``timesteps`` (strictly decreasing, in [0, T)) as :class:`Timestep` objects: each
-        with its alpha_bar and the next one's (1 after the last), float64 Python floats."""
-        values = timesteps.tolist() if isinstance(timesteps, Tensor) else list(timesteps)
-        count = self.schedule.num_timesteps
-        if (
-            not values
-            or any(later >= t for t, later in zip(values, values[1:]))
-            or not 0 <= values[-1] <= values[0] < count
-        ):
-            shown = values if len(values) <= 6 else [*values[:3], "...", *values[-2:]]
-            raise InputError(f"timesteps must be a non-empty, strictly decreasing sequence of "
-                             f"integers in [0, {count}), got {shown}")
-        ab = self._alphas_cumprod
-        nexts = [*values[1:], None]
-        return [
-            Timestep(t, i, n, ab[t], 1.0 if n is None else ab[n])
-            for i, (t, n) in enumerate(zip(values, nexts))
-        ]
+    @classmethod
+    def spacing_for(cls, prediction: str) -> str:
+        """The default spacing on the path of a network predicting ``prediction``."""
+        return cls.flow_spacing if prediction in FLOW_PREDICTIONS else cls.default_spacing
 
-    def alpha_bars(self, t: int | Tensor) -> tuple[float, float]:
-        """(alpha_bar at ``t``, alpha_bar at the next timestep, 1 after the last), as float64
-        Python floats: the call's next for a :class:`Timestep`, else the next of
-        :attr:`timesteps`."""
-        if not isinstance(t, Timestep):
-            t = self._steps[self.step_index(t)]
-        return t.alpha_bar, t.alpha_bar_next
+    @property
+    def sigmas(self) -> list[float]:
+        """The grid's sigmas on the flow path (``timesteps / 1000``, exactly as made)."""
+        if self.path.kind != "flow":
+            raise AttributeError("sigmas: this sampler runs on the VP path; see timesteps")
+        return list(self._grid)
+
+    # -- steps and plans --------------------------------------------------------------------
+
+    def steps_for(self, timesteps: Tensor | list) -> list[Timestep]:
+        """``timesteps`` (strictly decreasing) as linked :class:`Timestep` objects."""
+        points = self.path.points_of(timesteps)
+        self.path.check(points)
+        path, steps, after = self.path, [], None
+        for index in range(len(points) - 1, -1, -1):
+            point = points[index]
+            t = point if path.kind == "vp" else point * 1000.0
+            after = Timestep(t, path.network_time(point), index,
+                             (*path.scales(point), path.alpha_bar(point)), after)
+            steps.append(after)
+        return steps[::-1]
 
     def step_index(self, t: int | Tensor) -> int:
-        """Where ``t`` stands in :attr:`timesteps` (a ValueError if it is not one of them)."""
-        index = self._index.get(int(t))
+        """Where ``t`` stands in :attr:`timesteps` (an InputError if it is not one of them)."""
+        index = self._index.get(t.t if isinstance(t, Timestep) else _plain(t))
         if index is None:
             first, last = self.timesteps[0].item(), self.timesteps[-1].item()
-            raise InputError(
-                f"timestep {int(t)} is not one of this sampler's {self.num_steps} timesteps "
-                f"({self.spacing} spacing: {first} .. {last})"
-            )
+            raise InputError(f"timestep {_plain(t)} is not one of this sampler's "
+                             f"{self.num_steps} timesteps ({self.spacing} spacing: {first} .. "
+                             f"{last})")
         return index
 
-    def predict_x0(self, eps: Tensor, x_t: Tensor, alpha_bar: float) -> Tensor:
-        """x0 from the eps prediction (DDPM eq. 15), clipped to [-1, 1] when ``clip_sample``."""
-        x0 = (x_t - math.sqrt(1 - alpha_bar) * eps) / math.sqrt(alpha_bar)
-        return x0.clamp(-1, 1) if self.clip_sample else x0
+    def _as_step(self, t: int | Tensor | Timestep) -> Timestep:
+        return t if isinstance(t, Timestep) else self._steps[self.step_index(t)]
 
-    def update(self, t: Timestep, x0: Tensor, eps: Tensor, x_t: Tensor) -> tuple[Tensor, float]:
-        """(mean of x_prev, std of its noise) of the step from ``t``, from the predicted ``x0``;
-        ``self.alpha_bars(t)`` gives its coefficients' alpha_bars."""
-        raise NotImplementedError(f"{type(self).__name__} provides no update()")
-
-    def step(
-        self,
-        eps: Tensor,
-        t: int | Tensor,
-        x_t: Tensor,
-        noise: Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """One reverse step from timestep ``t`` to the next timestep (of :attr:`timesteps`, or
-        of the call for a :class:`Timestep`): :meth:`update`'s mean, plus ``std * noise`` when
-        ``std`` is not 0."""
-        _check_same_shape("eps", eps, x_t)
-        if not isinstance(t, Timestep):
-            t = self._steps[self.step_index(t)]
-        x0 = self.predict_x0(eps, x_t, t.alpha_bar)
-        x_prev, std = self.update(t, x0, eps, x_t)
-        if std == 0.0:
-            return x_prev
-        if noise is None:
-            noise = randn_like(x_t, generator)
-        _check_same_shape("noise", noise, x_t)
-        return x_prev + std * noise
-
-    def advance(
-        self, eps: Tensor, t: Timestep, x_t: Tensor, state: dict, generator: torch.Generator | None
-    ) -> Tensor:
-        """One step of :meth:`denoise`'s loop from the network's ``eps`` at ``t``. ``state``
-        starts empty at each call of :meth:`denoise` and is never kept: a multistep sampler
-        stores its history there."""
-        return self.step(eps, t, x_t, generator=generator)
-
-    def advance_with(
-        self,
-        predict: Callable[[Tensor, int], Tensor],
-        t: Timestep,
-        x_t: Tensor,
-        state: dict,
-        generator: torch.Generator | None,
-    ) -> Tensor:
-        """One step of :meth:`denoise`'s loop given ``predict(x, t) -> eps`` (the network, read
-        as eps): :meth:`advance` on one evaluation at ``t``. A solver that evaluates the network
-        more than once a step (Heun) overrides this, and says so in :meth:`nfe_of`."""
-        return self.advance(predict(x_t, t), t, x_t, state, generator)
+    def alpha_bars(self, t: int | Tensor | Timestep) -> tuple[float, float]:
+        """(alpha_bar at ``t``, at the next step; 1 after the last), float64 Python floats."""
+        t = self._as_step(t)
+        return t.alpha_bar, t.alpha_bar_next
 
     def plan(self, strength: float, start: str = "exact") -> Plan:
-        """The :class:`~diffbench.plan.Plan` of one image-to-image call at ``strength``: its
-        timesteps (:meth:`img2img_timesteps`), NFE (:meth:`nfe_of`) and start, computed once per
-        (strength, start) and kept (a sampler is immutable)."""
+        """The :class:`~diffbench.plan.Plan` of one image-to-image call at ``strength``,
+        computed once per (strength, start) and kept (a sampler is immutable).
+
+        ``start="exact"``: ``max(1, int(n * strength))`` steps from exactly the strength (VP:
+        timestep ``int(strength * T) - 1``; flow: sigma = strength) with this sampler's
+        spacing. ``start="diffusers"``: the tail of the whole grid diffusers' img2img pipelines
+        take, so the start depends on n (DDIM-10 at 0.3 starts at t = 200, DDIM-50 at 280).
+        """
         check_strength(strength)
         check_start(start)
         key = (float(strength), start)
         if key not in self._plans:
-            self._plans[key] = self.make_plan(float(strength), start)
+            points = self._start_points(float(strength), start)
+            self._plans[key] = Plan(float(strength), start, self.path.timesteps_of(points),
+                                    self.nfe_of(len(points)), *self.path.start_facts(points[0]))
         return self._plans[key]
 
-    def make_plan(self, strength: float, start: str) -> Plan:
-        """:meth:`plan`'s computation, on the VP path: the start is the first timestep."""
-        timesteps = self.img2img_timesteps(strength, start)
-        t = int(timesteps[0])
-        return Plan(strength, start, timesteps, self.nfe_of(len(timesteps)), t,
-                    self.schedule.snr(t))
+    def _start_points(self, strength: float, start: str) -> list:
+        if start == "diffusers":
+            return self.path.diffusers_start(self._grid, strength)
+        steps = max(1, int(self.num_steps * strength))
+        return self.path.exact_start(strength, steps, self.spacing)
 
     def img2img_timesteps(self, strength: float, start: str = "exact") -> Tensor:
-        """The timesteps image-to-image at ``strength`` runs, the first its start (read them
-        from :meth:`plan`, which computes them once).
+        """The timesteps image-to-image at ``strength`` runs, the first its start."""
+        return self.plan(strength, start).timesteps
 
-        ``start="exact"``: ``max(1, int(n * strength))`` steps from exactly
-        ``t_start = int(strength * T) - 1`` toward 0, with this sampler's spacing
-        (:func:`diffbench.schedule.make_start_timesteps`). ``start="diffusers"``: the last
-        ``min(int(n * strength), n)`` of :attr:`timesteps` (diffusers' img2img pipelines). For
-        DDPM over all T timesteps the two coincide (``t_start, ..., 0``).
-        """
+    def img2img_sigmas(self, strength: float, start: str = "exact") -> list[float]:
+        """The flow sigmas image-to-image at ``strength`` runs (flow path only)."""
+        check_strength(strength)
         check_start(start)
-        if start == "diffusers":
-            return self.timesteps[self.num_steps - img2img_num_steps(self.num_steps, strength) :]
-        t_start = exact_start(self.schedule.num_timesteps, strength)
-        return make_start_timesteps(t_start, max(1, int(self.num_steps * strength)), self.spacing)
+        if self.path.kind != "flow":
+            raise InputError("img2img_sigmas: this sampler runs on the VP path")
+        return self._start_points(float(strength), start)
 
     def nfe_of(self, steps: int) -> int:
-        """Network evaluations of a :meth:`denoise` over ``steps`` timesteps: one each here; a
+        """Network evaluations of a :meth:`denoise` over ``steps`` steps: one each here; a
         sampler that calls the model more often says so."""
         return steps
 
@@ -282,16 +190,12 @@ class Sampler:
         """Network evaluations of one :meth:`img2img` call (its :meth:`plan`'s)."""
         return self.plan(strength, start).nfe
 
+    # -- the calls --------------------------------------------------------------------------
+
     @torch.no_grad()
-    def sample(
-        self,
-        model: Model,
-        x_T: Tensor,
-        generator: torch.Generator | None = None,
-        progress: bool = False,
-        callback: Callback | None = None,
-    ) -> Tensor:
-        """Run every timestep from ``x_T`` (pure noise at the first timestep) down to x_0."""
+    def sample(self, model: Model, x_T: Tensor, generator: torch.Generator | None = None,
+               progress: bool = False, callback: Callback | None = None) -> Tensor:
+        """Run the whole grid from ``x_T`` (pure noise at its first step) down to x0."""
         return self.denoise(model, x_T, self.timesteps, generator, progress, callback)
 
     @torch.no_grad()
@@ -306,18 +210,20 @@ class Sampler:
         start: str = "exact",
         callback: Callback | None = None,
     ) -> Tensor:
-        """SDEdit (Meng et al. 2022): noise ``x0`` to the start of its :meth:`plan` (``start``:
-        ``"exact"`` or ``"diffusers"``) with ``add_noise`` and denoise it back."""
+        """SDEdit (Meng et al. 2022): noise ``x0`` to the start of its :meth:`plan` and
+        denoise it back."""
         timesteps = self.plan(strength, start).timesteps
         if noise is None:
             noise = randn_like(x0, generator)
         x_t = self.add_noise(x0, noise, timesteps[0])
         return self.denoise(model, x_t, timesteps, generator, progress, callback)
 
-    def add_noise(self, x0: Tensor, noise: Tensor, t: int | Tensor) -> Tensor:
-        """``x0`` noised to timestep ``t``, where a :meth:`denoise` call from ``t`` starts: the
-        schedule's ``add_noise`` (a flow sampler's is ``scale_noise``)."""
-        return self.schedule.add_noise(x0, noise, int(t))
+    def add_noise(self, x0: Tensor, noise: Tensor, t: int | float | Tensor) -> Tensor:
+        """``x0`` noised to timestep ``t`` of this path, where a :meth:`denoise` from ``t``
+        starts (VP: the schedule's ``add_noise``; flow: diffusers' ``scale_noise``)."""
+        if noise.shape != x0.shape:
+            raise InputError(f"noise shape {tuple(noise.shape)} must equal {tuple(x0.shape)}")
+        return self.path.add_noise(x0, noise, self.path.points_of([_plain(t)])[0])
 
     def denoise(
         self,
@@ -328,41 +234,63 @@ class Sampler:
         progress: bool = False,
         callback: Callback | None = None,
     ) -> Tensor:
-        """The loop: from ``x`` at ``timesteps[0]``, :meth:`advance_with` the network at each
-        timestep. ``timesteps``: any strictly decreasing sequence in [0, T) (all of
-        :attr:`timesteps`, a tail, an exact start's); each step's coefficients come from it.
-        ``callback``, as k-diffusion's: called after each step with ``{"i", "t", "x", "x0"}``,
-        the step's index and timestep, the state it started from, and the x0 its first
-        evaluation predicts."""
+        """The loop: from ``x`` at ``timesteps[0]`` (any strictly decreasing sequence of this
+        path's timesteps), :meth:`solve` each step. ``callback``, as k-diffusion's: after each
+        step, ``{"i", "t", "x", "x0"}``: the step's index and timestep, the state it started
+        from and the x0 its first evaluation predicted."""
+        steps = self.steps_for(timesteps)
+        denoiser = Denoiser(model, self.prediction, self.clip_sample, self.path.time_dtype)
         state: dict = {}
-        first: list[Tensor] = []  # the step's first eps, for the callback
-
-        def predict(x_t: Tensor, t: int) -> Tensor:
-            eps = self.call(model, x_t, t)
-            if callback is not None and not first:
-                first.append(eps)
-            return eps
-
-        for t in self._progress(timesteps, progress):
-            first.clear()
-            x_next = self.advance_with(predict, t, x, state, generator)
+        for t in tqdm(steps, desc=f"{self.label} ({len(steps)} steps)", disable=not progress,
+                      leave=False):
             if callback is not None:
-                callback({"i": t.index, "t": int(t), "x": x,
-                          "x0": self.predict_x0(first[0], x, t.alpha_bar)})
+                denoiser.watch()
+            x_next = self.solve(denoiser, t, x, state, generator)
+            if callback is not None:
+                callback({"i": t.index, "t": t.t, "x": x, "x0": denoiser.first})
             x = x_next
         return x
 
-    def _progress(self, timesteps: Tensor, progress: bool) -> list[Timestep]:
-        steps = self.steps_for(timesteps)
-        desc = f"{self.label} ({len(steps)} steps)"
-        return tqdm(steps, desc=desc, disable=not progress, leave=False)
+    # -- the step hooks ---------------------------------------------------------------------
 
-    def call(self, model: Model, x: Tensor, t: int) -> Tensor:
-        """``model(x, t)`` with ``t`` a LongTensor [B] on ``x``'s device, read as eps: a
-        v-prediction network's output becomes eps through
-        :func:`~diffbench.sampling.prediction.vp_x0_eps`."""
-        output = model(x, torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long))
-        _check_same_shape("eps", output, x)
-        if self.prediction == "eps":
-            return output
-        return vp_x0_eps(self.prediction, output, x, self._alphas_cumprod[int(t)])[1]
+    def solve(self, denoise: Denoiser, t: Timestep, x: Tensor, state: dict,
+              generator: torch.Generator | None) -> Tensor:
+        """One step of the loop from ``x`` at ``t``: here one evaluation and :meth:`update`'s
+        mean plus ``std * noise``. ``state`` starts empty at each call of :meth:`denoise`."""
+        x0, eps = denoise(x, t)
+        return self._noised(*self.update(t, x0, eps, x), x, None, generator)
+
+    def update(self, t: Timestep, x0: Tensor, eps: Tensor, x_t: Tensor) -> tuple[Tensor, float]:
+        """(mean of the next state, std of its noise) of the step from ``t``, from the
+        predicted (clipped) ``x0`` and the network's ``eps``."""
+        raise NotImplementedError(f"{type(self).__name__} provides no update()")
+
+    def step(self, output: Tensor, t: int | Tensor, x_t: Tensor, noise: Tensor | None = None,
+             generator: torch.Generator | None = None) -> Tensor:
+        """One step of a one-evaluation sampler from the network's ``output`` at timestep
+        ``t`` of :attr:`timesteps` (or a :class:`Timestep`), as diffusers' ``step``."""
+        check_output(self.prediction, output, x_t)
+        t = self._as_step(t)
+        x0, eps = x0_eps(self.prediction, output, x_t, t.alpha, t.sigma)
+        if self.clip_sample:
+            x0 = x0.clamp(-1, 1)
+        return self._noised(*self.update(t, x0, eps, x_t), x_t, noise, generator)
+
+    @staticmethod
+    def _noised(mean: Tensor, std: float, x: Tensor, noise: Tensor | None,
+                generator: torch.Generator | None) -> Tensor:
+        if std == 0.0:
+            return mean
+        if noise is None:
+            noise = randn_like(x, generator)
+        elif noise.shape != x.shape:
+            raise InputError(f"noise shape {tuple(noise.shape)} must equal {tuple(x.shape)}")
+        return mean + std * noise
+
+
+def _plain(t: int | float | Tensor | Timestep) -> int | float:
+    """A timestep as a Python number."""
+    if isinstance(t, Timestep):
+        return t.t
+    value = t.item() if isinstance(t, Tensor) else t
+    return int(value) if float(value).is_integer() else float(value)

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from diffbench.errors import InputError
 from diffbench.sampling.base import DEFAULT_STEPS, Sampler, Timestep
+from diffbench.sampling.ddpm import posterior
 from diffbench.sampling.registry import register_sampler
 from diffbench.schedule import NoiseSchedule
 
@@ -22,29 +23,29 @@ class DDIMSampler(Sampler):
     [0, 1]: beyond 1 the direction term's square root goes negative.
     """
 
+    predictions = ("eps", "v", "flow")
+
     def __init__(
         self,
         schedule: NoiseSchedule,
         num_steps: int | None = DEFAULT_STEPS,
         eta: float = 0.0,
-        spacing: str = "leading",
+        spacing: str | None = None,
         clip_sample: bool = True,
+        **path: object,
     ) -> None:
         if isinstance(eta, bool) or not isinstance(eta, Real) or not 0 <= eta <= 1:
             raise InputError(f"eta must be a number in [0, 1], got {eta!r}")
-        super().__init__(schedule, num_steps, spacing, clip_sample)
+        super().__init__(schedule, num_steps, spacing, clip_sample, **path)
         self.eta = float(eta)
 
-    def _update(self, a_t: float, a_prev: float) -> tuple[float, float, float]:
-        """(x0 coefficient, eps coefficient, sigma) of eq. 12, sigma from eq. 16."""
-        sigma = self.eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
-        return math.sqrt(a_prev), math.sqrt(max(1 - a_prev - sigma**2, 0.0)), sigma
-
     def update(self, t: Timestep, x0: Tensor, eps: Tensor, x_t: Tensor) -> tuple[Tensor, float]:
-        """x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - sigma^2) eps (+ sigma z).
+        """x_prev = alpha_prev x0_hat + sqrt(sigma_prev^2 - s^2) eps (+ s z), ``s`` eta times
+        the posterior std (eq. 16).
 
         As in diffusers, the direction term uses the model's eps, not one recomputed from the
         clipped x0 (``use_clipped_model_output=False``).
         """
-        x0_coef, eps_coef, sigma = self._update(*self.alpha_bars(t))
-        return x0_coef * x0 + eps_coef * eps, sigma
+        sigma = self.eta * math.sqrt(posterior(t)[2]) if self.eta else 0.0
+        eps_coef = math.sqrt(max(t.sigma_next**2 - sigma**2, 0.0)) if sigma else t.sigma_next
+        return t.alpha_next * x0 + eps_coef * eps, sigma

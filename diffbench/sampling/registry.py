@@ -15,9 +15,9 @@ SAMPLERS: dict[str, type[Sampler]] = {}
 """Registered samplers by name, in registration order (``ddpm``, ``ddim``, then any others)."""
 PLUGIN_SAMPLER = (
     "a plug-in sampler is 'package.module:Name' naming a subclass of "
-    "diffbench.sampling.Sampler that provides update() (one step), advance() (a step with "
-    "history), advance_with() (a step that evaluates the network more than once) or denoise() "
-    "(the whole loop)"
+    "diffbench.sampling.Sampler that provides update() (one step from x0 and eps), solve() (a "
+    "step with history or more than one evaluation), advance() or advance_with() (VP steps "
+    "from eps) or denoise() (the whole loop)"
 )
 
 
@@ -38,9 +38,9 @@ def check_sampler_class(cls: object, spec: str) -> None:
     """Raise a ValueError unless ``cls`` is a usable :class:`Sampler` subclass."""
     if not (isinstance(cls, type) and issubclass(cls, Sampler)) or cls is Sampler:
         raise InputError(f"sampler {spec!r} is {cls!r}, not a Sampler subclass; {PLUGIN_SAMPLER}")
-    hooks = ("update", "advance", "advance_with", "denoise")
+    hooks = ("update", "solve", "advance", "advance_with", "denoise")
     if all(getattr(cls, hook) is getattr(Sampler, hook) for hook in hooks):
-        raise InputError(f"sampler {spec!r} provides none of update(), advance(), "
+        raise InputError(f"sampler {spec!r} provides none of update(), solve(), advance(), "
                          f"advance_with(), denoise(); {PLUGIN_SAMPLER}")
 
 
@@ -77,15 +77,19 @@ def make_sampler(
     eta: float = 0.0,
     shift: float = 1.0,
     spacing: str | None = None,
+    prediction: str | None = None,
 ) -> Sampler:
     """The sampler ``name`` (registered or ``package.module:Name``) with ``num_steps`` and
-    ``spacing`` (None: its defaults) and, for samplers that take them, ``eta`` (DDPM, DDIM) and
-    ``shift`` (the flow samplers; SD3 uses 3)."""
+    ``spacing`` (None: its defaults), for a network predicting ``prediction`` (None: the
+    sampler's default), and for samplers that take them ``eta`` (DDIM) and ``shift`` (SD3's
+    timestep shift, on the flow path)."""
     cls = sampler_class(name)
     parameters = inspect.signature(cls).parameters
+    forwards = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
     options = {}
-    for option, value, default in (("eta", eta, 0.0), ("shift", shift, 1.0)):
-        if option in parameters:
+    for option, value, default in (("eta", eta, 0.0), ("shift", shift, 1.0),
+                                   ("prediction", prediction, None)):
+        if option in parameters or (forwards and option != "eta"):
             options[option] = value
         elif value != default:
             takers = [c.label for c in SAMPLERS.values()

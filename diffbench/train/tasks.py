@@ -35,8 +35,8 @@ from diffbench.data import MNISTTensors, load_mnist
 from diffbench.models import VAE, Classifier, PeerUNet, UNet
 from diffbench.models.peer import crop_from_peer, pad_to_peer
 from diffbench.sampling import DDIMSampler, randn_like
-from diffbench.sampling.flow import FlowEulerSampler
-from diffbench.sampling.prediction import FLOW_TIMESTEP_SCALE, flow_path
+from diffbench.sampling.paths import FLOW_TIMESTEP_SCALE, flow_path
+from diffbench.sampling.solvers import EulerSampler
 from diffbench.schedule import NoiseSchedule
 from diffbench.system import clip_sample, from_latent, to_latent
 
@@ -193,11 +193,9 @@ class DiffusionTask(Task):
     def preview(
         self, model: nn.Module, test: MNISTTensors, gen: torch.Generator
     ) -> tuple[Tensor, dict[str, Any]]:
-        if self.config.prediction == "flow":
-            sampler = FlowEulerSampler(self.schedule, 50)
-        else:
-            sampler = DDIMSampler(self.schedule, clip_sample=clip_sample(self.space))
-            sampler.prediction = self.config.prediction
+        sampler = (EulerSampler if self.config.prediction == "flow" else DDIMSampler)(
+            self.schedule, 50, clip_sample=clip_sample(self.space),
+            prediction=self.config.prediction)
         x_T = torch.randn((16, *self.inputs.shape[1:]), generator=gen).to(self.device)
         return self.to_digits(sampler.sample(model, x_T)).clamp(-1, 1), {}
 
