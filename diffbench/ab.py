@@ -43,8 +43,8 @@ from diffbench.ab_versions import (
     repository_root,
     resolve_revision,
 )
-from diffbench.checkpoints import write_atomic_text
 from diffbench.errors import InputError
+from diffbench.files import write_atomic_text
 
 WARMUP = 2  # untimed calls per case and worker before the first pair
 SAMPLE_S = 0.2

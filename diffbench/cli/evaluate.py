@@ -62,7 +62,8 @@ def add_arguments(evaluate: argparse.ArgumentParser) -> None:
 def check(args: argparse.Namespace) -> None:
     """The output file, the sweep and every checkpoint (each loads into its model) now, not
     after minutes of work."""
-    from diffbench.checkpoints import check_writable_dir, load_model, require_checkpoints
+    from diffbench.checkpoints import load_model, require_checkpoints
+    from diffbench.files import check_writable_dir
     from diffbench.outputs import refuse_earlier_run
 
     check_strengths(tuple(args.sweep), "--sweep")

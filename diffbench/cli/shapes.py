@@ -35,7 +35,8 @@ def add_arguments(shapes: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from diffbench.checkpoints import check_writable_dir, require_checkpoints
+    from diffbench.checkpoints import require_checkpoints
+    from diffbench.files import check_writable_dir
     from diffbench.outputs import refuse_earlier_run
     from diffbench.resources import checkpoints_dir
     from diffbench.runtime import resolve_device

@@ -29,15 +29,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
-from diffbench.checkpoints import (
-    check_writable_dir,
-    environment_facts,
-    load_metadata,
-    model_metadata,
-    write_atomic_text,
-)
+from diffbench.checkpoints import load_metadata, model_metadata
 from diffbench.config import ConfigError, TrainConfig
 from diffbench.data import load_mnist, mnist_files, resolve_data_dir
+from diffbench.environment import environment_facts
+from diffbench.files import check_writable_dir, write_atomic_text
 from diffbench.models import model_stats
 from diffbench.outputs import refuse_earlier_run
 from diffbench.runtime import Distributed, init_distributed, resolve_device, synchronize

@@ -15,8 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from diffbench.checkpoints import load_checkpoint, pack_state, save_checkpoint, unpack_state
+from diffbench.checkpoints import load_checkpoint, save_checkpoint
 from diffbench.config import ConfigError, TrainConfig
+from diffbench.packed_state import pack_state, unpack_state
 from diffbench.runtime import Distributed
 from diffbench.tracking import time_execution
 from diffbench.train.tasks import Task
