@@ -20,7 +20,7 @@ from diffbench.config import ConfigError, TrainConfig
 from diffbench.packed_state import pack_state, unpack_state
 from diffbench.runtime import Distributed
 from diffbench.tracking import time_execution
-from diffbench.train.tasks import Task
+from diffbench.train.base import Task
 
 
 def checkpoint_paths(config: TrainConfig) -> tuple[Path, Path, Path]:
