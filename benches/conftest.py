@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from benchlib import REPO, BenchEnv, sanitize
-from diffbench.checkpoints import write_atomic_text
+from diffbench.files import write_atomic_text
 from diffbench.tracking import start_run
 
 
@@ -78,7 +78,8 @@ def pytest_benchmark_update_json(
     """Record what reproduces the run under the JSON's "diffbench" key (seed, torch, devices,
     sha256 of each checkpoint file); with --mlflow, write the JSON under results/benchmarks/
     first, then log the session (a dead tracking server costs a warning, not the JSON)."""
-    from diffbench.checkpoints import checkpoint_sha256, environment_facts
+    from diffbench.checkpoints import checkpoint_sha256
+    from diffbench.environment import environment_facts
 
     checkpoints = config.getoption("--checkpoints")
     facts = environment_facts()

@@ -1,31 +1,43 @@
-"""diffbench: DDPM, DDIM and latent diffusion compared on MNIST image-to-image translation."""
+"""diffbench: DDPM, DDIM and latent diffusion compared on MNIST image-to-image translation.
 
-from diffbench.data import MNISTNotFoundError, MNISTTensors, load_mnist
-from diffbench.sampling import (
-    SAMPLERS,
-    DDIMSampler,
-    DDPMSampler,
-    Sampler,
-    make_timesteps,
-    register_sampler,
-)
-from diffbench.schedule import NoiseSchedule
-from diffbench.system import System
-from diffbench.translate import Translator
+The names below load on first use (``from diffbench import DDIMSampler`` imports the sampling
+package then), so importing a leaf module such as :mod:`diffbench.errors`, or running
+``diffbench --help``, imports no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DDIMSampler",
-    "DDPMSampler",
-    "MNISTNotFoundError",
-    "MNISTTensors",
-    "SAMPLERS",
-    "NoiseSchedule",
-    "Sampler",
-    "System",
-    "load_mnist",
-    "make_timesteps",
-    "register_sampler",
-    "Translator",
-]
+_EXPORTS = {
+    "DDIMSampler": "diffbench.sampling",
+    "DDPMSampler": "diffbench.sampling",
+    "MNISTNotFoundError": "diffbench.data",
+    "MNISTTensors": "diffbench.data",
+    "SAMPLERS": "diffbench.sampling",
+    "NoiseSchedule": "diffbench.schedule",
+    "Sampler": "diffbench.sampling",
+    "System": "diffbench.system",
+    "load_mnist": "diffbench.data",
+    "make_timesteps": "diffbench.sampling",
+    "register_sampler": "diffbench.sampling",
+    "Translator": "diffbench.translate",
+}
+"""Each public name -> the module that defines it."""
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'diffbench' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # found once; later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

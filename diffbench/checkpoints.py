@@ -1,9 +1,8 @@
-"""Safetensors checkpoints (never pickle), atomic file writes and environment facts.
+"""Safetensors checkpoints (never pickle): saved atomically with a digest of their tensors,
+their metadata's known fields type-checked whenever one is opened, models rebuilt from them.
 
 A checkpoint is a safetensors file whose header carries the caller's metadata as JSON under the
-key ``"diffbench"``. Optimizer, scheduler and RNG states are nested Python structures: `pack_state`
-splits one into a flat tensor dict plus a JSON-serialisable structure (kept in the metadata) and
-`unpack_state` rebuilds it exactly, dict key types included.
+key ``"diffbench"``; nested training state enters it through :mod:`diffbench.packed_state`.
 """
 
 from __future__ import annotations
@@ -13,11 +12,7 @@ import dataclasses
 import hashlib
 import json
 import os
-import platform
-import shutil
-import subprocess
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +22,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from diffbench.errors import InputError, MissingFileError
+from diffbench.files import atomic_target, sha256_file
+from diffbench.files import check_writable_dir as check_writable_dir  # importable from here too
 
 METADATA_KEY = "diffbench"
 DIGEST_KEY = "diffbench_sha256"  # sha256 of the tensors (names, dtypes, shapes, bytes) at save
-MIN_FREE_BYTES = 64 * 2**20  # what an output folder must have free before a job starts
 
-_TENSOR, _TUPLE, _DICT = "tensor", "tuple", "dict"
 _STRICT = ConfigDict(strict=True)
 
 
@@ -77,73 +72,6 @@ def check_facts(path: str | os.PathLike, metadata: Any) -> dict[str, Any]:
             raise InputError(f"{path}: metadata {where}: {problem['msg']} (got {got}); "
                              f"{expected}") from None
     return metadata
-_SCALARS = (bool, int, float, str, type(None))
-
-
-@contextlib.contextmanager
-def _atomic_target(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path next to ``path``; once the body has written it, fsync and replace ``path``.
-
-    On any error the temp file is removed and an existing ``path`` is left untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_atomic_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically: readers see the old file or the new one."""
-    with _atomic_target(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return Path(path)
-
-
-def check_writable_dir(path: str | os.PathLike, min_free_bytes: int = MIN_FREE_BYTES) -> Path:
-    """Create the folder ``path`` if needed and prove that a file can be written and synced in
-    it with ``min_free_bytes`` to spare; else raise a ValueError naming it. Run before long work.
-    """
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".diffbench-probe-") as probe:
-            probe.write(b"diffbench")
-            probe.flush()
-            os.fsync(probe.fileno())
-        free = shutil.disk_usage(path).free
-    except OSError as err:
-        reason = err.strerror or type(err).__name__
-        raise InputError(
-            f"output folder {path} is not writable ({reason}); "
-            f"allowed: a folder this user can create and write files in"
-        ) from None
-    if free < min_free_bytes:
-        raise InputError(
-            f"output folder {path} has {free / 2**20:.1f} MiB free; at least "
-            f"{min_free_bytes / 2**20:.0f} MiB is needed: free space or choose another folder"
-        )
-    return path
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """The sha256 hex digest of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def checkpoint_sha256(directory: str | os.PathLike, names: list[str] | None = None) -> dict:
@@ -206,7 +134,7 @@ def save_checkpoint(
     with a sha256 of the tensors that loading checks."""
     cpu_tensors = _cpu_contiguous(tensors)
     header = {METADATA_KEY: json.dumps(metadata), DIGEST_KEY: _tensor_digest(cpu_tensors)}
-    with _atomic_target(path) as tmp:
+    with atomic_target(path) as tmp:
         save_file(cpu_tensors, tmp, metadata=header)
     return Path(path)
 
@@ -309,99 +237,3 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     return model.to(device).eval().requires_grad_(False), metadata
 
 
-def _child(path: str, key: Any) -> str:
-    return f"{path}/{key}" if path else str(key)
-
-
-def _pack_key(key: Any, path: str) -> Any:
-    """Encode a dict key: a scalar, or a tuple of keys."""
-    if isinstance(key, _SCALARS):
-        return key
-    if isinstance(key, tuple):
-        return {_TUPLE: [_pack_key(k, path) for k in key]}
-    raise TypeError(f"cannot pack a {type(key).__name__} dict key at {path or 'root'!r}")
-
-
-def _pack(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
-    if isinstance(obj, torch.Tensor):
-        base = path or "root"
-        key, n = base, 1
-        while key in tensors:
-            key, n = f"{base}#{n}", n + 1
-        tensors[key] = obj
-        return {_TENSOR: key}
-    if isinstance(obj, _SCALARS):
-        return obj
-    if isinstance(obj, list):
-        return [_pack(v, _child(path, i), tensors) for i, v in enumerate(obj)]
-    if isinstance(obj, tuple):
-        return {_TUPLE: [_pack(v, _child(path, i), tensors) for i, v in enumerate(obj)]}
-    if isinstance(obj, dict):
-        return {
-            _DICT: [
-                [_pack_key(k, path), _pack(v, _child(path, k), tensors)] for k, v in obj.items()
-            ]
-        }
-    raise TypeError(f"cannot pack a {type(obj).__name__} at {path or 'root'!r}")
-
-
-def pack_state(obj: Any) -> tuple[dict[str, torch.Tensor], Any]:
-    """Split a nested state (dicts, lists, tuples, tensors, scalars) into tensors + JSON structure.
-
-    Tensor keys follow the nesting (``"state/0/exp_avg"``); dict keys keep their type (int keys of
-    an optimizer state dict come back as ints) because every dict is stored as a list of pairs.
-    """
-    tensors: dict[str, torch.Tensor] = {}
-    return tensors, _pack(obj, "", tensors)
-
-
-def unpack_state(tensors: dict[str, torch.Tensor], structure: Any) -> Any:
-    """Rebuild the object that `pack_state` split into ``tensors`` and ``structure``."""
-    if isinstance(structure, list):
-        return [unpack_state(tensors, v) for v in structure]
-    if not isinstance(structure, dict):
-        return structure
-    ((tag, value),) = structure.items()
-    if tag == _TENSOR:
-        return tensors[value]
-    if tag == _TUPLE:
-        return tuple(unpack_state(tensors, v) for v in value)
-    return {unpack_state(tensors, k): unpack_state(tensors, v) for k, v in value}
-
-
-def _safely(fact: Callable[[], Any]) -> Any:
-    """``fact()``, or None if it raises."""
-    try:
-        return fact()
-    except Exception:  # noqa: BLE001 - environment facts are best effort and must never raise
-        return None
-
-
-def _cpu_model() -> str | None:
-    """The CPU model name from /proc/cpuinfo, else what `platform` knows (no hostname)."""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or None
-
-
-def _git(*args: str) -> str | None:
-    done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=False)
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def environment_facts() -> dict[str, Any]:
-    """Versions, CPU/GPU names and the git commit of the working directory; never raises."""
-    cuda = torch.cuda.is_available()
-    return {
-        "torch": torch.__version__,
-        "torch_cuda": torch.version.cuda,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu": _safely(_cpu_model),
-        "torch_threads": torch.get_num_threads(),
-        "cuda_device": _safely(lambda: torch.cuda.get_device_name(0)) if cuda else None,
-        "git_commit": _safely(lambda: _git("rev-parse", "HEAD")),
-        "git_dirty": bool(_safely(lambda: _git("status", "--porcelain"))),
-    }

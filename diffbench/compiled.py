@@ -23,8 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from diffbench.choices import COMPILE_MODES
 from diffbench.errors import InputError
-from diffbench.runtime import COMPILE_MODES, synchronize
+from diffbench.runtime import synchronize
 from diffbench.sampling import DDIMSampler, Sampler
 
 WARMUP_CALLS = 3  # reduce-overhead's CUDA-graph trees warm up, then record: three calls cover it

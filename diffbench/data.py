@@ -33,6 +33,7 @@ from torch.utils.data import TensorDataset
 from torchvision.datasets import MNIST
 from torchvision.datasets.utils import check_integrity
 
+from diffbench.choices import MAX_SCORED_DIGITS as MAX_SCORED_DIGITS  # importable from here too
 from diffbench.errors import InputError, MissingFileError
 from diffbench.resources import mnist_dir
 
@@ -57,9 +58,6 @@ SUBSET_MD5 = {
 }
 """The shipped training subset: the first 10,000 records of the official training files."""
 SUBSET_SIZE = 10_000
-MAX_SCORED_DIGITS = 5_000
-"""Test digits a run may score: the first 5,000; the last 5,000 are the held-out reference of
-the Frechet distance and KID (:data:`diffbench.scoring.REFERENCE_SLICE`), never scored."""
 KNOWN_MD5 = {**OFFICIAL_MD5, **SUBSET_MD5}
 
 _FILES = {

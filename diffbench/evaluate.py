@@ -19,8 +19,10 @@ from typing import Any
 
 import torch
 
-from diffbench.checkpoints import environment_facts, load_metadata, write_atomic_text
+from diffbench.checkpoints import load_metadata
 from diffbench.data import load_mnist
+from diffbench.environment import environment_facts
+from diffbench.files import write_atomic_text
 from diffbench.metrics import Judge
 from diffbench.report import cell
 from diffbench.resources import checkpoints_dir

@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from diffbench.checkpoints import write_atomic_text
 from diffbench.errors import InputError
+from diffbench.files import write_atomic_text
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffbench.checkpoints import load_model, require_metadata, sha256_file
+from diffbench.checkpoints import load_model, require_metadata
 from diffbench.errors import InputError
+from diffbench.files import sha256_file
 from diffbench.models import PeerUNet, flops_per_image
 from diffbench.models.peer import crop_from_peer, pad_to_peer
 from diffbench.plan import Plan

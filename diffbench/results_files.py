@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from diffbench.checkpoints import write_atomic_text
 from diffbench.errors import InputError
 from diffbench.feature_distance import FrechetReference
+from diffbench.files import write_atomic_text
 from diffbench.nfe import fewest_nfe, fewest_nfe_markdown
 from diffbench.report import (
     GridBlock,

@@ -26,15 +26,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+# COMPILE_MODES and MAX_SEED are imported from here too (configs); they live in choices.
+from diffbench.choices import COMPILE_MODES as COMPILE_MODES
+from diffbench.choices import DEVICES, NOISE_DEVICES
+from diffbench.choices import MAX_SEED as MAX_SEED
 from diffbench.errors import InputError
-
-DEVICES = ("auto", "cpu", "cuda")
-"""What ``--device`` and the configs' ``device`` accept."""
-NOISE_DEVICES = ("device", "cpu")
-MAX_SEED = 2**32 - 1
-COMPILE_MODES = ("compile", "cudagraphs")
-"""torch.compile or CUDA graphs (:mod:`diffbench.compiled`); None is eager."""
-"""Seeds lie in [0, MAX_SEED]."""
 
 
 def resolve_device(name: str) -> torch.device:

@@ -26,7 +26,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from diffbench.checkpoints import load_model
-from diffbench.data import MAX_SCORED_DIGITS, load_mnist
+from diffbench.choices import MAX_SCORED_DIGITS
+from diffbench.data import load_mnist
 from diffbench.feature_distance import FeatureReference
 from diffbench.memory import peak_memory
 from diffbench.metrics import Judge, mse_per_image

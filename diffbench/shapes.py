@@ -25,7 +25,9 @@ from typing import Any
 
 import torch
 
-from diffbench.checkpoints import environment_facts, load_metadata, load_model, write_atomic_text
+from diffbench.checkpoints import load_metadata, load_model
+from diffbench.environment import environment_facts
+from diffbench.files import write_atomic_text
 from diffbench.metrics import Judge
 from diffbench.resources import checkpoints_dir
 from diffbench.scoring import (

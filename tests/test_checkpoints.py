@@ -15,15 +15,10 @@ from safetensors.torch import save_file
 from torch import nn
 
 from diffbench import checkpoints
-from diffbench.checkpoints import (
-    environment_facts,
-    load_checkpoint,
-    load_metadata,
-    pack_state,
-    save_checkpoint,
-    unpack_state,
-    write_atomic_text,
-)
+from diffbench.checkpoints import load_checkpoint, load_metadata, save_checkpoint
+from diffbench.environment import environment_facts
+from diffbench.files import write_atomic_text
+from diffbench.packed_state import pack_state, unpack_state
 
 METADATA = {"model": {"channels": [32, 64], "attention": None}, "step": 7, "wall_s": 12.5}
 

@@ -7,17 +7,12 @@ own shard of the data; only rank 0 logs to MLflow (with system metrics) and writ
 
 Interruptions lose at most the step in flight: checkpoints are written atomically, and in a
 single process SIGINT or SIGTERM lets the current step finish, saves it and raises
-:class:`TrainingInterrupted` (``--resume`` continues from there).
+:class:`~diffbench.train.signals.TrainingInterrupted` (``--resume`` continues from there).
 """
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import sys
-import threading
 import time
-from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -29,15 +24,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
-from diffbench.checkpoints import (
-    check_writable_dir,
-    environment_facts,
-    load_metadata,
-    model_metadata,
-    write_atomic_text,
-)
+from diffbench.checkpoints import load_metadata, model_metadata
 from diffbench.config import ConfigError, TrainConfig
 from diffbench.data import load_mnist, mnist_files, resolve_data_dir
+from diffbench.environment import environment_facts
+from diffbench.files import check_writable_dir, write_atomic_text
 from diffbench.models import model_stats
 from diffbench.outputs import refuse_earlier_run
 from diffbench.runtime import Distributed, init_distributed, resolve_device, synchronize
@@ -50,6 +41,7 @@ from diffbench.train.recipe import (
     steps_per_epoch,
     update_ema,
 )
+from diffbench.train.signals import TrainingInterrupted, graceful_stop
 from diffbench.train.state import (
     Progress,
     Run,
@@ -59,44 +51,6 @@ from diffbench.train.state import (
     save_training,
 )
 from diffbench.train.tasks import build_task
-
-
-class TrainingInterrupted(Exception):
-    """SIGINT or SIGTERM stopped training after a completed step, which was checkpointed."""
-
-    def __init__(self, signum: int, step: int, path: Path) -> None:
-        self.signum, self.step, self.path = signum, step, path
-        self.exit_status = 128 + signum  # the shell's convention for "stopped by signal N"
-        super().__init__(
-            f"training interrupted by {signal.Signals(signum).name} after step {step}; "
-            f"checkpoint saved to {path}; continue with --resume"
-        )
-
-
-@contextlib.contextmanager
-def graceful_stop(enabled: bool = True) -> Iterator[list[int]]:
-    """While active, SIGINT and SIGTERM are only recorded in the yielded list (the loop checks
-    it after each step); a second signal of a kind gets the previous handling at once."""
-    received: list[int] = []
-    if not enabled or threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-    kinds = (signal.SIGINT, signal.SIGTERM)
-    previous = {kind: signal.getsignal(kind) for kind in kinds}
-
-    def record(signum: int, frame: Any) -> None:
-        received.append(signum)
-        signal.signal(signum, previous[signum] or signal.SIG_DFL)
-        print(f"\n{signal.Signals(signum).name}: finishing the current step, then saving a "
-              f"checkpoint (send it again to stop at once)", file=sys.stderr, flush=True)
-
-    for kind in kinds:
-        signal.signal(kind, record)
-    try:
-        yield received
-    finally:
-        for kind, handler in previous.items():
-            signal.signal(kind, handler or signal.SIG_DFL)
 
 
 def train(

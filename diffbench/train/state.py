@@ -15,11 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from diffbench.checkpoints import load_checkpoint, pack_state, save_checkpoint, unpack_state
+from diffbench.checkpoints import load_checkpoint, save_checkpoint
 from diffbench.config import ConfigError, TrainConfig
+from diffbench.packed_state import pack_state, unpack_state
 from diffbench.runtime import Distributed
 from diffbench.tracking import time_execution
-from diffbench.train.tasks import Task
+from diffbench.train.base import Task
 
 
 def checkpoint_paths(config: TrainConfig) -> tuple[Path, Path, Path]:

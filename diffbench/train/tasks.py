@@ -22,57 +22,23 @@ Losses:
 from __future__ import annotations
 
 import functools
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diffbench.checkpoints import load_metadata, load_model
 from diffbench.config import ConfigError, TrainConfig
-from diffbench.data import MNISTTensors, load_mnist
+from diffbench.data import MNISTTensors
 from diffbench.models import VAE, Classifier, PeerUNet, UNet
 from diffbench.models.peer import crop_from_peer, pad_to_peer
 from diffbench.sampling import DDIMSampler, randn_like
 from diffbench.sampling.paths import FLOW_TIMESTEP_SCALE, flow_path
 from diffbench.sampling.solvers import EulerSampler
 from diffbench.schedule import NoiseSchedule
-from diffbench.system import clip_sample, from_latent, to_latent
-
-TASKS: dict[str, type[Task]] = {}
-"""Model kind -> its task class."""
-
-
-def register_task(cls: type[Task]) -> type[Task]:
-    TASKS[cls.kind] = cls
-    return cls
-
-
-def load_vae(path: str | Path, device: torch.device | str = "cpu") -> VAE:
-    """A trained VAE from its checkpoint, in eval mode."""
-    vae, metadata = load_model(path, device)
-    if metadata.get("kind") != "vae":
-        raise ConfigError(f"{path} is a {metadata.get('kind')!r} checkpoint, not a VAE")
-    return vae
-
-
-@torch.inference_mode()
-def encode_with_vae(
-    config: TrainConfig, images: Tensor, device: torch.device
-) -> tuple[Tensor, dict[str, Any]]:
-    """Latents (posterior mean x the VAE's scale factor) of ``images``, and the VAE's facts."""
-    if not config.vae_checkpoint:
-        raise ConfigError(f"{config.kind} in latent space needs vae_checkpoint: the trained VAE "
-                          f"to encode with")
-    vae = load_vae(config.vae_checkpoint, device)
-    latents = torch.cat([to_latent(vae, chunk.to(device)) for chunk in images.split(1024)])
-    facts = {
-        "vae_checkpoint": str(config.vae_checkpoint),
-        "vae_train_seconds": load_metadata(config.vae_checkpoint).get("train_seconds"),
-        "latent_shape": list(vae.latent_shape),
-    }
-    return latents.cpu(), facts
+from diffbench.system import clip_sample, from_latent
+from diffbench.train.base import TASKS, Task, register_task
+from diffbench.train.latents import encode_with_vae, load_vae
 
 
 def min_snr_weights(schedule: NoiseSchedule, t: Tensor, gamma: float) -> Tensor:
@@ -82,63 +48,6 @@ def min_snr_weights(schedule: NoiseSchedule, t: Tensor, gamma: float) -> Tensor:
     alpha_bar = schedule.alphas_cumprod.to(t.device)[t]
     snr = alpha_bar / (1 - alpha_bar)
     return snr.clamp(max=gamma) / snr
-
-
-class Task:
-    """One kind's model, training inputs and loss. Subclasses set ``kind`` and ``model_class``
-    and provide :meth:`loss` and :meth:`preview`."""
-
-    kind: ClassVar[str]
-    model_class: ClassVar[type[nn.Module]]
-    diffusion: ClassVar[bool] = False  # trained with an EMA, sampled in the preview
-
-    def __init__(self, config: TrainConfig, device: torch.device) -> None:
-        self.config, self.device = config, device
-        model_config = config.build_model_config()
-        try:  # built on the CPU, so a failure here is the config's, never the device's
-            model = self.model_class(model_config)
-        except (ValueError, TypeError, IndexError, ZeroDivisionError) as error:
-            raise ConfigError(f"model: {model_config} cannot be built ({error})") from error
-        self.model = model.to(device)
-        self.schedule = NoiseSchedule.from_name(config.schedule.name,
-                                                config.schedule.num_timesteps)
-        self.facts: dict[str, Any] = {}
-        train = load_mnist("train", config.data_dir, limit=config.train_images)
-        self.inputs = self.prepare(train.images).to(device)
-        self.labels = train.labels.to(device)
-
-    @property
-    def uses_schedule(self) -> bool:
-        return self.diffusion
-
-    def prepare(self, images: Tensor) -> Tensor:
-        """Digits -> what the model trains on (default: the digits themselves)."""
-        return images
-
-    def noised(
-        self, batch: Tensor, max_timestep: int, gen: torch.Generator
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """(x_t, t, eps) with t ~ U{0, .., max_timestep - 1} and eps ~ N(0, I) per example."""
-        t = torch.randint(0, max_timestep, (len(batch),), generator=gen, device=gen.device)
-        eps = randn_like(batch, gen)
-        t = t.to(batch.device)
-        return self.schedule.add_noise(batch, eps, t), t, eps
-
-    def example_args(self, example: Tensor) -> tuple[Tensor, ...]:
-        """Arguments of one forward call on ``example`` (for FLOPs and shape checks)."""
-        return (example,)
-
-    def loss(self, model: nn.Module, batch: Tensor, labels: Tensor, gen: torch.Generator) -> Tensor:
-        raise NotImplementedError
-
-    def preview(
-        self, model: nn.Module, test: MNISTTensors, gen: torch.Generator
-    ) -> tuple[Tensor, dict[str, Any]]:
-        """(images for the sample grid in [-1, 1], numbers for the model card)."""
-        raise NotImplementedError
-
-    def finish(self, model: nn.Module) -> None:
-        """Anything to fix in the model before its last checkpoint (default: nothing)."""
 
 
 class DiffusionTask(Task):

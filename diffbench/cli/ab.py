@@ -1,0 +1,68 @@
+"""``diffbench ab``: base against head, speed and fidelity, in one job (the regression gate)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+from diffbench.cli.common import add_seed, positive_int, print_error
+from diffbench.errors import InputError
+
+HELP = ("base against head, speed and fidelity, in one job: the regression gate "
+        "(exit 0 certified, 1 regression, 2 bad input, 3 no verdict)")
+
+
+def add_arguments(ab: argparse.ArgumentParser) -> None:
+    ab.add_argument("--base", required=True, metavar="REV",
+                    help="the revision to compare against (a commit, branch or tag; or a clean "
+                         "checkout folder)")
+    ab.add_argument("--head", metavar="REV", help="default: the working tree")
+    ab.add_argument("--cases", nargs="+", default=["quick"], metavar="CASE",
+                    help="quick (default), all, or case names (see diffbench.cases)")
+    ab.add_argument("--budget-s", type=float, default=None,
+                    help="seconds of timed pairs beyond each case's first rounds, for all "
+                         "cases together (default 60)")
+    ab.add_argument("--out", type=Path, default=Path("results/ab"), help="output folder")
+    ab.add_argument("--threads", type=positive_int, default=1,
+                    help="torch threads of each worker (default 1)")
+    add_seed(ab, help="the pair order's seed (default: drawn, recorded)")
+    ab.add_argument("--checkpoints", type=Path,
+                    help="the checkpoints both versions load (default: fixtures/checkpoints)")
+    ab.add_argument("--processes", type=positive_int, default=None, metavar="P",
+                    help="worker pairs per version (default 8): the interval is over them")
+
+
+def run(args: argparse.Namespace) -> int:
+    from diffbench import ab_report
+    from diffbench.ab import DEFAULT_BUDGET_S, run_ab
+    from diffbench.paired import PROCESSES
+
+    budget = DEFAULT_BUDGET_S if args.budget_s is None else args.budget_s
+    # SIGTERM (CI's timeout, kill) unwinds like SIGINT: the base's worktree is removed and the
+    # workers are told to quit.
+    previous = signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
+    try:
+        result = run_ab(args.base, args.head, args.cases, budget, args.out,
+                        threads=args.threads, seed=args.seed, checkpoints=args.checkpoints,
+                        processes=args.processes or PROCESSES)
+    except InputError:
+        raise
+    except Exception as error:  # a crash gives no verdict: exit 3, not 1 (a regression)
+        log = args.out / "crash.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(traceback.format_exc())
+        print_error(f"no verdict: diffbench ab crashed ({type(error).__name__}: {error}); the "
+                    f"traceback is in {log}")
+        return ab_report.EXIT_NO_VERDICT
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    for entry in result["cases"]:
+        print(ab_report.case_line(entry))
+    print(f"wrote {args.out}/ab.json, ab.md")
+    status, message = ab_report.exit_status(result)
+    if status:
+        print_error(message)
+    return status

@@ -1,0 +1,58 @@
+"""``diffbench shapes``: the latent-shape sweep, one folder per latent shape's system."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from diffbench.cli.common import (
+    UsageError,
+    add_data_dir,
+    add_device,
+    add_overwrite,
+    add_seed,
+    digits,
+    positive_int,
+)
+
+HELP = "the latent-shape sweep: one folder per latent shape's trained system"
+
+
+def add_arguments(shapes: argparse.ArgumentParser) -> None:
+    shapes.add_argument("folders", type=Path, nargs="+", metavar="FOLDER",
+                        help="holds vae, latent and latent_noisy_classifier .safetensors")
+    shapes.add_argument("--checkpoints", type=Path, default=None,
+                        help="the classifiers and pixel UNet to compare against")
+    shapes.add_argument("--out", type=Path, default=Path("results/latent_shapes.md"),
+                        help="Markdown table; the .png plot and .json numbers go beside it")
+    shapes.add_argument("--num-images", type=digits, default=512)
+    shapes.add_argument("--rounds", type=positive_int, default=7,
+                        help="timed calls per system (batch 64)")
+    add_data_dir(shapes)
+    add_device(shapes, default="auto")
+    add_seed(shapes, default=0)
+    add_overwrite(shapes, "an existing --out table and the .png and .json beside it")
+
+
+def run(args: argparse.Namespace) -> None:
+    from diffbench.checkpoints import require_checkpoints
+    from diffbench.files import check_writable_dir
+    from diffbench.outputs import refuse_earlier_run
+    from diffbench.resources import checkpoints_dir
+    from diffbench.runtime import resolve_device
+    from diffbench.shapes import FILES, run_sweep, write_sweep
+
+    if args.out.suffix != ".md":
+        raise UsageError(f"--out {args.out}: allowed: a .md file path")
+    refuse_earlier_run(args.out, [args.out.with_suffix(s) for s in (".md", ".json", ".png")],
+                       overwrite=args.overwrite)
+    check_writable_dir(args.out.parent)
+    args.checkpoints = args.checkpoints or checkpoints_dir()
+    require_checkpoints(args.checkpoints, ["classifier.safetensors", "pixel.safetensors"])
+    for folder in args.folders:
+        require_checkpoints(folder, list(FILES))
+    sweep = run_sweep(args.folders, args.checkpoints, args.num_images, rounds=args.rounds,
+                      device=str(resolve_device(args.device)), data_dir=args.data_dir,
+                      seed=args.seed)
+    for path in write_sweep(sweep, args.out):
+        print(f"wrote {path}")
