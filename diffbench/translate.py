@@ -53,9 +53,7 @@ from diffbench.system import (
 )
 
 # SAMPLERS, SPACES, IMAGE_SHAPE and check_digits lived here before; still importable from here.
-__all__ = [
-    "IMAGE_SHAPE", "SAMPLERS", "SPACES", "Translator", "check_digits", "load_plugin_model",
-]
+__all__ = ["IMAGE_SHAPE", "SAMPLERS", "SPACES", "Translator", "check_digits", "load_plugin_model"]
 
 
 class Translator:
