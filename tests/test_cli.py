@@ -73,3 +73,29 @@ def test_bad_integer_option_is_an_argparse_error():
     result = run_cli("demo", "--num-images", "0")
     assert result.returncode == 2
     assert "error: argument --num-images: expected a positive integer, got 0" in result.stderr
+
+
+def test_version_answers_without_a_command(capsys):
+    from importlib.metadata import version
+
+    try:
+        main(["--version"])
+    except SystemExit as stop:
+        assert stop.code == 0
+    assert capsys.readouterr().out.strip() == f"diffbench {version('diffbench')}"
+
+
+def test_list_names_every_registered_sampler_and_every_quick_case(capsys):
+    import json
+
+    from diffbench.cases import QUICK
+    from diffbench.sampling import SAMPLERS
+
+    assert main(["list", "samplers", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["name"] for row in rows] == list(SAMPLERS)
+    assert {row["name"]: row["reads"] for row in rows}["flow-euler"] == ["flow"]
+    assert main(["list", "cases"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["name", "kind", "quick"]
+    assert QUICK <= {line.split()[0] for line in table[1:] if line.split()[2] == "True"}

@@ -19,7 +19,8 @@ from types import ModuleType
 from diffbench.cli.common import Parser, UsageError, print_error
 from diffbench.errors import InputError
 
-COMMANDS = ("demo", "train", "evaluate", "shapes", "compare", "report", "merge", "ab", "history")
+COMMANDS = ("demo", "train", "evaluate", "shapes", "compare", "report", "merge", "ab", "history",
+            "list")
 """The commands, in the order ``diffbench --help`` lists them; each is ``diffbench.cli.<name>``
 with ``HELP``, ``add_arguments(parser)`` and ``run(args)``."""
 
@@ -35,6 +36,7 @@ def build_parser(with_options: Collection[str] = COMMANDS) -> argparse.ArgumentP
         prog="diffbench",
         description="Compare DDPM, DDIM and latent diffusion on MNIST image-to-image translation.",
     )
+    parser.add_argument("--version", action="version", version=f"diffbench {version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         module = command_module(name)
@@ -42,6 +44,18 @@ def build_parser(with_options: Collection[str] = COMMANDS) -> argparse.ArgumentP
         if name in with_options:
             module.add_arguments(command)
     return parser
+
+
+def version() -> str:
+    """The installed distribution's version (its metadata, so no import of the package's
+    modules)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("diffbench")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def named_command(argv: list[str]) -> list[str]:
