@@ -157,3 +157,15 @@ def test_the_sampling_contract_orders_every_module_of_the_sampler_core():
     core = {"diffbench." + m.removesuffix(".py").replace("/", ".") for m in modules()
             if m.startswith("sampling/") and not m.endswith("__init__.py")}
     assert ordered == core
+
+
+def test_every_harness_module_is_in_one_group_of_the_harness_contracts():
+    """The harness's forbidden-import contracts name each of its modules as the source of
+    exactly one group."""
+    contracts = importlinter()["contracts"]
+    (layers,) = [c for c in contracts if c["name"].startswith("diffbench layers:")]
+    harness = {m.strip() for m in layers["layers"][2].split(":")}
+    groups = [c["source_modules"] for c in contracts
+              if c["name"].startswith("diffbench harness:")]
+    grouped = [module for group in groups for module in group]
+    assert sorted(grouped) == sorted(harness)
