@@ -140,13 +140,14 @@ def run_compare(
                          config.data_dir)
     run_facts = {"checkpoint_sha256": hashes, **({"shard": list(shard)} if shard else {})}
     store = RowStore.open(out, {**config.model_dump(), **run_facts}, resume, overwrite)
+    done = store.done()  # a resume refuses rows it cannot key, before anything is written
     if not owned:
         print(f"shard {shard[0]}/{shard[1]} has no system to run: {len(systems)} systems")
         return []
     save_grid_inputs(store, digits.images[: config.grid_images], systems[owned[0]], config)
     frechet = digits.reference.frechet
     store.save_extra(FRECHET_REFERENCE, {"mean": frechet.mean, "cov": frechet.cov}, {})
-    runner = partial(RowRunner, config, judge, digits, store)
+    runner = partial(RowRunner, config, judge, digits, store, done)
     return take_rows(runner, config, systems, planned, rows_of(plan, owned), shard,
                      shared_machine)
 

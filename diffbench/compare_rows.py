@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -41,16 +41,13 @@ class RowRunner:
     judge: Judge
     digits: Digits
     store: RowStore
+    done: dict[str, int]  # row key -> store index of the rows on disk (RowStore.done)
     bar: Any
     tracking: Any
     neighbours: Neighbours | None
     shared_machine: bool
     resumed: int = 0
     measured: int = 0
-    done: dict[str, int] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.done = self.store.done()
 
     def take(self, identity: dict[str, Any],
              measure: Callable[[], tuple[dict[str, Any], dict[str, Any]]]) -> int:
