@@ -63,8 +63,10 @@ class RowRunner:
         busy = self.neighbours is not None and self.neighbours.busy()
         row, tensors = measure()
         busy = busy or (self.neighbours is not None and self.neighbours.busy())
-        # another shard ran on this host while the row was timed: its latency is not comparable
-        row = make_row(**{**row, "shared_machine": self.shared_machine or busy})
+        # another shard ran on this host while the row was timed (or, for a reused row, while
+        # the row it copies was): its latency is not comparable
+        shared = bool(row.get("shared_machine")) or self.shared_machine or busy
+        row = make_row(**{**row, "shared_machine": shared})
         index = self.store.append(row, tensors)
         log_row(self.tracking, self.config, row)
         print_row(row)
