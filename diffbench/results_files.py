@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from diffbench.config import CompareConfig
 from diffbench.errors import InputError
 from diffbench.feature_distance import FrechetReference
 from diffbench.files import write_atomic_text
@@ -27,6 +28,8 @@ from diffbench.versus import attach_paired
 
 GRID_INPUTS = "grid_inputs"
 """The row store's extra tensors: the grid's source and noised columns."""
+DEFAULT_REFERENCE = CompareConfig.model_fields["reference"].default
+"""The reference of a run whose run.json names none: the config's default, stated there."""
 FRECHET_REFERENCE = "frechet_reference"
 """The run's Frechet reference on its principal components (mean, cov), for paired figures."""
 
@@ -49,7 +52,7 @@ def write_reports(
     per_digit = [per_digit_scores(t) for t in tensors]
     moments, _ = store.load_extra(FRECHET_REFERENCE)
     frechet = FrechetReference(moments["mean"], moments["cov"]) if moments else None
-    attach_paired(results, per_digit, reference or run.get("reference", "DDIM-50"),
+    attach_paired(results, per_digit, reference or run.get("reference", DEFAULT_REFERENCE),
                   run.get("seed", 0), frechet)
     results = [make_row(**row) for row in results]  # the paired figures checked too
     inputs, titles = store.load_extra(GRID_INPUTS)

@@ -17,13 +17,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 3
-"""3: ``frechet_distance`` is bias-corrected, on the reference's principal components, and
-``kid`` is measured against the whole reference (:mod:`diffbench.feature_distance`); earlier
-rows' values of them were another quantity. 2: ``steps`` is the sampler's step count and ``nfe``
-the network evaluations (version 1 had only ``steps``, holding the NFE); the scoring pass's
-seconds are ``scoring_sec_per_image``, apart from the latency ``sec_per_image``. Rows without a
-version are version 1 (:func:`upgrade`)."""
+SCHEMA_VERSION = 4
+"""4: a row carries ``system_config``, every setting of its system that changes its outputs,
+and is keyed by it (:func:`diffbench.rowstore.row_key`): earlier rows cannot be resumed
+(two systems differing only in, say, eta had rows no field told apart). 3:
+``frechet_distance`` is bias-corrected, on the reference's principal components, and ``kid``
+is measured against the whole reference (:mod:`diffbench.feature_distance`); earlier rows'
+values of them were another quantity. 2: ``steps`` is the sampler's step count and ``nfe`` the
+network evaluations (version 1 had only ``steps``, holding the NFE); the scoring pass's seconds
+are ``scoring_sec_per_image``, apart from the latency ``sec_per_image``. Rows without a version
+are version 1 (:func:`upgrade`)."""
 
 DISTANCES = ("frechet_distance", "frechet_distance_ci95", "kid", "kid_ci95")
 """The fields whose meaning changed in version 3."""
@@ -119,6 +122,9 @@ class ResultRow(BaseModel):
     checkpoint_sha256: dict[str, str] | None = _field("file name -> sha256 of each checkpoint "
                                                       "the row read", role="fact")
     system_index: int | None = _field("the system's place in the comparison", role="fact")
+    system_config: dict[str, Any] | None = _field(
+        "every setting of the system that changes its outputs (space, sampler, steps, spacing, "
+        "eta, shift, prediction, model), as resolved; part of the row's key", role="fact")
     shared_machine: bool | None = _field(
         "timed beside other shards on one machine (latency not comparable)", role="fact")
     other_settings: dict[str, Any] | None = _field(
@@ -186,11 +192,13 @@ def make_row(**fields: Any) -> dict[str, Any]:
 def upgrade(row: dict[str, Any]) -> dict[str, Any]:
     """A row as of :data:`SCHEMA_VERSION`: a version-1 row's ``steps`` (its NFE) becomes
     ``nfe``, with ``steps`` unknown; rows before version 3 lose their Frechet and KID figures
-    (another estimate under the same name) rather than mix with today's."""
+    (another estimate under the same name) rather than mix with today's; a version-3 row keeps
+    its figures, without ``system_config`` (a report reads it; a resume refuses it)."""
     version = row.get("schema_version", 1)
     if version == SCHEMA_VERSION:
         return row
-    old = {k: v for k, v in row.items() if k not in (*DISTANCES, "schema_version")}
+    dropped = (*DISTANCES, "schema_version") if version < 3 else ("schema_version",)
+    old = {k: v for k, v in row.items() if k not in dropped}
     if version == 1:
         old["nfe"] = old.pop("steps", None)
     return make_row(**old)

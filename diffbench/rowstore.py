@@ -7,11 +7,12 @@ Layout of an output folder:
   written first; a resume against a different one is refused, naming the first difference;
 * ``rows/<n>.safetensors``: row n's grid images and per-digit scores (for the paired intervals),
   written atomically *before* its line;
-* ``results.jsonl``: one JSON row per line, each flushed and fsynced before the next row starts.
-  A half-written last line (a kill during the write) is dropped with a warning naming it.
+* ``results.jsonl``: one JSON row per line, each flushed and fsynced before the next row starts;
+  a half-written last line (a kill during the write) is dropped with a warning naming it.
 
-A row is identified by :func:`row_key`: its system, view, strength, seed, digits and checkpoint
-hashes, so ``--resume`` skips exactly the rows already measured.
+A row is identified by :func:`row_key` (its system's name and config, every setting that changes
+its outputs, view, strength, seed, digits, checkpoint hashes), so ``--resume`` skips exactly the
+rows already measured; rows of schema version 3 and earlier are refused by a resume.
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ from torch import Tensor
 
 from diffbench.errors import InputError
 from diffbench.outputs import refuse_earlier_run
-from diffbench.row import make_row
+from diffbench.row import SETTINGS, make_row
 
-RUN_FILE, ROWS_FILE, TENSORS_DIR = "run.json", "results.jsonl", "rows"
-REPORT_FILE = "results.json"
-IDENTITY = ("name", "view", "strength", "seed", "num_images")
-"""The fields every stored row has (what :func:`row_key` reads)."""
+RUN_FILE, ROWS_FILE, TENSORS_DIR, REPORT_FILE = "run.json", "results.jsonl", "rows", "results.json"
+IDENTITY = ("name", "view", "strength", "seed", "num_images")  # the fields every stored row has
+KEY = ("name", "system_config", "view", "strength", "seed", "num_images", *SETTINGS,
+       "other_settings", "checkpoint_sha256")
+"""What :func:`row_key` reads: everything that changes a row's outputs."""
 NOT_IDENTITY = ("out", "experiment", "grid_images", "device")
 """Config keys that change where or how a comparison reports, not what its rows are."""
 
@@ -49,10 +51,11 @@ class ResumeError(InputError):
 
 
 def row_key(row: dict[str, Any]) -> str:
-    """What identifies a row across runs: system, view, strength, seed, digits, checkpoints."""
-    parts = [row["name"], row["view"], row["strength"], row["seed"], row["num_images"],
-             sorted(row.get("checkpoint_sha256", {}).items())]
-    return json.dumps(parts)
+    """What identifies a row across runs: its :data:`KEY` fields (a missing one is None; a
+    strength as a float, 1 and 1.0 alike)."""
+    fields = {name: row.get(name) for name in KEY}
+    fields["strength"] = float(fields["strength"])
+    return json.dumps(list(fields.values()), sort_keys=True, default=str)
 
 
 def identity(config: dict[str, Any]) -> dict[str, Any]:
@@ -213,7 +216,15 @@ class RowStore:
         return _load_tensors(path, lambda file: file.metadata() or {})
 
     def done(self) -> dict[str, int]:
-        """Row key -> its index, for the rows on disk."""
+        """Row key -> its index, for the rows on disk; a row keyed without its system's config
+        (written before schema version 4) is a ResumeError, not a guess."""
+        for number, row in enumerate(self._rows, 1):
+            if "system_config" not in row:
+                raise ResumeError(
+                    f"cannot resume {self.out}: {ROWS_FILE}, line {number} ({row['name']}) is "
+                    f"of row schema version {row.get('schema_version', 1)}, whose rows do not "
+                    f"record their system's config (eta, shift, spacing, model), so its rows "
+                    f"cannot be told apart; rerun with --overwrite or into another --out")
         return {row_key(row): i for i, row in enumerate(self._rows)}
 
     def tensors(self, index: int) -> dict[str, Tensor]:

@@ -50,3 +50,9 @@ class NanLate(TinyEps):
 def make_nan_model() -> nn.Module:
     torch.manual_seed(0)
     return NanLate()
+
+
+def make_other_eps_model() -> nn.Module:
+    """TinyEps with other weights: a second plug-in network of the same shape."""
+    torch.manual_seed(1)
+    return TinyEps()

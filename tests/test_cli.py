@@ -98,4 +98,4 @@ def test_list_names_every_registered_sampler_and_every_quick_case(capsys):
     assert main(["list", "cases"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["name", "kind", "quick"]
-    assert QUICK <= {line.split()[0] for line in table[1:] if line.split()[2] == "True"}
+    assert {line.split()[0] for line in table[1:] if line.split()[2] == "True"} >= QUICK
