@@ -77,7 +77,7 @@ def bench_compare(session: nox.Session) -> None:
     install(session, "-e", DEV)
     new = Path(session.create_tmp()) / "bench-compare.json"  # not under .benchmarks/
     session.run(tool(session, "pytest"), "benches", f"--benchmark-json={new}", *session.posargs)
-    session.run(tool(session, "python"), "-m", "diffbench.benchgate", str(new))
+    session.run(tool(session, "python"), "-m", "diffbench.gate.benchgate", str(new))
 
 
 @nox.session

@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffbench import paired
-from diffbench.config import SystemConfig, load_train_config
-from diffbench.gate import FidelityBaseline
-from diffbench.memory import peak_memory
-from diffbench.metrics import Judge
-from diffbench.scoring import Digits, load_digits, score_system
-from diffbench.stats import percentiles
-from diffbench.system import System, generator_for
+from diffbench.core.system import System, generator_for
+from diffbench.gate.baseline import FidelityBaseline
+from diffbench.io.config import SystemConfig, load_train_config
+from diffbench.measure import paired
+from diffbench.measure.memory import peak_memory
+from diffbench.measure.metrics import Judge
+from diffbench.measure.scoring import Digits, load_digits, score_system
+from diffbench.measure.stats import percentiles
+from diffbench.systems.translate import Translator
 from diffbench.train import Distributed, Run, prepare_run
-from diffbench.translate import Translator
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = 64  # the fixed batch of real test digits; timed batches are its first 1, 16 or 64
@@ -192,7 +192,7 @@ def median_seconds(fn, device: str, repeats: int = 5) -> float:
 
 def pedantic_call(system: System, images, strength: float, device: str):
     """(target, setup) for ``benchmark.pedantic``: ``setup`` (untimed) makes a fresh generator
-    seeded 0, as :func:`diffbench.scoring.measure_latency` does before its clock starts;
+    seeded 0, as :func:`diffbench.measure.scoring.measure_latency` does before its clock starts;
     ``target`` calls the system on ``images`` (already on the device) and syncs the device."""
 
     def setup():
@@ -219,7 +219,7 @@ def synchronized_call(fn, device: str):
 class SideBySide:
     """Two systems' seconds per image, from calls alternated in pairs: ``ratio`` is the median
     over pairs of ``other / timed`` (a speed-up of ``timed`` when above 1) with its 95%
-    order-statistic interval (:func:`diffbench.paired.median_interval`)."""
+    order-statistic interval (:func:`diffbench.measure.paired.median_interval`)."""
 
     timed_s: float
     other_s: float
@@ -284,7 +284,7 @@ def latency_info(benchmark, batch: int) -> dict[str, float]:
 
 
 def memory_info(system: System, images, strength: float, device: str) -> dict:
-    """The peak memory of one more, untimed call (see :mod:`diffbench.memory`)."""
+    """The peak memory of one more, untimed call (see :mod:`diffbench.measure.memory`)."""
     return peak_memory(lambda: system(images, strength, generator=generator_for(system, 0)),
                        device)
 

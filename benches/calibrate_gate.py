@@ -24,7 +24,7 @@ ISMM 2013): from one unchanged run it draws, for the control and each timed case
 pairs as it had (with replacement, from its own), then each pair's log-ratios with replacement,
 as many as the procedure's last look needs, each **centred on no effect** (the case's own
 estimate subtracted: the null) or centred and **shifted by ln(1 + f)** (detection), and replays
-the procedure's looks (:func:`diffbench.paired.sequential`). Work counts and fidelity are
+the procedure's looks (:func:`diffbench.measure.paired.sequential`). Work counts and fidelity are
 deterministic: their rates are the real runs'.
 """
 
@@ -42,7 +42,8 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from diffbench import ab_report, paired
+from diffbench.gate import ab_report
+from diffbench.measure import paired
 
 STEP_LEVELS = (0.03, 0.05, 0.10)
 SPEED_CASES = ["img2img-pixel-ddim-50-s0.3-b1", "img2img-pixel-ddim-10-s0.3-b16"]

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from benchlib import REPO, BenchEnv, sanitize
-from diffbench.files import write_atomic_text
-from diffbench.tracking import start_run
+from diffbench.core.files import write_atomic_text
+from diffbench.results.tracking import start_run
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -78,8 +78,8 @@ def pytest_benchmark_update_json(
     """Record what reproduces the run under the JSON's "diffbench" key (seed, torch, devices,
     sha256 of each checkpoint file); with --mlflow, write the JSON under results/benchmarks/
     first, then log the session (a dead tracking server costs a warning, not the JSON)."""
-    from diffbench.checkpoints import checkpoint_sha256
-    from diffbench.environment import environment_facts
+    from diffbench.core.environment import environment_facts
+    from diffbench.io.checkpoints import checkpoint_sha256
 
     checkpoints = config.getoption("--checkpoints")
     facts = environment_facts()

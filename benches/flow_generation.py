@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from diffbench.evaluate import generation
-from diffbench.metrics import Judge
-from diffbench.translate import Translator
+from diffbench.measure.metrics import Judge
+from diffbench.systems.translate import Translator
 
 PAIRS = ((("ddim", 10, "eps"), ("flow-euler", 10, "flow")),
          (("ddim", 50, "eps"), ("flow-euler", 50, "flow")))

@@ -96,7 +96,7 @@ step "4. training smoke test on $DEVICE (bf16 autocast on CUDA): ${TRAIN[*]}"
   --set experiment=gpu-smoke
 "$PY" - "$OUTDIR/train/pixel.safetensors" <<'PY'
 import sys
-from diffbench.checkpoints import load_metadata
+from diffbench.io.checkpoints import load_metadata
 m = load_metadata(sys.argv[1])
 print(f"trained {m['step']} steps on {m['device']} in {m['train_seconds']:.1f} s, "
       f"{m['images_per_second']:.0f} images/s, final loss {m['final_loss']:.4f}")

@@ -1,7 +1,7 @@
 """Image-to-image latency and fidelity per system, strength, batch size and device.
 
 The systems are every registered sampler in each space at the step counts of
-:mod:`diffbench.cases` (the cases ``diffbench ab`` times too), plus any given with ``--system``
+:mod:`diffbench.gate.cases` (the cases ``diffbench ab`` times too), plus any given with ``--system``
 (e.g. a plug-in ``package.module:Name`` sampler).
 Every case records in ``benchmark.extra_info`` what it measured besides time: fidelity on the
 fixed digits (mse, psnr, ssim, preservation, noised_accuracy, frechet_distance, kid, each with
@@ -16,16 +16,16 @@ import pytest
 import yaml
 
 from benchlib import DEVICES, WARMUP, latency_info, memory_info, pedantic_call
-from diffbench.cases import BATCHES, QUICK, STRENGTHS, img2img_name, img2img_systems
-from diffbench.config import SystemConfig, validate
-from diffbench.row import make_row, settings_fields
+from diffbench.core.system import SPACES, generator_for
+from diffbench.gate.cases import BATCHES, QUICK, STRENGTHS, img2img_name, img2img_systems
+from diffbench.io.config import SystemConfig, validate
+from diffbench.results.row import make_row, settings_fields
 from diffbench.sampling import SAMPLERS
-from diffbench.system import SPACES, generator_for
 
 
 def systems(extra: list[str]) -> list[tuple[str, dict]]:
     """(case name, system as a config mapping, so the benchmark JSON can hold it): each space
-    with each registered sampler at the step counts of :mod:`diffbench.cases`, then the
+    with each registered sampler at the step counts of :mod:`diffbench.gate.cases`, then the
     ``--system``s."""
     found = [(f"{s['space']}-{s['sampler']}-{s['steps']}", s)
              for s in img2img_systems(SAMPLERS, tuple(SPACES))]
@@ -71,7 +71,8 @@ def test_img2img(benchmark, bench_env, device, case, system, strength, batch):
     fidelity = bench_env.fidelity(translator, strength, device)
     median = benchmark.stats.stats.median
     benchmark.extra_info.update(
-        make_row(  # the results row's fields (diffbench.row), as diffbench compare writes them
+        # the results row's fields (diffbench.results.row), as diffbench compare writes them
+        make_row(
             **fidelity,
             steps=translator.num_steps,
             nfe=plan.nfe,

@@ -28,11 +28,11 @@ from benchlib import (
     side_by_side,
     synchronized,
 )
-from diffbench.scoring import measure_latency
+from diffbench.measure.scoring import measure_latency
 from diffbench.train import train_step
 
 pytest.importorskip("diffusers", reason="the peer needs diffusers: pip install diffbench[parity]")
-from diffbench.peer import PeerTranslator  # noqa: E402  (after the importorskip)
+from diffbench.systems.peer import PeerTranslator  # noqa: E402  (after the importorskip)
 
 pytestmark = pytest.mark.peer
 TRAIN_BATCH = 128  # the batch both models were trained at

@@ -41,7 +41,7 @@ from benchlib import (
     side_by_side,
     synchronized,
 )
-from diffbench.paired import median_interval
+from diffbench.measure.paired import median_interval
 
 OVERHEAD_ROUNDS = 9  # the fewest whose median has a 95% order-statistic interval, plus three
 MATMUL_SIZES = (2048, 3072, 4096)

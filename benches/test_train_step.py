@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from benchlib import DEVICES, synchronized
-from diffbench.cases import TRAIN_BATCH, train_cases
+from diffbench.gate.cases import TRAIN_BATCH, train_cases
 from diffbench.train import train_step
 
 BATCH = TRAIN_BATCH

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from benchlib import DEVICES, synchronized
-from diffbench.cases import vae_cases
-from diffbench.checkpoints import load_model
+from diffbench.gate.cases import vae_cases
+from diffbench.io.checkpoints import load_model
 from diffbench.models import flops_per_image
 
 

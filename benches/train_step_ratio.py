@@ -1,10 +1,10 @@
 """The cost of one training step of one objective against another, measured side by side:
 ``python benches/train_step_ratio.py train-pixel-flow-b64 train-pixel-b64 [--pairs N]``.
 
-Both cases (:mod:`diffbench.cases`) are built in this process on one thread; their steps
+Both cases (:mod:`diffbench.gate.cases`) are built in this process on one thread; their steps
 alternate in pairs, in an order drawn from a seeded ``random.Random``, after two warm-up steps
 each, so drift falls on both alike. Prints the ratio of medians as ``diffbench ab`` does (the
-exp of the median log-ratio, with its 99% sign-test interval: :mod:`diffbench.paired`).
+exp of the median log-ratio, with its 99% sign-test interval: :mod:`diffbench.measure.paired`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 
-from diffbench import cases, paired
-from diffbench.data import load_mnist
+from diffbench.gate import cases
+from diffbench.io.data import load_mnist
+from diffbench.measure import paired
 
 WARMUP = 2
 

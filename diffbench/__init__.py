@@ -1,7 +1,7 @@
 """diffbench: DDPM, DDIM and latent diffusion compared on MNIST image-to-image translation.
 
 The names below load on first use (``from diffbench import DDIMSampler`` imports the sampling
-package then), so importing a leaf module such as :mod:`diffbench.errors`, or running
+package then), so importing a leaf module such as :mod:`diffbench.core.errors`, or running
 ``diffbench --help``, imports no torch.
 """
 
@@ -15,16 +15,16 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "DDIMSampler": "diffbench.sampling",
     "DDPMSampler": "diffbench.sampling",
-    "MNISTNotFoundError": "diffbench.data",
-    "MNISTTensors": "diffbench.data",
+    "MNISTNotFoundError": "diffbench.io.data",
+    "MNISTTensors": "diffbench.io.data",
     "SAMPLERS": "diffbench.sampling",
-    "NoiseSchedule": "diffbench.schedule",
+    "NoiseSchedule": "diffbench.sampling.schedule",
     "Sampler": "diffbench.sampling",
-    "System": "diffbench.system",
-    "load_mnist": "diffbench.data",
+    "System": "diffbench.core.system",
+    "load_mnist": "diffbench.io.data",
     "make_timesteps": "diffbench.sampling",
     "register_sampler": "diffbench.sampling",
-    "Translator": "diffbench.translate",
+    "Translator": "diffbench.systems.translate",
 }
 """Each public name -> the module that defines it."""
 

@@ -18,9 +18,9 @@ import torch
 from torch import Tensor
 from torchvision.utils import save_image
 
-from diffbench.data import load_mnist
+from diffbench.io.data import load_mnist
 from diffbench.sampling import DDIMSampler, DDPMSampler, Sampler
-from diffbench.schedule import NoiseSchedule
+from diffbench.sampling.schedule import NoiseSchedule
 
 
 class EmpiricalDenoiser:

@@ -5,7 +5,7 @@ fidelity of the four systems (pixel DDPM-1000 / DDIM-50, latent DDPM-1000 / DDIM
 strength and a sweep of strengths, each beside the noised accuracy in its own space (every
 registered sampler in each space, so a newly registered sampler is evaluated too); and generation
 from pure noise. Every figure carries its 95% interval (``<name>_ci95``: bootstrap over digits
-for mse, psnr and ssim, Wilson for shares, :mod:`diffbench.feature_distance` for the Frechet
+for mse, psnr and ssim, Wilson for shares, :mod:`diffbench.measure.feature_distance` for the Frechet
 distance and KID). Source digits
 are the first test digits; Frechet-distance and KID references are the last 5,000 test digits,
 disjoint from the sources for up to 5,000 of them.
@@ -19,16 +19,14 @@ from typing import Any
 
 import torch
 
-from diffbench.checkpoints import load_metadata
-from diffbench.data import load_mnist
-from diffbench.environment import environment_facts
-from diffbench.files import write_atomic_text
-from diffbench.metrics import Judge
-from diffbench.report import cell
-from diffbench.resources import checkpoints_dir
-from diffbench.row import SCHEMA_VERSION
-from diffbench.sampling import SAMPLERS, sampler_class
-from diffbench.scoring import (
+from diffbench.core.environment import environment_facts
+from diffbench.core.files import write_atomic_text
+from diffbench.core.resources import checkpoints_dir
+from diffbench.core.system import SPACES
+from diffbench.io.checkpoints import load_metadata
+from diffbench.io.data import load_mnist
+from diffbench.measure.metrics import Judge
+from diffbench.measure.scoring import (
     LATENT_MAX_MSE_RATIO,
     LATENT_MAX_PRESERVATION_GAP,
     accuracy,
@@ -36,12 +34,16 @@ from diffbench.scoring import (
     score_system,
     vae_reconstruction,
 )
-from diffbench.scoring import REFERENCE_SLICE as REFERENCE_SLICE  # scoring lived here: its names
-from diffbench.scoring import Digits as Digits  # stay importable from diffbench.evaluate
-from diffbench.scoring import noised_inputs as noised_inputs
-from diffbench.scoring import translate as translate
-from diffbench.system import SPACES
-from diffbench.translate import Translator
+from diffbench.measure.scoring import (
+    REFERENCE_SLICE as REFERENCE_SLICE,  # scoring lived here: its names
+)
+from diffbench.measure.scoring import Digits as Digits  # stay importable from diffbench.evaluate
+from diffbench.measure.scoring import noised_inputs as noised_inputs
+from diffbench.measure.scoring import translate as translate
+from diffbench.results.report import cell
+from diffbench.results.row import SCHEMA_VERSION
+from diffbench.sampling import SAMPLERS, sampler_class
+from diffbench.systems.translate import Translator
 
 
 def systems(samplers: tuple[str, ...] | None = None) -> list[tuple[str, str, str]]:
@@ -88,7 +90,7 @@ def evaluate(
     digits = load_digits(judge, max(num_images, ddpm_images, sweep_images), data_dir)
     test_accuracy = accuracy(judge, test.images, test.labels)
     report: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,  # of its image-to-image rows (diffbench.row)
+        "schema_version": SCHEMA_VERSION,  # of its image-to-image rows (diffbench.results.row)
         "checkpoints": str(checkpoints),
         "device": device,
         "seed": seed,

@@ -25,12 +25,12 @@ from typing import Any
 
 import torch
 
-from diffbench.checkpoints import load_metadata, load_model
-from diffbench.environment import environment_facts
-from diffbench.files import write_atomic_text
-from diffbench.metrics import Judge
-from diffbench.resources import checkpoints_dir
-from diffbench.scoring import (
+from diffbench.core.environment import environment_facts
+from diffbench.core.files import write_atomic_text
+from diffbench.core.resources import checkpoints_dir
+from diffbench.io.checkpoints import load_metadata, load_model
+from diffbench.measure.metrics import Judge
+from diffbench.measure.scoring import (
     LATENT_MAX_MSE_RATIO,
     LATENT_MAX_PRESERVATION_GAP,
     Digits,
@@ -40,7 +40,7 @@ from diffbench.scoring import (
     score_system,
     vae_reconstruction,
 )
-from diffbench.translate import Translator
+from diffbench.systems.translate import Translator
 
 FILES = ("vae.safetensors", "latent.safetensors", "latent_noisy_classifier.safetensors")
 """What a shape's folder must hold."""
@@ -85,7 +85,7 @@ def training_facts(folder: Path, system: Translator) -> dict[str, Any]:
 
 def fidelity(system: Translator, judge: Judge, digits: Digits, strengths: tuple[float, ...],
              seed: int) -> dict[str, dict[str, Any]]:
-    """Strength -> the system's scores there (a row of :func:`diffbench.row.make_row`)."""
+    """Strength -> the system's scores there (a row of :func:`diffbench.results.row.make_row`)."""
     return {f"{s:g}": score_system(system, judge, digits, s, seed)[0]
             for s in strengths}
 
@@ -219,7 +219,7 @@ def markdown(sweep: Sweep) -> str:
 def plot(sweep: Sweep, path: Path, strength: str = "0.3") -> Path:
     """Preservation and MSE at ``strength`` against speed-up over pixel DDIM-50, one point per
     shape with its 95% interval, pixel DDIM-50 and the goals marked."""
-    from diffbench.report import plt
+    from diffbench.results.report import plt
 
     pixel = sweep.pixel["fidelity"][strength]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))

@@ -31,7 +31,7 @@ def tiny_checkpoints(tmp_path_factory) -> Path:
     """Random-init checkpoints of every model, tiny, in the layout `diffbench train` writes."""
     import torch
 
-    from diffbench.checkpoints import model_metadata, save_checkpoint
+    from diffbench.io.checkpoints import model_metadata, save_checkpoint
     from diffbench.models import (
         VAE,
         Classifier,
@@ -62,7 +62,8 @@ def tiny_checkpoints(tmp_path_factory) -> Path:
         "vae": (VAE(VAEConfig(base_channels=8)), (x,)),
         "classifier": (Classifier(classifier), (x,)),
         "noisy_classifier": (Classifier(ClassifierConfig(**noise_aware)), (x, t)),
-        # scaled VAE latents z_t [B, 4, 7, 7] and t (see diffbench.metrics.NOISY_CLASSIFIERS)
+        # scaled VAE latents z_t [B, 4, 7, 7] and t (see
+        # diffbench.measure.metrics.NOISY_CLASSIFIERS)
         "latent_noisy_classifier": (
             Classifier(ClassifierConfig(**{**noise_aware, "in_channels": 4})), (z, t)
         ),

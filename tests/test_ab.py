@@ -153,7 +153,8 @@ def test_too_few_worker_pairs_is_one_error_line(tmp_path):
 def test_a_crash_gives_no_verdict_not_a_regression(monkeypatch, tmp_path, capsys):
     """Exit 1 means a regression, so a crash inside the job exits 3 with one ``error:`` line
     and its traceback in a file."""
-    from diffbench import ab, cli
+    from diffbench import cli
+    from diffbench.gate import ab
 
     def crash(*args, **kwargs):
         raise RuntimeError("the head-3 worker died")

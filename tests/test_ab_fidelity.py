@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from diffbench import ab_fidelity
+from diffbench.gate import ab_fidelity
 
 
 def reads_all(images, labels):

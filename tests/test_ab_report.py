@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from diffbench import ab_report
+from diffbench.gate import ab_report
 
 TIMED = {"ratio": 1.0, "ci99": [0.99, 1.01], "processes": 12, "rounds": 3}
 RATIOS = {"python_instructions": 1.0, "tensor_ops": 1.0, "tensor_bytes": 1.0}

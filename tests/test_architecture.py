@@ -37,7 +37,7 @@ def loaded_after(code: str) -> list[str]:
 
 
 def test_a_leaf_module_imports_no_torch_nor_the_harness():
-    assert loaded_after("import diffbench.errors") == []
+    assert loaded_after("import diffbench.core.errors") == []
 
 
 @pytest.mark.parametrize("command", ["", "demo", "shapes", "compare", "report", "merge", "ab",
@@ -137,6 +137,9 @@ def test_the_layer_table_agrees_with_the_layer_contract():
     for (row, names), layer in zip(table, layers):
         for name in names - {"__init__.py"}:  # the root package is no layer's
             dotted = "diffbench." + name.removesuffix(".py").rstrip("/").replace("/", ".")
+            if name.endswith("/") and not any(dotted in other for other in layers) and (
+                    "import" not in (PACKAGE / name / "__init__.py").read_text()):
+                continue  # a folder of modules of several layers, its __init__ a docstring
             if not any(dotted == m or dotted.startswith(m + ".") for m in layer):
                 misplaced.append(f"{name} (table: {row})")
     assert misplaced == []

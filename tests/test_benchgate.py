@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from diffbench.benchgate import Timing, compare, limit, main
+from diffbench.gate.benchgate import Timing, compare, limit, main
 
 
 def run(path, cases):

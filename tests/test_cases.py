@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from diffbench import cases
-from diffbench.data import load_mnist
+from diffbench.gate import cases
+from diffbench.io.data import load_mnist
 
 
 def test_quick_set_covers_the_gate():

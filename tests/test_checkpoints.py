@@ -14,11 +14,11 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from diffbench import checkpoints
-from diffbench.checkpoints import load_checkpoint, load_metadata, save_checkpoint
-from diffbench.environment import environment_facts
-from diffbench.files import write_atomic_text
-from diffbench.packed_state import pack_state, unpack_state
+from diffbench.core.environment import environment_facts
+from diffbench.core.files import write_atomic_text
+from diffbench.io import checkpoints
+from diffbench.io.checkpoints import load_checkpoint, load_metadata, save_checkpoint
+from diffbench.io.packed_state import pack_state, unpack_state
 
 METADATA = {"model": {"channels": [32, 64], "attention": None}, "step": 7, "wall_s": 12.5}
 

@@ -88,7 +88,7 @@ def test_version_answers_without_a_command(capsys):
 def test_list_names_every_registered_sampler_and_every_quick_case(capsys):
     import json
 
-    from diffbench.cases import QUICK
+    from diffbench.gate.cases import QUICK
     from diffbench.sampling import SAMPLERS
 
     assert main(["list", "samplers", "--json"]) == 0

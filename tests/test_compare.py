@@ -9,12 +9,12 @@ import torch
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from diffbench.checkpoints import load_model
 from diffbench.cli import main
-from diffbench.data import load_mnist
-from diffbench.report import CELL, GAP, HEADER
-from diffbench.row import SCHEMA_VERSION
-from diffbench.translate import Translator
+from diffbench.io.checkpoints import load_model
+from diffbench.io.data import load_mnist
+from diffbench.results.report import CELL, GAP, HEADER
+from diffbench.results.row import SCHEMA_VERSION
+from diffbench.systems.translate import Translator
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_bad_compare_config_is_one_clear_error(capsys, tiny_checkpoints, tmp_pat
 
 
 def test_an_nfe_sweep_is_recognised_and_plotted(tmp_path):
-    from diffbench.report import plot_nfe, sweeps_nfe
+    from diffbench.results.report import plot_nfe, sweeps_nfe
 
     def row(sampler, name, nfe, mse, space="pixel"):
         return {"space": space, "sampler": sampler, "name": name, "strength": 0.3, "nfe": nfe,
@@ -146,7 +146,7 @@ def test_an_nfe_sweep_is_recognised_and_plotted(tmp_path):
 def test_fewest_nfe_finds_each_samplers_first_match_against_ddim_50():
     """The NFE sweep's match rule: MSE <= DDIM-50's x 1.05 and preservation >= DDIM-50's - 0.01."""
     from diffbench.compare import results_markdown
-    from diffbench.nfe import fewest_nfe, matches
+    from diffbench.measure.nfe import fewest_nfe, matches
 
     def row(sampler, name, nfe, mse, preservation, num_images=512):
         return {"view": "equal_strength", "space": "pixel", "strength": 0.3, "sampler": sampler,
@@ -183,7 +183,7 @@ def test_fewest_nfe_finds_each_samplers_first_match_against_ddim_50():
 def test_the_nfe_rule_judges_paired_rows_at_their_interval_bounds():
     """With paired figures against the reference, a match needs the upper bound of the MSE
     difference <= +5% and the lower bound of the preservation difference >= -1 point."""
-    from diffbench.nfe import matches
+    from diffbench.measure.nfe import matches
 
     reference = {"name": "DDIM-50", "mse": 0.040, "preservation": 0.98}
     point_match = {"name": "DDIM-10", "mse": 0.041, "preservation": 0.98,
@@ -203,7 +203,7 @@ def test_match_information_adds_an_equal_information_row(tiny_checkpoints, mnist
     """With a crafted noised-accuracy curve crossing 0.6 at t = 150, the row runs at the
     smallest strength whose start timestep reaches 150 (0.151 for DDPM-1000's exact start)."""
     curve = [(0, 1.0), (100, 0.8), (200, 0.4), (999, 0.1)]
-    monkeypatch.setattr("diffbench.information.information_curve", lambda *a, **k: curve)
+    monkeypatch.setattr("diffbench.measure.information.information_curve", lambda *a, **k: curve)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     code = main(["compare", "--checkpoints", str(tiny_checkpoints), "--out", str(tmp_path),
                  "--data-dir", str(mnist_dir), "--num-images", "2", "--device", "cpu",

@@ -18,10 +18,10 @@ from test_rowstore import lines, start, stop_after_rows
 
 from diffbench.cli import main
 from diffbench.compare import owned_systems
-from diffbench.compare_plan import PlannedSystem, plan_rows, row_identity, system_costs
-from diffbench.compare_systems import distinct_names
-from diffbench.config import SystemConfig
-from diffbench.rowstore import ResumeError, RowStore, row_key
+from diffbench.compare.plan import PlannedSystem, plan_rows, row_identity, system_costs
+from diffbench.compare.systems import distinct_names
+from diffbench.io.config import SystemConfig
+from diffbench.results.rowstore import ResumeError, RowStore, row_key
 
 STRENGTHS = st.lists(st.sampled_from([0.1, 0.3, 0.5, 0.7, 1.0]), min_size=1, max_size=4,
                      unique=True)

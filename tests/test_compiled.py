@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from diffbench import Translator
-from diffbench.runtime import noise_generator, tf32_mode
+from diffbench.core.runtime import noise_generator, tf32_mode
 
 NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -39,7 +39,7 @@ def test_torch_compile_matches_eager_on_cpu(tiny_checkpoints, space):
 def test_compiled_ddpm_warm_up_leaves_the_generator_alone(tiny_checkpoints, monkeypatch):
     """Warm-up calls draw from a copy of the caller's generator, so DDPM's per-step noise (and
     the output) is the eager one's; the networks are left eager here to keep the test cheap."""
-    monkeypatch.setattr("diffbench.translate.compile_network", lambda fn, device: fn)
+    monkeypatch.setattr("diffbench.systems.translate.compile_network", lambda fn, device: fn)
     eager = Translator.from_checkpoints(tiny_checkpoints, "pixel", "ddpm", num_steps=10)
     warmed = Translator.from_checkpoints(tiny_checkpoints, "pixel", "ddpm", num_steps=10,
                                          compile="compile")

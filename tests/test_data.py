@@ -12,7 +12,7 @@ import torch
 from torchvision.datasets import MNIST
 
 from diffbench import MNISTNotFoundError, load_mnist
-from diffbench.data import OFFICIAL_MD5, _load_uint8, mnist_files, read_idx, shipped_dir
+from diffbench.io.data import OFFICIAL_MD5, _load_uint8, mnist_files, read_idx, shipped_dir
 
 TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 

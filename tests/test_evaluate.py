@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from diffbench.checkpoints import load_model
 from diffbench.cli import main
-from diffbench.data import load_mnist
+from diffbench.io.checkpoints import load_model
+from diffbench.io.data import load_mnist
 from diffbench.sampling import SAMPLERS
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from diffbench import DDIMSampler, DDPMSampler, NoiseSchedule, Translator
 from diffbench.sampling import SAMPLERS, STARTS, Timestep, exact_start, make_sampler
-from diffbench.schedule import SPACINGS, make_start_timesteps
+from diffbench.sampling.schedule import SPACINGS, make_start_timesteps
 
 LINEAR = NoiseSchedule.linear()
 

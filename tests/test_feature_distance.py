@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy import linalg
 
-from diffbench.errors import InputError
-from diffbench.feature_distance import (
+from diffbench.core.errors import InputError
+from diffbench.measure.feature_distance import (
     MIN_FRECHET_DIGITS,
     FeatureReference,
     FrechetReference,

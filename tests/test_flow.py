@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from diffbench import NoiseSchedule
-from diffbench.checkpoints import load_metadata
 from diffbench.cli import main
-from diffbench.config import ConfigError, load_train_config
-from diffbench.errors import InputError
+from diffbench.core.errors import InputError
+from diffbench.io.checkpoints import load_metadata
+from diffbench.io.config import ConfigError, load_train_config
 from diffbench.sampling import make_sampler
 from diffbench.sampling.prediction import check_prediction, x0_eps
-from diffbench.translate import Translator
+from diffbench.systems.translate import Translator
 
 LINEAR = NoiseSchedule.linear()
 AB = LINEAR.alphas_cumprod

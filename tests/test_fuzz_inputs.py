@@ -20,10 +20,11 @@ from hypothesis import strategies as st
 from test_hardening import closed_port
 from test_nothing_lost import TINY
 
-from diffbench.checkpoints import FACT_TYPES, load_checkpoint, load_model, save_checkpoint
 from diffbench.cli import build_parser, main
 from diffbench.compare import write_reports
-from diffbench.config import (
+from diffbench.core.errors import InputError
+from diffbench.io.checkpoints import FACT_TYPES, load_checkpoint, load_model, save_checkpoint
+from diffbench.io.config import (
     CompareConfig,
     SystemConfig,
     TrainConfig,
@@ -31,9 +32,8 @@ from diffbench.config import (
     load_train_config,
     load_yaml,
 )
-from diffbench.errors import InputError
-from diffbench.rowstore import RowStore
-from diffbench.translate import Translator
+from diffbench.results.rowstore import RowStore
+from diffbench.systems.translate import Translator
 
 FUZZ = settings(max_examples=25, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from diffbench.errors import InputError
-from diffbench.gate import BaselineError, FidelityBaseline, Tolerance, check_case
+from diffbench.core.errors import InputError
+from diffbench.gate.baseline import BaselineError, FidelityBaseline, Tolerance, check_case
 
 BASE = {"mse": 0.0300, "preservation": 0.9700}
 

@@ -23,7 +23,10 @@ import yaml
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from diffbench.checkpoints import (
+from diffbench.cli import main
+from diffbench.core.errors import InputError
+from diffbench.evaluate import load_digits, score_system
+from diffbench.io.checkpoints import (
     check_writable_dir,
     load_checkpoint,
     load_metadata,
@@ -31,21 +34,18 @@ from diffbench.checkpoints import (
     save_checkpoint,
     sha256_file,
 )
-from diffbench.cli import main
-from diffbench.config import (
+from diffbench.io.config import (
     CompareConfig,
     TrainConfig,
     load_compare_config,
     load_train_config,
 )
-from diffbench.errors import InputError
-from diffbench.evaluate import load_digits, score_system
-from diffbench.metrics import Judge
+from diffbench.measure.metrics import Judge
 from diffbench.models import UNet, UNetConfig
+from diffbench.results.tracking import TrackingWarning
 from diffbench.sampling import DDIMSampler, DDPMSampler
-from diffbench.schedule import NoiseSchedule
-from diffbench.tracking import TrackingWarning
-from diffbench.translate import Translator
+from diffbench.sampling.schedule import NoiseSchedule
+from diffbench.systems.translate import Translator
 
 REPO = Path(__file__).resolve().parents[1]
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

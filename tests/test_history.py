@@ -7,7 +7,7 @@ import json
 import random
 
 from diffbench.cli import main
-from diffbench.history import change_points, load_history
+from diffbench.gate.history import change_points, load_history
 
 
 def save_run(folder, number, commit, when, medians):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from diffbench.information import crossing, strength_for_timestep
-from diffbench.translate import Translator
+from diffbench.measure.information import crossing, strength_for_timestep
+from diffbench.systems.translate import Translator
 
 CURVE = [(0, 1.0), (100, 0.8), (200, 0.4), (300, 0.4), (400, 0.1)]
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from diffbench.feature_distance import frechet_distance
-from diffbench.metrics import (
+from diffbench.measure.feature_distance import frechet_distance
+from diffbench.measure.metrics import (
     Judge,
     mse,
     mse_per_image,

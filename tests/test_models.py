@@ -284,7 +284,7 @@ def test_model_stats_scale_with_batch(model, inputs):
 def test_the_in_place_inference_forward_is_bitwise_the_out_of_place_one():
     """Without autograd the ResBlocks' SiLUs overwrite their inputs; with it they do not: the
     shipped pixel UNet's outputs must be equal bit for bit, in fp32."""
-    from diffbench.checkpoints import load_model
+    from diffbench.io.checkpoints import load_model
 
     unet, _ = load_model(REPO / "fixtures" / "checkpoints" / "pixel.safetensors")
     x = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
@@ -300,7 +300,7 @@ def test_the_in_place_inference_forward_is_bitwise_the_out_of_place_one():
 def test_channels_last_weights_give_the_contiguous_outputs_within_5e_6():
     """The Translator runs channels-last weights (oneDNN's faster layout); the outputs may
     differ from the contiguous layout's only by float rounding, within 5e-6."""
-    from diffbench.checkpoints import load_model
+    from diffbench.io.checkpoints import load_model
 
     unet, _ = load_model(REPO / "fixtures" / "checkpoints" / "pixel.safetensors")
     x = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(1))

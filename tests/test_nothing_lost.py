@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from test_hardening import assert_one_error, closed_port
 
-from diffbench.checkpoints import load_checkpoint, load_model, save_checkpoint
 from diffbench.cli import main
-from diffbench.config import load_compare_config, load_train_config
-from diffbench.errors import InputError
+from diffbench.core.errors import InputError
+from diffbench.io.checkpoints import load_checkpoint, load_model, save_checkpoint
+from diffbench.io.config import load_compare_config, load_train_config
 
 TINY = """\
 systems:

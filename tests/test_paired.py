@@ -9,8 +9,8 @@ import random
 
 import pytest
 
-from diffbench import paired
-from diffbench.errors import InputError
+from diffbench.core.errors import InputError
+from diffbench.measure import paired
 
 
 def test_interval_matches_the_sign_test_table():

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from diffbench import NoiseSchedule
-from diffbench.errors import InputError
+from diffbench.core.errors import InputError
 from diffbench.sampling import make_sampler
 
 diffusers = pytest.importorskip("diffusers")

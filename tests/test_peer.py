@@ -9,17 +9,17 @@ import sys
 import pytest
 import torch
 
-from diffbench.checkpoints import load_metadata
 from diffbench.cli import main
-from diffbench.config import load_train_config
+from diffbench.io.checkpoints import load_metadata
+from diffbench.io.config import load_train_config
 from diffbench.models.peer import PeerConfig, crop_from_peer, pad_to_peer
 from diffbench.sampling import DDIMSampler
-from diffbench.schedule import NoiseSchedule
+from diffbench.sampling.schedule import NoiseSchedule
 from diffbench.train import Distributed, fit, prepare_run
 
 pytest.importorskip("diffusers", reason="the peer needs diffusers: pip install diffbench[parity]")
 from diffbench.models import PeerUNet  # noqa: E402
-from diffbench.peer import PeerTranslator  # noqa: E402
+from diffbench.systems.peer import PeerTranslator  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = PeerConfig(block_out_channels=(8, 16, 16), norm_num_groups=4)

@@ -20,10 +20,10 @@ from PIL import Image
 from diffbench import compare
 from diffbench.cli import main
 from diffbench.evaluate import evaluate
-from diffbench.report import CELL, GAP, HEADER
+from diffbench.results.report import CELL, GAP, HEADER
 from diffbench.sampling import SAMPLERS, DDIMSampler, Sampler, register_sampler
-from diffbench.schedule import NoiseSchedule
-from diffbench.translate import Translator
+from diffbench.sampling.schedule import NoiseSchedule
+from diffbench.systems.translate import Translator
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = "test_plugins:DPMSolverPP2M"  # importable: pytest puts tests/ on sys.path

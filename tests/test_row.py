@@ -1,8 +1,8 @@
-"""The row model's upgrades of rows written by earlier versions (diffbench.row.upgrade)."""
+"""The row model's upgrades of rows written by earlier versions (diffbench.results.row.upgrade)."""
 
 from __future__ import annotations
 
-from diffbench.row import SCHEMA_VERSION, upgrade
+from diffbench.results.row import SCHEMA_VERSION, upgrade
 
 
 def test_a_version_1_row_gains_nfe_and_loses_its_old_distances():

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from diffbench.cli import main
-from diffbench.rowstore import ResumeError, RowStore, TruncatedRowWarning, first_difference
+from diffbench.results.rowstore import ResumeError, RowStore, TruncatedRowWarning, first_difference
 
 REPO = Path(__file__).resolve().parents[1]
 FIDELITY = ("mse", "mse_ci95", "psnr", "ssim", "preservation", "preservation_ci95",

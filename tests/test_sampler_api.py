@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffbench.config import CompareConfig, validate
-from diffbench.errors import InputError
+from diffbench.core.errors import InputError
+from diffbench.io.config import CompareConfig, validate
 from diffbench.sampling import SAMPLERS, make_sampler
-from diffbench.schedule import NoiseSchedule
-from diffbench.translate import Translator
+from diffbench.sampling.schedule import NoiseSchedule
+from diffbench.systems.translate import Translator
 
 LINEAR = NoiseSchedule.linear(1000)
 

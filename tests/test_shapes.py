@@ -9,10 +9,10 @@ import pytest
 
 from diffbench import shapes
 from diffbench.cli import main
-from diffbench.metrics import Judge
-from diffbench.scoring import load_digits, score_system
+from diffbench.measure.metrics import Judge
+from diffbench.measure.scoring import load_digits, score_system
 from diffbench.shapes import goals, markdown, run_sweep, write_sweep
-from diffbench.translate import Translator
+from diffbench.systems.translate import Translator
 
 
 @pytest.fixture(scope="module")

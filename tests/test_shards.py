@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from diffbench.cli import main
-from diffbench.errors import InputError
-from diffbench.shards import Neighbours, assign, parse_shard, shard_from_env, shares_machine
+from diffbench.core.errors import InputError
+from diffbench.results.shards import Neighbours, assign, parse_shard, shard_from_env, shares_machine
 
 REPO = Path(__file__).resolve().parents[1]
 FIDELITY = ("mse", "mse_ci95", "preservation", "preservation_ci95", "noised_accuracy",

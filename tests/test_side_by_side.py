@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import torch
 
-from diffbench.scoring import Digits
+from diffbench.measure.scoring import Digits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benches"))
 import benchlib  # noqa: E402  (benches/ is not a package)

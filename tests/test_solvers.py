@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from diffbench import NoiseSchedule, Translator
 from diffbench.cli import main
-from diffbench.config import ConfigError, load_compare_config
-from diffbench.resources import configs_dir
+from diffbench.core.resources import configs_dir
+from diffbench.io.config import ConfigError, load_compare_config
 from diffbench.sampling import SAMPLERS, SPACINGS, STARTS, DDIMSampler, make_sampler
 from diffbench.sampling.solvers import (
     DPMSolverPlusPlusSampler,
@@ -100,7 +100,7 @@ def test_compare_configs_accept_the_new_samplers_and_list_them_when_wrong():
         make_sampler("lms", LINEAR)
 
 
-@pytest.mark.filterwarnings("error::diffbench.tracking.TrackingWarning")
+@pytest.mark.filterwarnings("error::diffbench.results.tracking.TrackingWarning")
 def test_diffbench_compare_runs_a_solver_chosen_with_set(tiny_checkpoints, mnist_dir, tmp_path,
                                                          monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")

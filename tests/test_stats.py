@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffbench.errors import InputError
-from diffbench.feature_distance import KidReference, kid_estimate, polynomial_mmd2
-from diffbench.stats import (
+from diffbench.core.errors import InputError
+from diffbench.measure.feature_distance import KidReference, kid_estimate, polynomial_mmd2
+from diffbench.measure.stats import (
     bootstrap_interval,
     bootstrap_mean_interval,
     percentiles,

@@ -21,7 +21,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
-from diffbench.tracking import (
+from diffbench.results.tracking import (
     _HTTP_BOUNDS,
     Tracker,
     TrackingWarning,

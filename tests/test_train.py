@@ -12,10 +12,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from diffbench.checkpoints import load_checkpoint, load_metadata, load_model
 from diffbench.cli import main
-from diffbench.config import ConfigError, TrainConfig, load_train_config
-from diffbench.data import KNOWN_MD5
+from diffbench.io.checkpoints import load_checkpoint, load_metadata, load_model
+from diffbench.io.config import ConfigError, TrainConfig, load_train_config
+from diffbench.io.data import KNOWN_MD5
 from diffbench.models import VAE, Classifier, UNet, UNetConfig
 from diffbench.train import (
     Distributed,
@@ -268,7 +268,7 @@ def test_cpu_budget_ends_the_run_and_the_card_says_so(tmp_path, mnist_dir):
 
 def test_min_snr_weights_cap_the_nearly_clean_steps():
     """Hang et al. 2023, eq. 8 for eps-prediction: min(SNR_t, gamma) / SNR_t."""
-    from diffbench.schedule import NoiseSchedule
+    from diffbench.sampling.schedule import NoiseSchedule
     from diffbench.train.tasks import min_snr_weights
 
     schedule = NoiseSchedule.linear(1000)
@@ -393,7 +393,7 @@ def test_cuda_training_in_bf16(tracking_uri, tmp_path, mnist_dir):
 
 
 def test_every_model_kind_has_a_training_task():
-    from diffbench.config import KINDS
+    from diffbench.io.config import KINDS
     from diffbench.train import TASKS
 
     assert set(TASKS) == set(KINDS)

@@ -1,4 +1,4 @@
-"""Paired differences against a reference row (diffbench.versus), on per-digit scores whose
+"""Paired differences against a reference row (diffbench.measure.versus), on per-digit scores whose
 answers are known in closed form."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffbench.stats import bootstrap_mean_interval
-from diffbench.versus import attach_paired, paired_intervals
+from diffbench.measure.stats import bootstrap_mean_interval
+from diffbench.measure.versus import attach_paired, paired_intervals
 
 
 def scores(mse, correct):
@@ -99,7 +99,7 @@ def test_rows_with_projected_features_gain_the_paired_frechet_difference():
     same features shifted by 1 in each of 10 dimensions: resolved above 0, by the change of the
     squared mean gap, |m + 1 - mu|^2 - |m - mu|^2 = 10 + 2 sum(m - mu) (covariances unchanged;
     the half-samples' mean means are the sample's to within their own spread)."""
-    from diffbench.feature_distance import FrechetReference
+    from diffbench.measure.feature_distance import FrechetReference
 
     g = gen(4)
     features = torch.randn(64, 10, generator=g, dtype=torch.float64)

@@ -1,6 +1,6 @@
 """An installed wheel runs as a user would run it: ``pip install`` of the built wheel into a
 fresh virtualenv, then ``diffbench compare`` from an empty folder elsewhere, with the configs,
-checkpoints and MNIST files the wheel ships (:mod:`diffbench.resources`)."""
+checkpoints and MNIST files the wheel ships (:mod:`diffbench.core.resources`)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def test_the_wheel_runs_compare_from_an_empty_folder(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     where = run(venv / "bin" / "python", "-c",
-                "import diffbench, diffbench.resources as r; print(diffbench.__file__); "
+                "import diffbench, diffbench.core.resources as r; print(diffbench.__file__); "
                 "print(r.root())", cwd=elsewhere).stdout.split()
     assert Path(where[0]).is_relative_to(venv) and Path(where[1]) == venv / "share" / "diffbench"
     # One strength, one timed call per row: the shipped default config, quick to run.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffbench import work_count
+from diffbench.gate import work_count
 
 
 def step(x, extra_python=0, extra_op=False, size=8, dtype=torch.float32):

@@ -17,7 +17,7 @@ from collections.abc import Collection
 from types import ModuleType
 
 from diffbench.cli.common import Parser, UsageError, print_error
-from diffbench.errors import InputError
+from diffbench.core.errors import InputError
 
 COMMANDS = ("demo", "train", "evaluate", "shapes", "compare", "report", "merge", "ab", "history",
             "list")

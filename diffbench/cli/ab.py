@@ -9,7 +9,7 @@ import traceback
 from pathlib import Path
 
 from diffbench.cli.common import add_seed, positive_int, print_error
-from diffbench.errors import InputError
+from diffbench.core.errors import InputError
 
 HELP = ("base against head, speed and fidelity, in one job: the regression gate "
         "(exit 0 certified, 1 regression, 2 bad input, 3 no verdict)")
@@ -21,7 +21,7 @@ def add_arguments(ab: argparse.ArgumentParser) -> None:
                          "checkout folder)")
     ab.add_argument("--head", metavar="REV", help="default: the working tree")
     ab.add_argument("--cases", nargs="+", default=["quick"], metavar="CASE",
-                    help="quick (default), all, or case names (see diffbench.cases)")
+                    help="quick (default), all, or case names (see diffbench.gate.cases)")
     ab.add_argument("--budget-s", type=float, default=None,
                     help="seconds of timed pairs beyond each case's first rounds, for all "
                          "cases together (default 60)")
@@ -36,9 +36,9 @@ def add_arguments(ab: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from diffbench import ab_report
-    from diffbench.ab import DEFAULT_BUDGET_S, run_ab
-    from diffbench.paired import PROCESSES
+    from diffbench.gate.ab import DEFAULT_BUDGET_S, run_ab
+    from diffbench.gate import ab_report
+    from diffbench.measure.paired import PROCESSES
 
     budget = DEFAULT_BUDGET_S if args.budget_s is None else args.budget_s
     # SIGTERM (CI's timeout, kill) unwinds like SIGINT: the base's worktree is removed and the

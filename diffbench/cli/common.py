@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from diffbench.choices import DEVICES, MAX_SCORED_DIGITS, MAX_SEED
-from diffbench.errors import InputError
+from diffbench.core.choices import DEVICES, MAX_SCORED_DIGITS, MAX_SEED
+from diffbench.core.errors import InputError
 
 
 class UsageError(Exception):

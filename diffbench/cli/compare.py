@@ -6,7 +6,6 @@ import argparse
 import os
 from pathlib import Path
 
-from diffbench.choices import COMPILE_MODES, NOISE_DEVICES
 from diffbench.cli.common import (
     add_data_dir,
     add_device,
@@ -16,6 +15,7 @@ from diffbench.cli.common import (
     positive_int,
     print_error,
 )
+from diffbench.core.choices import COMPILE_MODES, NOISE_DEVICES
 
 HELP = "the image-to-image benchmark: grid, table, plots, MLflow run"
 
@@ -56,7 +56,7 @@ def add_arguments(compare: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from diffbench.compare import run_compare
-    from diffbench.config import load_compare_config
+    from diffbench.io.config import load_compare_config
 
     config = load_compare_config(
         args.config, args.overrides, checkpoints=args.checkpoints, out=args.out,
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, data_dir=args.data_dir, seed=args.seed, compile=args.compile,
         noise_device=args.noise_device, tf32=args.tf32, match_information=args.match_information,
     )
-    from diffbench.shards import parse_shard, shard_from_env, shares_machine
+    from diffbench.results.shards import parse_shard, shard_from_env, shares_machine
 
     shard = parse_shard(args.shard) if args.shard else shard_from_env(os.environ)
     try:

@@ -22,8 +22,8 @@ def add_arguments(demo: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from diffbench.core.files import check_writable_dir
     from diffbench.demo import run_demo
-    from diffbench.files import check_writable_dir
 
     strengths = tuple(args.strength or (0.3, 0.5))
     check_strengths(strengths)

@@ -62,9 +62,9 @@ def add_arguments(evaluate: argparse.ArgumentParser) -> None:
 def check(args: argparse.Namespace) -> None:
     """The output file, the sweep and every checkpoint (each loads into its model) now, not
     after minutes of work."""
-    from diffbench.checkpoints import load_model, require_checkpoints
-    from diffbench.files import check_writable_dir
-    from diffbench.outputs import refuse_earlier_run
+    from diffbench.core.files import check_writable_dir
+    from diffbench.core.outputs import refuse_earlier_run
+    from diffbench.io.checkpoints import load_model, require_checkpoints
 
     check_strengths(tuple(args.sweep), "--sweep")
     if args.out.is_dir():
@@ -80,9 +80,9 @@ def check(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from diffbench.core.resources import checkpoints_dir
+    from diffbench.core.runtime import resolve_device
     from diffbench.evaluate import evaluate, update_cards, write_report
-    from diffbench.resources import checkpoints_dir
-    from diffbench.runtime import resolve_device
 
     device = str(resolve_device(args.device))
     args.checkpoints = args.checkpoints or checkpoints_dir()

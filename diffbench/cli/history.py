@@ -16,7 +16,7 @@ def add_arguments(history: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from diffbench.history import draw_history, load_history
+    from diffbench.gate.history import draw_history, load_history
 
     series = load_history(args.storage, args.match)
     draw_history(series, args.out)

@@ -34,7 +34,7 @@ def sampler_rows() -> list[dict]:
 
 def case_rows() -> list[dict]:
     """Each benchmark case of ``diffbench ab --cases`` and the benches."""
-    from diffbench.cases import all_cases
+    from diffbench.gate.cases import all_cases
 
     return [{"name": case.name, "kind": case.kind, "quick": case.quick}
             for case in all_cases().values()]

@@ -20,7 +20,7 @@ def add_arguments(report: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from diffbench.compare import write_reports
-    from diffbench.rowstore import RowStore
+    from diffbench.results.rowstore import RowStore
 
     results, files = write_reports(RowStore.read(args.out), args.reference, args.to)
     print(f"{len(results)} rows; wrote {', '.join(str(f) for f in files)}")

@@ -35,11 +35,11 @@ def add_arguments(shapes: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from diffbench.checkpoints import require_checkpoints
-    from diffbench.files import check_writable_dir
-    from diffbench.outputs import refuse_earlier_run
-    from diffbench.resources import checkpoints_dir
-    from diffbench.runtime import resolve_device
+    from diffbench.core.files import check_writable_dir
+    from diffbench.core.outputs import refuse_earlier_run
+    from diffbench.core.resources import checkpoints_dir
+    from diffbench.core.runtime import resolve_device
+    from diffbench.io.checkpoints import require_checkpoints
     from diffbench.shapes import FILES, run_sweep, write_sweep
 
     if args.out.suffix != ".md":

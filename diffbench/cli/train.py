@@ -11,7 +11,7 @@ HELP = "train one model (a kind below)"
 
 
 def add_arguments(train: argparse.ArgumentParser) -> None:
-    from diffbench.config import KINDS
+    from diffbench.io.config import KINDS
 
     train.add_argument("kind", choices=KINDS)
     train.add_argument(
@@ -33,7 +33,7 @@ def add_arguments(train: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from diffbench.config import load_train_config
+    from diffbench.io.config import load_train_config
     from diffbench.train import train
 
     config = load_train_config(

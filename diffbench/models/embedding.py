@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from diffbench.errors import InputError
+from diffbench.core.errors import InputError
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from diffbench.errors import InputError
+from diffbench.core.errors import InputError
 from diffbench.models.embedding import timestep_embedding
 
 

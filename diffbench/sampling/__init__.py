@@ -32,7 +32,7 @@ strength) with ``max(1, int(n * strength))`` steps spread below it by the sample
 as diffusers' img2img pipelines do (``"diffusers"``, for parity: the tail of the sampler's n
 timesteps, so the noise level depends on n). :meth:`Sampler.plan` computes a call's timesteps,
 NFE and start once per (strength, start); every reader takes them from there
-(:mod:`diffbench.plan`).
+(:mod:`diffbench.core.plan`).
 
 Samplers register under a name with a label (``@register_sampler("ddim", "DDIM")``);
 :data:`SAMPLERS` is the one list of choices the configs, the CLI and the system names derive
@@ -62,7 +62,11 @@ from diffbench.sampling.registry import (
     resolve_sampler,
     sampler_class,
 )
-from diffbench.schedule import SPACINGS, img2img_num_steps, make_timesteps  # they lived here
+from diffbench.sampling.schedule import (  # they lived here
+    SPACINGS,
+    img2img_num_steps,
+    make_timesteps,
+)
 
 # isort: split
 # Importing registers; the order of these lines is the order of SAMPLERS: ddpm, ddim, the

@@ -10,8 +10,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from diffbench.errors import InputError
-from diffbench.plan import Plan
+from diffbench.core.errors import InputError
+from diffbench.core.plan import Plan
 from diffbench.sampling.denoiser import Denoiser, Model, check_output
 from diffbench.sampling.eps_hooks import EpsHooks
 from diffbench.sampling.paths import make_path
@@ -21,6 +21,7 @@ from diffbench.sampling.prediction import (
     check_prediction,
     x0_eps,
 )
+from diffbench.sampling.schedule import NoiseSchedule
 from diffbench.sampling.steps import (
     DEFAULT_STEPS,
     STARTS,
@@ -31,7 +32,6 @@ from diffbench.sampling.steps import (
     exact_start,
     randn_like,
 )
-from diffbench.schedule import NoiseSchedule
 
 __all__ = ["DEFAULT_STEPS", "STARTS", "VARIANCES", "Callback", "Model", "Sampler", "Timestep",
            "check_start", "check_strength", "exact_start", "randn_like"]
@@ -146,7 +146,7 @@ class Sampler(EpsHooks):
         return t.alpha_bar, t.alpha_bar_next
 
     def plan(self, strength: float, start: str = "exact") -> Plan:
-        """The :class:`~diffbench.plan.Plan` of one image-to-image call at ``strength``,
+        """The :class:`~diffbench.core.plan.Plan` of one image-to-image call at ``strength``,
         computed once per (strength, start) and kept (a sampler is immutable).
 
         ``start="exact"``: ``max(1, int(n * strength))`` steps from exactly the strength (VP:

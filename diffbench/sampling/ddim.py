@@ -7,11 +7,11 @@ from numbers import Real
 
 from torch import Tensor
 
-from diffbench.errors import InputError
+from diffbench.core.errors import InputError
 from diffbench.sampling.base import DEFAULT_STEPS, Sampler, Timestep
 from diffbench.sampling.ddpm import posterior
 from diffbench.sampling.registry import register_sampler
-from diffbench.schedule import NoiseSchedule
+from diffbench.sampling.schedule import NoiseSchedule
 
 
 @register_sampler("ddim", "DDIM")

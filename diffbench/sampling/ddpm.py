@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from diffbench.errors import InputError
+from diffbench.core.errors import InputError
 from diffbench.sampling.base import VARIANCES, Sampler, Timestep
 from diffbench.sampling.registry import register_sampler
-from diffbench.schedule import NoiseSchedule
+from diffbench.sampling.schedule import NoiseSchedule
 
 
 def posterior(t: Timestep) -> tuple[float, float, float, float]:

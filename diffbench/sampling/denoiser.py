@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from diffbench.errors import InputError
+from diffbench.core.errors import InputError
 from diffbench.sampling.prediction import x0_eps
 
 Model = Callable[[Tensor, Tensor], Tensor]

@@ -31,9 +31,9 @@ from numbers import Real
 import torch
 from torch import Tensor
 
-from diffbench.errors import InputError
+from diffbench.core.errors import InputError
 from diffbench.sampling.prediction import FLOW_PREDICTIONS
-from diffbench.schedule import (
+from diffbench.sampling.schedule import (
     NoiseSchedule,
     img2img_num_steps,
     make_start_timesteps,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from diffbench.errors import InputError
+from diffbench.core.errors import InputError
 
 PREDICTIONS = ("eps", "v", "flow")
 VP_PREDICTIONS = ("eps", "v")

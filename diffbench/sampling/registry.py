@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import inspect
 
-from diffbench.errors import InputError
-from diffbench.plugins import is_spec, load_object
+from diffbench.core.errors import InputError
+from diffbench.core.plugins import is_spec, load_object
 from diffbench.sampling.base import Sampler
-from diffbench.schedule import NoiseSchedule
+from diffbench.sampling.schedule import NoiseSchedule
 
 SAMPLERS: dict[str, type[Sampler]] = {}
 """Registered samplers by name, in registration order (``ddpm``, ``ddim``, then any others)."""

@@ -16,7 +16,7 @@ on flow sigmas ``FlowMatchEulerDiscreteScheduler``, ``FlowMatchHeunDiscreteSched
 ``tests/test_parity_flow.py`` check whole trajectories and img2img loops). Departures:
 
 * The default VP spacing is ``trailing``, which all four diffusers schedulers define as
-  :func:`~diffbench.schedule.make_timesteps` does (and Lin et al. 2023 recommend for few
+  :func:`~diffbench.sampling.schedule.make_timesteps` does (and Lin et al. 2023 recommend for few
   steps). diffusers' DPM-Solver and UniPC define ``leading`` as ``arange(n + 1) * (T // (n +
   1))`` less its 0, unlike its own DDIM, Euler and Heun (``arange(n) * (T // n)``); here
   ``leading`` means the latter for every sampler, so with ``leading`` these two differ from

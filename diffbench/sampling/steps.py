@@ -8,7 +8,7 @@ from numbers import Real
 import torch
 from torch import Tensor
 
-from diffbench.errors import InputError
+from diffbench.core.errors import InputError
 
 VARIANCES = ("fixed_small", "fixed_large")
 STARTS = ("exact", "diffusers")

@@ -9,11 +9,11 @@ under torchrun.
 * :mod:`~diffbench.train.signals`: SIGINT and SIGTERM finish the step, save it, and stop;
 * :mod:`~diffbench.train.loop`: the loop itself (DDP, MLflow).
 
-Device and process-group setup live in :mod:`diffbench.runtime`, which jobs and benches import
+Device and process-group setup live in :mod:`diffbench.core.runtime`, which jobs and benches import
 without importing training.
 """
 
-from diffbench.runtime import Distributed, init_distributed, resolve_device
+from diffbench.core.runtime import Distributed, init_distributed, resolve_device
 from diffbench.train.base import Task
 from diffbench.train.latents import encode_with_vae, load_vae
 from diffbench.train.loop import (

@@ -9,10 +9,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from diffbench.config import ConfigError, TrainConfig
-from diffbench.data import MNISTTensors, load_mnist
+from diffbench.io.config import ConfigError, TrainConfig
+from diffbench.io.data import MNISTTensors, load_mnist
 from diffbench.sampling import randn_like
-from diffbench.schedule import NoiseSchedule
+from diffbench.sampling.schedule import NoiseSchedule
 
 TASKS: dict[str, type[Task]] = {}
 """Model kind -> its task class."""

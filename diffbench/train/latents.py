@@ -8,10 +8,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffbench.checkpoints import load_metadata, load_model
-from diffbench.config import ConfigError, TrainConfig
+from diffbench.core.system import to_latent
+from diffbench.io.checkpoints import load_metadata, load_model
+from diffbench.io.config import ConfigError, TrainConfig
 from diffbench.models import VAE
-from diffbench.system import to_latent
 
 
 def load_vae(path: str | Path, device: torch.device | str = "cpu") -> VAE:

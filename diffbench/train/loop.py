@@ -24,15 +24,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
-from diffbench.checkpoints import load_metadata, model_metadata
-from diffbench.config import ConfigError, TrainConfig
-from diffbench.data import load_mnist, mnist_files, resolve_data_dir
-from diffbench.environment import environment_facts
-from diffbench.files import check_writable_dir, write_atomic_text
+from diffbench.core.environment import environment_facts
+from diffbench.core.files import check_writable_dir, write_atomic_text
+from diffbench.core.outputs import refuse_earlier_run
+from diffbench.core.runtime import Distributed, init_distributed, resolve_device, synchronize
+from diffbench.io.checkpoints import load_metadata, model_metadata
+from diffbench.io.config import ConfigError, TrainConfig
+from diffbench.io.data import load_mnist, mnist_files, resolve_data_dir
 from diffbench.models import model_stats
-from diffbench.outputs import refuse_earlier_run
-from diffbench.runtime import Distributed, init_distributed, resolve_device, synchronize
-from diffbench.tracking import start_run, time_execution
+from diffbench.results.tracking import start_run, time_execution
 from diffbench.train.recipe import (
     batch_indices,
     frozen_copy,

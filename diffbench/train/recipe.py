@@ -15,8 +15,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from diffbench.config import ConfigError, TrainConfig
-from diffbench.runtime import Distributed
+from diffbench.core.runtime import Distributed
+from diffbench.io.config import ConfigError, TrainConfig
 
 
 def step_generator(seed: int, rank: int, step: int, device: torch.device) -> torch.Generator:

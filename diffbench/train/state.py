@@ -15,11 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from diffbench.checkpoints import load_checkpoint, save_checkpoint
-from diffbench.config import ConfigError, TrainConfig
-from diffbench.packed_state import pack_state, unpack_state
-from diffbench.runtime import Distributed
-from diffbench.tracking import time_execution
+from diffbench.core.runtime import Distributed
+from diffbench.io.checkpoints import load_checkpoint, save_checkpoint
+from diffbench.io.config import ConfigError, TrainConfig
+from diffbench.io.packed_state import pack_state, unpack_state
+from diffbench.results.tracking import time_execution
 from diffbench.train.base import Task
 
 
@@ -52,7 +52,7 @@ class Run:
     ddp: Distributed
     device: torch.device
     metadata: dict[str, Any]
-    tracker: Any = None  # a diffbench.tracking.Tracker on rank 0, else None
+    tracker: Any = None  # a diffbench.results.tracking.Tracker on rank 0, else None
     stop_signals: list[int] = field(default_factory=list)  # SIGINT/SIGTERM received so far
 
     @property

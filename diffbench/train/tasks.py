@@ -1,7 +1,7 @@
 """What each model kind trains: one registered :class:`Task` class per kind (``pixel``,
 ``latent``, ``peer``, ``vae``, ``classifier``), each with its model, data, loss, preview and
 model-card facts. A new kind is one class here plus its model config in
-:data:`diffbench.config.MODEL_CONFIGS`.
+:data:`diffbench.io.config.MODEL_CONFIGS`.
 
 Losses:
 
@@ -28,15 +28,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diffbench.config import ConfigError, TrainConfig
-from diffbench.data import MNISTTensors
+from diffbench.core.system import clip_sample, from_latent
+from diffbench.io.config import ConfigError, TrainConfig
+from diffbench.io.data import MNISTTensors
 from diffbench.models import VAE, Classifier, PeerUNet, UNet
 from diffbench.models.peer import crop_from_peer, pad_to_peer
 from diffbench.sampling import DDIMSampler, randn_like
 from diffbench.sampling.paths import FLOW_TIMESTEP_SCALE, flow_path
+from diffbench.sampling.schedule import NoiseSchedule
 from diffbench.sampling.solvers import EulerSampler
-from diffbench.schedule import NoiseSchedule
-from diffbench.system import clip_sample, from_latent
 from diffbench.train.base import TASKS, Task, register_task
 from diffbench.train.latents import encode_with_vae, load_vae
 
