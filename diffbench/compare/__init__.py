@@ -8,8 +8,7 @@ system's own space; and latency timed the same way for every system (``warmup`` 
 each strength, then ``repeats`` timed ones, inputs and generators on the device before the
 clock starts, the device synchronised before it stops; median, p50/p90/p99, min, max) with the
 peak memory of a call; both by :mod:`diffbench.measure.scoring`. These rows are the equal-strength
-view
-(``"view": "equal_strength"``); with ``match_information`` set, each system also gets an
+view (``"view": "equal_strength"``); with ``match_information`` set, each system also gets an
 equal-information row (``"view": "equal_information"``) at the strength where its own space's
 noised accuracy equals that value (:mod:`diffbench.measure.information`); with ``match_snr``, an
 equal-SNR row (``"view": "equal_snr"``) per strength, at the strength whose start has the SNR of
@@ -119,8 +118,7 @@ def run_compare(
     for several strengths) into ``config.out``; log to MLflow. The rows are planned first
     (:mod:`diffbench.compare.plan`), then taken in the plan's order: each reaches
     ``results.jsonl`` as it is measured (:mod:`diffbench.results.rowstore`); with ``resume`` the
-    rows
-    already there are kept and not rerun, with ``overwrite`` an earlier run there is replaced,
+    rows already there are kept and not rerun, with ``overwrite`` an earlier run there is replaced,
     and with neither a folder holding an earlier run is refused. With ``shard=(I, N)`` only
     shard I's systems run, into ``<out>/shard-I-of-N`` (:mod:`diffbench.results.shards`;
     ``shared_machine`` flags its rows' timings as taken beside other shards: set by the caller

@@ -7,8 +7,7 @@ lists every row in the order they are measured, each saying its system, view, st
 SNR it matches) and which earlier row it reuses. Everything that counts or splits rows reads
 this list: the progress total, the shards' costs (:func:`system_costs`, balanced by
 :func:`diffbench.results.shards.assign`), ``--resume`` (each row's key, :func:`row_identity`) and
-the
-run's closing count of rows found on disk and rows measured.
+the run's closing count of rows found on disk and rows measured.
 
 Views: ``equal_strength`` at each strength; ``equal_information`` once per system, at a strength
 found by measuring its noised accuracy (so its strength is None in the plan); ``equal_snr`` at

@@ -4,8 +4,7 @@ checked, and described to the plan (:class:`~diffbench.compare.plan.PlannedSyste
 Names: a system's name labels its rows, tables, plots and MLflow runs, and pairs rows with the
 reference, so two systems of one comparison never share one. A config system without a
 ``name`` is named by its sampler (``DDIM-2``, :attr:`diffbench.systems.translate.Translator.name`);
-when
-two such generated names are equal, each gets the fields in which the systems differ and it is
+when two such generated names are equal, each gets the fields in which the systems differ and it is
 not at the default (``DDIM-2`` and ``DDIM-2 eta=1``). Names given in the config or by a System
 object are kept; two systems left with one name are refused with one error naming both.
 

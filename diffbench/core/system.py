@@ -4,8 +4,7 @@ A system is anything that translates digits: ``system(x0, strength, generator) -
 and x float tensors [B, 1, 28, 28] in [-1, 1]. Scoring, timing, reports, MLflow logging, the
 gate and the benches take any object that has the attributes and methods below;
 :class:`diffbench.systems.translate.Translator` (diffbench's own samplers and models, or a user's)
-and
-:class:`diffbench.systems.peer.PeerTranslator` (diffusers' UNet and scheduler) are two of them.
+and :class:`diffbench.systems.peer.PeerTranslator` (diffusers' UNet and scheduler) are two of them.
 
 The policies every system of a space follows, each defined here once:
 
@@ -20,8 +19,7 @@ the noise-aware classifier of that space reads (see :func:`noised`). A system wi
 noised in pixel space by its ``add_noise``.
 
 Imports only the leaves :mod:`diffbench.core.errors` and :mod:`diffbench.core.plan`, so every layer
-may use
-it.
+may use it.
 """
 
 from __future__ import annotations

@@ -4,8 +4,7 @@ strength (the same strength can destroy more, or less, of a digit in a latent th
 pixels: see docs/latent_shapes.md).
 
 Information is measured as the noised accuracy (:func:`diffbench.measure.scoring.noised_accuracy`)
-on the
-scored digits over a grid of start timesteps, with the same noise at every timestep (common
+on the scored digits over a grid of start timesteps, with the same noise at every timestep (common
 random numbers, so the curve is smooth); the timestep where it equals the target is found by
 linear interpolation between the grid points around its first crossing, and the strength is the
 smallest whose start timestep reaches it (``(t + 1) / T`` when a system starts at exactly

@@ -4,8 +4,7 @@ sampler matches DDIM-50's fidelity, from the rows of one comparison.
 "Matches" is the NFE sweep's rule: MSE no more than 5% above the reference's and class preservation
 no more than 1 point below it, on at least 512 digits (fewer are flagged, not hidden). Where a
 row carries its paired figures against the reference (:mod:`diffbench.measure.versus`: the same
-digits,
-resampled together), each is judged at its 95% interval's bound, a non-inferiority test: the
+digits, resampled together), each is judged at its 95% interval's bound, a non-inferiority test: the
 upper bound of the relative MSE difference at most +5%, the lower bound of the preservation
 difference at least -1 point. Rows without them (older results) are judged at the point. Only the
 NFE the sweep ran are searched, so "fewest" means the fewest of those; a sampler whose fidelity

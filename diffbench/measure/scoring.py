@@ -4,8 +4,7 @@ Every system (diffbench's samplers, a user's plug-in, the diffusers peer) is sco
 and nothing else: ``diffbench compare``, ``diffbench evaluate`` and the benches call it.
 Fidelity compares each output with its own source digit, each figure with its 95% interval
 (:mod:`diffbench.measure.stats`), and stands beside the noised accuracy at the system's start
-timestep
-(its own space's noise-aware classifier on x_t: how much identity survived the noise).
+timestep (its own space's noise-aware classifier on x_t: how much identity survived the noise).
 
 Latency is timed the same way for every system: the digits moved to the device and the
 generators made (on the device, by default) before any clock starts; ``warmup`` untimed calls,

@@ -15,8 +15,7 @@ keeps the pipelines' last ``min(int(n * strength), n)`` of the scheduler's times
 from diffbench's own DDIM plan (:meth:`PeerTranslator.plan`), whose timesteps equal the
 scheduler's. A
 :class:`diffbench.core.system.System` like :class:`diffbench.systems.translate.Translator`, so the
-same code
-times and scores both. Needs the optional ``diffusers`` dependency
+same code times and scores both. Needs the optional ``diffusers`` dependency
 (``pip install diffbench[parity]``).
 """
 
