@@ -36,8 +36,8 @@ def add_arguments(ab: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from diffbench.gate.ab import DEFAULT_BUDGET_S, run_ab
     from diffbench.gate import ab_report
+    from diffbench.gate.ab import DEFAULT_BUDGET_S, run_ab
     from diffbench.measure.paired import PROCESSES
 
     budget = DEFAULT_BUDGET_S if args.budget_s is None else args.budget_s

@@ -31,7 +31,7 @@ def root() -> Path:
         if not _has_resources(folder):
             raise InputError(f"${ROOT_ENV}={folder} holds no configs/compare.yaml")
         return folder
-    checkout = Path(__file__).resolve().parents[1]
+    checkout = Path(__file__).resolve().parents[2]  # diffbench/core/ -> the checkout
     installed = [Path(sysconfig.get_path("data")) / "share" / "diffbench",
                  Path(sys.prefix) / "share" / "diffbench"]
     for folder in (checkout, *installed):

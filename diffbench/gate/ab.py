@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from diffbench.core.errors import InputError
+from diffbench.gate import ab_report
+from diffbench.gate import cases as case_module
 from diffbench.gate.ab_job import WORKER_ENV, Job
 from diffbench.gate.ab_measure import WARMUP
 from diffbench.gate.ab_versions import check_clean, checkout, repository_root, resolve_revision
-from diffbench.gate import ab_report
-from diffbench.gate import cases as case_module
 from diffbench.measure import paired
 
 DEFAULT_BUDGET_S = 30.0

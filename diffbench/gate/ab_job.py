@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from diffbench.core.files import write_atomic_text
+from diffbench.gate import ab_fidelity, ab_report
+from diffbench.gate import cases as case_module
 from diffbench.gate.ab_measure import (
     CONTROL,
     count_entries,
@@ -21,8 +23,6 @@ from diffbench.gate.ab_measure import (
     timed,
 )
 from diffbench.gate.ab_versions import Version, Worker
-from diffbench.gate import ab_fidelity, ab_report
-from diffbench.gate import cases as case_module
 from diffbench.measure import paired
 
 WORKER_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from diffbench.gate.ab_versions import Worker
 from diffbench.gate import ab_fidelity, work_count
 from diffbench.gate import cases as case_module
+from diffbench.gate.ab_versions import Worker
 from diffbench.measure import paired
 
 WARMUP = 2  # untimed calls per case and worker before the first pair

@@ -50,7 +50,7 @@ def shipped_dir() -> Path:
     try:
         return mnist_dir()
     except InputError:
-        return Path(__file__).resolve().parents[1] / "fixtures" / "mnist"
+        return Path(__file__).resolve().parents[2] / "fixtures" / "mnist"
 
 OFFICIAL_MD5 = dict(MNIST.resources)
 """File name -> md5 of the four official MNIST files."""

@@ -3,10 +3,11 @@
 Pixel space runs the sampler's ``img2img`` on the digits with the UNet's EMA weights; latent
 space (Rombach et al. 2022) encodes with the VAE, runs ``img2img`` on the latents and decodes
 (scaling and clipping: :mod:`diffbench.core.system`). Weights load once
-(:mod:`diffbench.systems.networks`), channels-last; calls run under ``torch.inference_mode``. Every translation starts at exactly
-the strength (``start="exact"``, :meth:`diffbench.sampling.Sampler.plan`), so systems with
-different samplers and step counts denoise from the same noise level; ``start="diffusers"``
-gives diffusers' img2img convention (parity) instead.
+(:mod:`diffbench.systems.networks`), channels-last; calls run under ``torch.inference_mode``.
+Every translation starts at exactly the strength (``start="exact"``,
+:meth:`diffbench.sampling.Sampler.plan`), so systems with different samplers and step counts
+denoise from the same noise level; ``start="diffusers"`` gives diffusers' img2img convention
+(parity) instead.
 
 Options, each recorded in :attr:`Translator.settings`: ``compile`` (None, ``"compile"`` or
 ``"cudagraphs"``: :mod:`diffbench.systems.compiled`), ``noise_device`` (``"device"``, the
