@@ -68,7 +68,7 @@ def test_unknown_case_is_one_error_line(tmp_path):
 def test_dirty_base_checkout_is_one_error_line(two_commits, tmp_path):
     dirty = tmp_path / "dirty"
     git(two_commits, "worktree", "add", "-q", "--detach", str(dirty), "HEAD~1")
-    (dirty / "diffbench" / "cases.py").write_text("# edited\n")
+    (dirty / "diffbench" / "gate" / "cases.py").write_text("# edited\n")
     result = diffbench("ab", "--base", str(dirty), "--out", str(tmp_path / "out"),
                        cwd=two_commits)
     assert result.returncode == 2
