@@ -33,7 +33,7 @@ from diffbench.io.config import ConfigError, TrainConfig
 from diffbench.io.data import MNISTTensors
 from diffbench.models import VAE, Classifier, PeerUNet, UNet
 from diffbench.models.peer import crop_from_peer, pad_to_peer
-from diffbench.sampling import DDIMSampler, randn_like
+from diffbench.sampling import DEFAULT_STEPS, DDIMSampler, randn_like
 from diffbench.sampling.paths import FLOW_TIMESTEP_SCALE, flow_path
 from diffbench.sampling.schedule import NoiseSchedule
 from diffbench.sampling.solvers import EulerSampler
@@ -103,7 +103,7 @@ class DiffusionTask(Task):
         self, model: nn.Module, test: MNISTTensors, gen: torch.Generator
     ) -> tuple[Tensor, dict[str, Any]]:
         sampler = (EulerSampler if self.config.prediction == "flow" else DDIMSampler)(
-            self.schedule, 50, clip_sample=clip_sample(self.space),
+            self.schedule, DEFAULT_STEPS, clip_sample=clip_sample(self.space),
             prediction=self.config.prediction)
         x_T = torch.randn((16, *self.inputs.shape[1:]), generator=gen).to(self.device)
         return self.to_digits(sampler.sample(model, x_T)).clamp(-1, 1), {}
