@@ -39,20 +39,15 @@ __all__ = ["DEFAULT_STEPS", "STARTS", "VARIANCES", "Callback", "Model", "Sampler
 Callback = Callable[[dict], None]
 """``callback({"i": index, "t": timestep, "x": state, "x0": predicted x0})`` after each step."""
 
-class Sampler(EpsHooks):
-    """The skeleton every sampler shares: the path its network was trained on (VP or flow,
-    from ``prediction``), the grid of steps, img2img's start, and :meth:`denoise`, the one
-    loop, which calls :meth:`solve` once a step with a :class:`~diffbench.sampling.denoiser.
-    Denoiser` that reads the network as (x0, eps).
 
-    A one-evaluation sampler provides :meth:`update` (the mean and noise scale of one step
-    from x0 and eps, coefficients from the step's :class:`Timestep`); a multistep or
-    multi-evaluation one overrides :meth:`solve`, keeping its history in the ``state`` dict
-    local to one call. A plug-in written for the VP path may instead provide
-    :meth:`advance` (from the network's eps) or :meth:`advance_with` (``predict(x, t) ->
-    eps``). A sampler is immutable: its prediction, path, steps and spacing are fixed at
-    construction.
-    """
+class Sampler(EpsHooks):
+    """The skeleton every sampler shares: the path of its network (VP or flow, from
+    ``prediction``), the grid, img2img's start, and :meth:`denoise`, the one loop, which calls
+    :meth:`solve` once a step with a denoiser reading the network as (x0, eps). A sampler
+    provides :meth:`update` (one evaluation: a step's mean and noise scale) or overrides
+    :meth:`solve` (history in the call's ``state``, or several evaluations); a VP plug-in may
+    provide :meth:`advance` or :meth:`advance_with` instead. Immutable: prediction, path, steps
+    and spacing are fixed at construction."""
 
     name: str | None = None  # set by register_sampler
     predictions: tuple[str, ...] = VP_PREDICTIONS  # what networks it reads; built-ins: all
@@ -92,6 +87,7 @@ class Sampler(EpsHooks):
         self.clip_sample = bool(clip_sample) and self.path.clips
         self._grid = self.path.grid(self.num_steps, spacing)
         self.timesteps = self.path.timesteps_of(self._grid)
+        self._linked: dict[tuple, list[Timestep]] = {}  # steps_for()'s, made once each
         self._steps = self.steps_for(self.timesteps)
         self._index = {step.t: step.index for step in self._steps}
         self._plans: dict[tuple[float, str], Plan] = {}  # plan()'s, made once each
@@ -115,9 +111,16 @@ class Sampler(EpsHooks):
     # -- steps and plans --------------------------------------------------------------------
 
     def steps_for(self, timesteps: Tensor | list) -> list[Timestep]:
-        """``timesteps`` (strictly decreasing) as linked :class:`Timestep` objects."""
+        """``timesteps`` (strictly decreasing) as linked :class:`Timestep` objects, made once
+        per sequence and kept (a sampler is immutable), so a call does not rebuild them."""
         points = self.path.points_of(timesteps)
-        self.path.check(points)
+        key = tuple(points)
+        if key not in self._linked:
+            self.path.check(points)
+            self._linked[key] = self._link(points)
+        return self._linked[key]
+
+    def _link(self, points: list) -> list[Timestep]:
         path, steps, after = self.path, [], None
         for index in range(len(points) - 1, -1, -1):
             point = points[index]
