@@ -130,12 +130,13 @@ def public(name: str, *modules: str):
     version of diffbench before the package's folders kept it (a base worker imports either)."""
     import importlib
 
+    failure: Exception | None = None
     for module in modules:
         try:
             return getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError):
-            continue
-    raise ImportError(f"none of {', '.join(modules)} has {name}")
+        except (ImportError, AttributeError) as error:
+            failure = error
+    raise ImportError(f"none of {', '.join(modules)} has {name}") from failure
 
 
 def _spaces():
