@@ -229,18 +229,20 @@ class SideBySide:
     spread: dict[str, dict[int, float]]
 
 
-def side_by_side(benchmark, bench_env, device, timed, other, rounds, seed=0) -> SideBySide:
+def side_by_side(benchmark, bench_env, device, timed, other, rounds, seed=0,
+                 strength=STRENGTH) -> SideBySide:
     """Seconds per image of ``timed`` (the benchmark itself) and ``other`` on the same ``BATCH``
-    digits at ``STRENGTH``, their calls alternated: each round (``WARMUP`` untimed ones first)
+    digits at ``strength`` (default ``STRENGTH``), their calls alternated: each round
+    (``WARMUP`` untimed ones first)
     calls both, in an order drawn from ``random.Random(seed)``, so drift between rounds falls on
     both alike. Each is treated alike: the digits moved to the device once, before any clock;
     a fresh generator seeded 0 made outside the clock; the device synchronised before the clock
     stops. The ratio needs at least 6 rounds for its 95% interval."""
     images = bench_env.digits(device).images[:BATCH].to(device)
     benchmark.group = "ratios"
-    target, setup_timed = pedantic_call(timed, images, STRENGTH, device)
+    target, setup_timed = pedantic_call(timed, images, strength, device)
     other_call = synchronized_call(
-        lambda generator: other(images, STRENGTH, generator=generator), device)
+        lambda generator: other(images, strength, generator=generator), device)
     order, other_first, other_seconds = random.Random(seed), [], []
 
     def time_other():

@@ -16,6 +16,8 @@ paired ratios with its 95% interval (``speedup_ci95``).
    matmul rate of sizes 2048-4096 on this machine, with its interval.
 5. The best few-step system of the NFE sweep (DPM++2M-10: 3 network evaluations at 0.3)
    against DDIM-50 (15), at matched fidelity (MSE and preservation on 512 digits).
+6. The one-step networks (consistency, MeanFlow; docs/one_step.md) at 1, 2 and 4 network
+   evaluations against DDIM-50 (15 / 25), at strengths 0.3 and 0.5 (goal: >= 10x images/s).
 4. Batch-1 DDIM-50 (pixel and latent) compiled against eager: ``torch.compile`` and, on CUDA,
    one CUDA graph per call (goal: >= 3x eager on a GPU); the compile or capture seconds apart;
    and eager with contiguous weights against the default channels-last ones.
@@ -41,6 +43,7 @@ from benchlib import (
     side_by_side,
     synchronized,
 )
+from diffbench.io.config import SystemConfig
 from diffbench.measure.paired import median_interval
 
 OVERHEAD_ROUNDS = 9  # the fewest whose median has a 95% order-statistic interval, plus three
@@ -198,3 +201,23 @@ def test_compiled_against_eager(benchmark, bench_env, device, space):
     numbers["contiguous_call_seconds"] = median_seconds(call(contiguous), device, repeats=10)
     numbers["channels_last_speedup"] = numbers["contiguous_call_seconds"] / eager_s
     report(benchmark, f"batch-1 {eager.name} compiled vs eager (goal on a GPU: >= 3x)", numbers)
+
+
+ONE_STEP = [(sampler, steps) for sampler in ("consistency", "meanflow") for steps in (1, 2, 4)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("space", ["pixel", "latent"])
+@pytest.mark.parametrize("strength", [0.3, 0.5])
+@pytest.mark.parametrize("sampler,steps", ONE_STEP)
+def test_one_step_against_ddim(benchmark, bench_env, device, space, strength, sampler, steps):
+    jump = bench_env.system(SystemConfig(space=space, sampler=sampler, steps=steps,
+                                         prediction=sampler), device)
+    ddim = bench_env.translator(space, "ddim", 50, device)
+    pair = side_by_side(benchmark, bench_env, device, jump, ddim, 10, strength=strength)
+    report(benchmark, f"{jump.name} vs {ddim.name} at strength {strength} (goal: >= 10x "
+                      f"images/s)", {
+        "one_step_sec_per_image": pair.timed_s, "ddim_sec_per_image": pair.other_s,
+        **speedup(pair), "one_step_nfe": jump.plan(strength).nfe,
+        "ddim_nfe": ddim.plan(strength).nfe, "strength": strength,
+    })

@@ -25,6 +25,7 @@ from diffbench.core.resources import checkpoints_dir
 from diffbench.core.system import SPACES
 from diffbench.io.checkpoints import load_metadata
 from diffbench.io.data import load_mnist
+from diffbench.measure.feature_distance import FeatureReference
 from diffbench.measure.metrics import Judge
 from diffbench.measure.scoring import (
     LATENT_MAX_MSE_RATIO,
@@ -43,6 +44,7 @@ from diffbench.measure.scoring import translate as translate
 from diffbench.results.report import cell
 from diffbench.results.row import SCHEMA_VERSION
 from diffbench.sampling import SAMPLERS, sampler_class
+from diffbench.sampling.prediction import PREDICTIONS
 from diffbench.systems.translate import Translator
 
 
@@ -53,18 +55,27 @@ def systems(samplers: tuple[str, ...] | None = None) -> list[tuple[str, str, str
             for space in SPACES for sampler in samplers or tuple(SAMPLERS)]
 
 
-GENERATORS = (("ddim", "eps"), ("flow-euler", "flow"))
-"""The samplers (50 steps) whose generation from pure noise is scored, one per network."""
+GENERATORS = (("ddim", "eps"), ("flow-euler", "flow"), ("consistency", "consistency"),
+              ("meanflow", "meanflow"))
+"""The samplers whose generation from pure noise is scored, one per network, at their default
+steps (DDIM-50, RF-Euler-50; CM-1 and MF-1, one network evaluation)."""
 
 
 @torch.inference_mode()
-def generation(translator: Translator, judge: Judge, num_samples: int, seed: int) -> dict:
-    """Samples from pure noise with the translator's sampler (strength 1.0 from noise alone)."""
+def generation(translator: Translator, judge: Judge, num_samples: int, seed: int,
+               reference: FeatureReference | None = None) -> dict:
+    """Samples from pure noise with the translator's sampler (strength 1.0 from noise alone):
+    the judge's confident share and class spread, and with ``reference`` (held-out real digits)
+    the Frechet distance and KID of the samples' features to it, each with its interval."""
     shape = (num_samples, *translator.noise_shape)
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-    samples = [translator.generate(batch).cpu() for batch in noise.split(250)]
-    return {"name": translator.name, "num_samples": num_samples,
-            **judge.generation_quality(torch.cat(samples))}
+    samples = torch.cat([translator.generate(batch).cpu() for batch in noise.split(250)])
+    scores = {"name": translator.name, "space": translator.space,
+              "prediction": translator.sampler.prediction, "nfe": translator.plan(1.0).nfe,
+              "num_samples": num_samples, **judge.generation_quality(samples)}
+    if reference is not None:
+        scores |= reference.score(judge.features(samples), torch.Generator().manual_seed(seed))
+    return scores
 
 
 def evaluate(
@@ -120,7 +131,7 @@ def evaluate(
     report["generation"] = [
         generation(Translator.from_checkpoints(checkpoints, space, sampler, device=device,
                                                prediction=prediction),
-                   judge, generation_samples, seed)
+                   judge, generation_samples, seed, digits.reference)
         for space in ("pixel", "latent") for sampler, prediction in GENERATORS
     ]
     report["goals"] = check_goals(report, main_strength)
@@ -155,18 +166,13 @@ def fidelity_table(rows: list[dict[str, Any]]) -> str:
 def card_sections(report: dict[str, Any]) -> dict[str, str]:
     """Card name -> the Markdown of its measured-fidelity section, from one report."""
     rows = report["img2img"]
-    by_network = {f"{space}{'' if prediction == 'eps' else '_' + prediction}":
-                  [r for r in rows if r["space"] == space and r["prediction"] == prediction]
-                  for space in ("pixel", "latent") for prediction in ("eps", "flow")}
-    generation = {g["name"]: g for g in report["generation"]}
     vae = report["vae"]
 
     def share(row: dict[str, Any], key: str, fmt: str = "{:.1%}") -> str:
         return cell(row, key, fmt)
 
-    def generated(name: str) -> str:
-        g = generation[name]
-        return (f"Generation from pure noise ({name}, {g['num_samples']} samples): "
+    def generated(g: dict[str, Any]) -> str:
+        return (f"Generation from pure noise ({g['name']}, {g['num_samples']} samples): "
                 f"{share(g, 'confident_share')} classified with probability >= 0.9; digit "
                 f"shares from {share(g, 'min_class_share')} to {share(g, 'max_class_share')} "
                 f"(95% Wilson intervals).")
@@ -178,7 +184,7 @@ def card_sections(report: dict[str, Any]) -> dict[str, str]:
                             f"{share(r, 'noised_accuracy', '{:.3f}')}"
                             for r in rows if r["name"] == system))
 
-    return {
+    cards = {
         "classifier": f"Test accuracy on all {report['classifier']['num_images']} MNIST test "
                       f"digits: {share(report['classifier'], 'test_accuracy', '{:.2%}')} (95% "
                       f"Wilson interval).",
@@ -187,13 +193,17 @@ def card_sections(report: dict[str, Any]) -> dict[str, str]:
         "vae": f"Reconstructions of all {vae['num_images']} test digits: MSE "
                f"{cell(vae, 'reconstruction_mse', '{:.4f}')}, preservation "
                f"{share(vae, 'preservation', '{:.2%}')} (95% intervals).",
-        "pixel": fidelity_table(by_network["pixel"]) + "\n\n" + generated("DDIM-50"),
-        "latent": fidelity_table(by_network["latent"]) + "\n\n" + generated("LDM-DDIM-50"),
-        "pixel_flow": fidelity_table(by_network["pixel_flow"]) + "\n\n"
-        + generated("RF-Euler-50"),
-        "latent_flow": fidelity_table(by_network["latent_flow"]) + "\n\n"
-        + generated("LDM-RF-Euler-50"),
     }
+    for space in SPACES:  # each denoising network's card: its rows and its generation
+        for prediction in PREDICTIONS:
+            here = [r for r in rows if r["space"] == space and r["prediction"] == prediction]
+            if not here:
+                continue
+            body = fidelity_table(here)
+            body += "".join("\n\n" + generated(g) for g in report["generation"]
+                            if (g.get("space"), g.get("prediction")) == (space, prediction))
+            cards[f"{space}{'' if prediction == 'eps' else '_' + prediction}"] = body
+    return cards
 
 
 def update_cards(report: dict[str, Any], checkpoints: str | Path) -> list[Path]:

@@ -59,6 +59,19 @@ def tiny_checkpoints(tmp_path_factory) -> Path:
             UNet(UNetConfig(in_channels=4, image_size=7, base_channels=8, channel_mults=(1, 2))),
             (z, t),
         ),
+        # the one-step networks tuned from them (diffbench.sampling.one_step); MeanFlow's with
+        # its second time input
+        "pixel_consistency": (UNet(UNetConfig(base_channels=8)), (x, t)),
+        "latent_consistency": (
+            UNet(UNetConfig(in_channels=4, image_size=7, base_channels=8, channel_mults=(1, 2))),
+            (z, t),
+        ),
+        "pixel_meanflow": (UNet(UNetConfig(base_channels=8, interval_time=True)), (x, t)),
+        "latent_meanflow": (
+            UNet(UNetConfig(in_channels=4, image_size=7, base_channels=8, channel_mults=(1, 2),
+                            interval_time=True)),
+            (z, t),
+        ),
         "vae": (VAE(VAEConfig(base_channels=8)), (x,)),
         "classifier": (Classifier(classifier), (x,)),
         "noisy_classifier": (Classifier(ClassifierConfig(**noise_aware)), (x, t)),
@@ -74,14 +87,15 @@ def tiny_checkpoints(tmp_path_factory) -> Path:
                 torch.nn.init.normal_(parameter, std=0.02)
         metadata = {
             **model_metadata(model),
-            "kind": "classifier" if "classifier" in name else name.removesuffix("_flow"),
+            "kind": "classifier" if "classifier" in name else name.split("_")[0],
             "name": name,
             "stats": model_stats(model, *example).as_dict(),
             "schedule": {"name": "linear", "num_timesteps": 1000},
             "train_seconds": 1.5,
             "cpu_seconds": 1.25,
             "step": 0,
-            **({"prediction": "flow"} if name.endswith("_flow") else {}),
+            **({"prediction": name.split("_")[1]}
+               if name.endswith(("_flow", "_consistency", "_meanflow")) else {}),
         }
         save_checkpoint(directory / f"{name}.safetensors", model.state_dict(), metadata)
     return directory

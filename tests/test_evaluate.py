@@ -44,8 +44,11 @@ def test_evaluate_writes_every_number_and_updates_the_cards(tiny_checkpoints, mn
     assert rows[("DDIM-50", 0.3)]["start_timestep"] == 299  # the exact start, as DDPM-1000's
     assert rows[("DDPM-1000", 0.3)]["start_timestep"] == 299
     assert [g["name"] for g in report["generation"]] == [
-        "DDIM-50", "RF-Euler-50", "LDM-DDIM-50", "LDM-RF-Euler-50"]
-    assert len(report["goals"]) == 2 + 6 + 2 + 3 * 4 and all("met" in g for g in report["goals"])
+        "DDIM-50", "RF-Euler-50", "CM-1", "MF-1", "LDM-DDIM-50", "LDM-RF-Euler-50", "LDM-CM-1",
+        "LDM-MF-1"]
+    assert {"CM-1", "MF-1", "LDM-MF-1"} < names  # the one-step networks, one jump
+    assert {r["prediction"] for r in report["img2img"] if "MF-" in r["name"]} == {"meanflow"}
+    assert len(report["goals"]) == 2 + 6 + 2 + 3 * 8 and all("met" in g for g in report["goals"])
     main_rows = {r["name"]: r for r in report["img2img"] if r["strength"] == 0.3}
     ratio = next(g for g in report["goals"] if g["goal"].startswith("LDM-DDIM-50 mse / DDIM"))
     assert ratio["value"] == pytest.approx(main_rows["LDM-DDIM-50"]["mse"]

@@ -26,6 +26,9 @@ SOLVER_STEPS = {"dpmsolver++": 10, "unipc": 10, "euler": 10, "heun": 7,
 """The few-step solvers' step counts: 3 network evaluations at strength 0.3 (5 at 0.5), where
 the NFE sweep finds every sampler at DDIM-50's fidelity; the flow samplers (on the flow
 networks) alike. A sampler registered by a user runs at DDIM's step counts."""
+JUMP_STEPS = {"consistency": (1, 2), "meanflow": (1, 2)}
+"""The one-step networks' samplers: one and two jumps (1 and 2 network evaluations from any
+start)."""
 ANCESTRAL_STEPS = (DEFAULT_STEPS, NUM_TIMESTEPS)
 """An every-timestep sampler (DDPM) at 50 leading-spaced steps (diffusers' DDPMScheduler with
 ``num_inference_steps=50``) and at every timestep."""
@@ -72,6 +75,8 @@ QUICK = frozenset({
     "img2img-latent-ddim-50-s0.3-b16",  # the latent paradigm, VAE encode and decode included
     "img2img-pixel-ddpm-50-s0.3-b1",  # ancestral sampling (noise drawn every step)
     "img2img-pixel-dpmsolver++-10-s0.3-b16",  # a few-step multistep solver
+    "img2img-pixel-consistency-1-s0.5-b16",  # a one-step network: one jump
+    "img2img-latent-meanflow-2-s0.5-b16",  # MeanFlow's two-time network, two jumps, in latents
     "vae-encode-b16",
     "vae-decode-b16",
     "train-pixel-b64",  # one training step: forward, backward, AdamW, EMA
@@ -88,6 +93,8 @@ def img2img_systems(samplers: dict[str, Any], spaces: tuple[str, ...]) -> list[d
         for name, cls in samplers.items():
             if cls.default_steps is None:
                 counts = ANCESTRAL_STEPS
+            elif name in JUMP_STEPS:
+                counts = JUMP_STEPS[name]
             else:
                 counts = (SOLVER_STEPS[name],) if name in SOLVER_STEPS else FEW_STEPS[space]
             # A flow sampler runs on its space's flow network (``predictions`` is absent from

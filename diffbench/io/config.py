@@ -88,12 +88,17 @@ class TrainConfig(_Strict):
         "by min(SNR_t, gamma) / SNR_t (Min-SNR, Hang et al. 2023); null: the simple DDPM loss"
     )
     prediction: Literal[PREDICTIONS] = Field(
-        "eps", description="pixel / latent: what the network predicts: eps (the simple DDPM "
-        "loss), v (Salimans & Ho 2022) or flow (rectified flow's velocity eps - x0, sigma drawn "
-        "from SD3's logit-normal density)"
+        "eps", description="pixel / latent: eps (the simple DDPM loss), v (Salimans & Ho 2022), "
+        "flow (rectified flow's velocity eps - x0, sigma logit-normal as in SD3), consistency "
+        "(ECT) or meanflow (MeanFlow's average velocity), the last two tuned from init_from"
     )
-    logit_mean: Float = Field(0.0, description="flow: mean of logit(sigma) (SD3: 0)")
-    logit_std: Float = Field(1.0, gt=0, description="flow: std of logit(sigma) (SD3: 1)")
+    logit_mean: Float = Field(0.0, description="mean of logit(sigma): SD3 0, ECT -1.1, MF -0.4")
+    logit_std: Float = Field(1.0, gt=0, description="std of logit(sigma): SD3 1, ECT 2, MF 1")
+    init_from: str | None = Field(None, description="consistency / meanflow: the flow checkpoint "
+                                  "they start from (its CPU seconds count in their budget)")
+    consistency_stages: Int = Field(8, ge=1, description="ECT stages; the gap halves in each")
+    meanflow_ratio: Float = Field(0.25, ge=0, le=1, description="share with r != t (MeanFlow 25%)")
+    meanflow_power: Float = Field(1.0, ge=0, description="p of MeanFlow's weight 1/(|e|^2 + c)^p")
     time_budget_s: Float | None = Field(
         None, gt=0, description="also stop once this many seconds of training have run"
     )
@@ -172,20 +177,17 @@ class SystemConfig(_Strict):
         None, description="timestep spacing: leading, trailing or linspace; null: the sampler's "
         "default (leading for DDPM and DDIM, trailing for the solvers, linspace for flow)")
     prediction: Literal[PREDICTIONS] = Field(
-        "eps", description="the network: eps (the shipped pixel/latent UNets) or flow (their "
-        "rectified-flow siblings, pixel_flow / latent_flow); with flow, euler, heun and "
-        "dpmsolver++ run their flow versions"
-    )
+        "eps", description="the network: eps (the shipped UNets), flow, consistency or meanflow "
+        "(the {space}_{prediction} checkpoints); with flow, euler, heun and dpmsolver++ run their "
+        "flow versions")
     shift: Float = Field(1.0, gt=0, description="flow samplers: SD3's timestep shift (SD3: 3)")
     name: str | None = Field(None, description="its name in the results; null: e.g. DDIM-50")
     num_images: Int | None = Field(
         None, ge=1, le=MAX_SCORED_DIGITS, description="digits this system scores, at most the "
         "comparison's num_images; null: num_images (fewer for a slow system: its intervals "
         "widen, and it is paired with its reference on the digits both scored)")
-    model: str | None = Field(
-        None, description="'package.module:factory' returning an nn.Module model(x_t, t) -> eps; "
-        "null: the space's checkpoint"
-    )
+    model: str | None = Field(None, description="'package.module:factory' returning an nn.Module "
+                              "model(x_t, t) -> eps; null: the space's checkpoint")
 
     @field_validator("sampler")
     @classmethod
@@ -225,12 +227,10 @@ class CompareConfig(_Strict):
     strengths: list[Annotated[Float, Field(gt=0, le=1)]] = Field([0.3, 0.5], min_length=1)
     num_images: Int = Field(64, ge=1, le=MAX_SCORED_DIGITS, description="test digits scored per "
                             "system and strength (the rest are the Frechet and KID reference)")
-    grid_images: Int = Field(8, ge=1, le=MAX_SCORED_DIGITS, description="rows of the comparison "
-                             "grid")
+    grid_images: Int = Field(8, ge=1, le=MAX_SCORED_DIGITS, description="the grid's rows")
     timing_batch: Int = Field(8, ge=1, le=MAX_SCORED_DIGITS, description="images per timed call")
     repeats: Int = Field(3, ge=1, description="timed calls per system and strength")
-    warmup: Int = Field(1, ge=0, description="untimed calls per system and strength before "
-                                             "timing")
+    warmup: Int = Field(1, ge=0, description="untimed calls per system and strength first")
     match_information: Float | None = Field(
         None, gt=0, lt=1, description="also compare each system at the strength where its own "
         "space's noised accuracy equals this (null: equal strengths only)")

@@ -6,6 +6,12 @@ the chosen levels. There is one skip connection per resolution level. Sizes need
 of two: downsampling is a stride-2 3x3 conv with padding 1 (28 -> 14 -> 7, 7 -> 4) and the up
 path interpolates (nearest) to the skip's exact size. Width grows as resolution falls, where
 convolutions are cheap, and the full-resolution level stays thin.
+
+With ``interval_time`` the network also takes a second time ``r`` (MeanFlow's average velocity
+u(z, r, t), Geng et al. 2025, arXiv 2505.13447, sec. 4: conditioned on t and the interval
+t - r): a second embedding of ``t - r`` through its own MLP is added before the shared SiLU. That
+MLP's last layer starts at zero, so a MeanFlow network started from a flow network's weights
+reproduces it for every ``r``; ``r`` omitted means 0, the jump to the data.
 """
 
 from dataclasses import dataclass
@@ -31,6 +37,7 @@ class UNetConfig:
     attention_levels: tuple[int, ...] = (-1,)  # level indices, negative from the lowest resolution
     num_groups: int = 8
     dropout: float = 0.0
+    interval_time: bool = False  # MeanFlow: a second time input r (see the module docstring)
 
     @classmethod
     def pixel(cls) -> "UNetConfig":
@@ -103,7 +110,8 @@ class Stage(nn.Module):
 
 
 class UNet(nn.Module):
-    """eps_theta(x_t, t): x [B, C, H, W] float, t [B] long -> predicted noise [B, C, H, W]."""
+    """eps_theta(x_t, t): x [B, C, H, W] float, t [B] long -> predicted noise [B, C, H, W]
+    (or v, a flow velocity; with ``interval_time``, ``(x, t, r)`` -> an average velocity)."""
 
     def __init__(self, cfg: UNetConfig):
         super().__init__()
@@ -125,6 +133,13 @@ class UNet(nn.Module):
         self.time_mlp = nn.Sequential(
             nn.Linear(cfg.base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
         )
+        self.interval_mlp = None
+        if cfg.interval_time:
+            self.interval_mlp = nn.Sequential(
+                nn.Linear(cfg.base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+            )
+            nn.init.zeros_(self.interval_mlp[-1].weight)
+            nn.init.zeros_(self.interval_mlp[-1].bias)
         self.stem = nn.Conv2d(cfg.in_channels, chans[0], 3, padding=1)
         self.down = nn.ModuleList(
             stage(chans[max(i - 1, 0)], c, attn=i in attn) for i, c in enumerate(chans)
@@ -146,13 +161,22 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, r: torch.Tensor | None = None
+    ) -> torch.Tensor:
         size = (self.cfg.image_size, self.cfg.image_size)
         if x.shape[1] != self.cfg.in_channels or tuple(x.shape[-2:]) != size:
             raise InputError(
                 f"expected [B, {self.cfg.in_channels}, {size[0]}, {size[1]}], got {tuple(x.shape)}"
             )
-        emb = F.silu(self.time_mlp(timestep_embedding(t, self.cfg.base_channels).to(x.dtype)))
+        emb = self.time_mlp(timestep_embedding(t, self.cfg.base_channels).to(x.dtype))
+        if self.interval_mlp is not None:  # the interval t - r; r = 0 when omitted
+            interval = t if r is None else t - r
+            emb = emb + self.interval_mlp(
+                timestep_embedding(interval, self.cfg.base_channels).to(x.dtype))
+        elif r is not None:
+            raise InputError("this UNet takes one time input; r needs model.interval_time: true")
+        emb = F.silu(emb)
         h = self.stem(x)
         skips = []
         for i, stage in enumerate(self.down):

@@ -70,8 +70,8 @@ from diffbench.sampling.schedule import (  # they lived here
 
 # isort: split
 # Importing registers; the order of these lines is the order of SAMPLERS: ddpm, ddim, the
-# solvers (dpmsolver++, euler, heun, unipc), then the flow names (flow-euler, flow-heun,
-# flow-dpmsolver++).
+# solvers (dpmsolver++, euler, heun, unipc), the flow names (flow-euler, flow-heun,
+# flow-dpmsolver++), then the one-step networks' (consistency, meanflow).
 from diffbench.sampling.ddpm import DDPMSampler
 
 # isort: split
@@ -83,10 +83,13 @@ from diffbench.sampling import solvers as solvers
 # isort: split
 from diffbench.sampling import flow as flow
 
+# isort: split
+from diffbench.sampling import one_step as one_step
+
 __all__ = [
     "DEFAULT_STEPS", "PLUGIN_SAMPLER", "SAMPLERS", "SPACINGS", "STARTS", "VARIANCES",
     "DDIMSampler", "DDPMSampler", "Model", "Sampler", "Timestep", "check_sampler_class",
     "check_start", "check_strength", "exact_start", "flow", "img2img_num_steps", "make_sampler",
-    "make_timesteps", "randn_like",
+    "make_timesteps", "one_step", "randn_like",
     "register_sampler", "resolve_sampler", "sampler_class", "solvers",
 ]

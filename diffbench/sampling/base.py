@@ -1,6 +1,5 @@
 """The sampler skeleton: :class:`Sampler` (a path's grid, img2img's plan and start, the one
-loop and its callback, the step hooks). Numerics and departures from diffusers: see
-:mod:`diffbench.sampling`."""
+loop and its callback, the step hooks); numerics and diffusers: :mod:`diffbench.sampling`."""
 
 from __future__ import annotations
 
@@ -152,9 +151,9 @@ class Sampler(EpsHooks):
         """The :class:`~diffbench.core.plan.Plan` of one image-to-image call at ``strength``,
         computed once per (strength, start) and kept (a sampler is immutable).
 
-        ``start="exact"``: ``max(1, int(n * strength))`` steps from exactly the strength (VP:
-        timestep ``int(strength * T) - 1``; flow: sigma = strength) with this sampler's
-        spacing. ``start="diffusers"``: the tail of the whole grid diffusers' img2img pipelines
+        ``start="exact"``: :meth:`start_steps` steps from exactly the strength (VP: timestep
+        ``int(strength * T) - 1``; flow: sigma = strength) with this sampler's spacing.
+        ``start="diffusers"``: the tail of the whole grid diffusers' img2img pipelines
         take, so the start depends on n (DDIM-10 at 0.3 starts at t = 200, DDIM-50 at 280).
         """
         check_strength(strength)
@@ -169,12 +168,14 @@ class Sampler(EpsHooks):
     def _start_points(self, strength: float, start: str) -> list:
         if start == "diffusers":
             return self.path.diffusers_start(self._grid, strength)
-        steps = max(1, int(self.num_steps * strength))
-        return self.path.exact_start(strength, steps, self.spacing)
+        return self.path.exact_start(strength, self.start_steps(strength), self.spacing)
+
+    def start_steps(self, strength: float) -> int:
+        """Steps from an exact start: ``max(1, int(n * strength))`` (diffusers' share)."""
+        return max(1, int(self.num_steps * strength))
 
     def img2img_timesteps(self, strength: float, start: str = "exact") -> Tensor:
-        """The timesteps image-to-image at ``strength`` runs, the first its start."""
-        return self.plan(strength, start).timesteps
+        return self.plan(strength, start).timesteps  # the first is the start
 
     def img2img_sigmas(self, strength: float, start: str = "exact") -> list[float]:
         """The flow sigmas image-to-image at ``strength`` runs (flow path only)."""

@@ -52,6 +52,20 @@ class Denoiser:
             self.first, self._watching = x0, False
         return x0, eps
 
+    def average_velocity(self, x: Tensor, t) -> Tensor:
+        """MeanFlow's ``u(x, r, t)`` (Geng et al. 2025, arXiv 2505.13447, eq. 3) from the step
+        ``t`` to the next, ``r`` (0 after the last): ``model(x, t, r)`` at network times. The
+        x0 it keeps for a callback is the straight-line end ``x - sigma_t u`` (exact when
+        ``r = 0``)."""
+        shape = (x.shape[0],)
+        end = 0.0 if t.after is None else t.after.time
+        time = torch.full(shape, t.time, device=x.device, dtype=self.time_dtype)
+        output = self.model(x, time, torch.full(shape, end, device=x.device, dtype=self.time_dtype))
+        check_output(self.prediction, output, x)
+        if self._watching:
+            self.first, self._watching = x - t.sigma * output, False
+        return output
+
     def watch(self) -> None:
         """Keep the next evaluation's x0 in :attr:`first`."""
         self._watching = True

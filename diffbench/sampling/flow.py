@@ -26,7 +26,7 @@ def flow_version(solver: type[Sampler], name: str, label: str) -> type[Sampler]:
     version = type(f"Flow{solver.__name__}", (solver,), {
         "__doc__": f"{solver.__name__} on the rectified-flow path (see :mod:`{__name__}`).",
         "__module__": __name__,
-        "predictions": FLOW_PREDICTIONS,
+        "predictions": FLOW_PREDICTIONS[:1],  # the velocity networks (not the one-step ones)
         "default_prediction": "flow",
     })
     return register_sampler(name, label)(version)

@@ -248,7 +248,9 @@ def make_path(
     prediction: str, schedule: NoiseSchedule, shift: float = 1.0, spacing: str | None = None
 ) -> VPPath | FlowPath:
     """The path a network predicting ``prediction`` was trained on: flow for ``flow``, else the
-    VP ``schedule``'s; ``trailing`` flow sigmas give the network ``int(1000 s)``."""
-    if prediction in FLOW_PREDICTIONS:
-        return FlowPath(schedule, shift, integer_time=spacing == "trailing")
+    VP ``schedule``'s; ``trailing`` sigmas give a flow network ``int(1000 s)`` (diffusers'
+    DPM-Solver on flow), a one-step network its exact ``1000 s``."""
+    if prediction in FLOW_PREDICTIONS:  # diffusers' DPM-Solver convention, for flow networks
+        integer_time = spacing == "trailing" and prediction == "flow"
+        return FlowPath(schedule, shift, integer_time=integer_time)
     return VPPath(schedule, shift)

@@ -1,6 +1,6 @@
 """What a diffusion network predicts, and the one place every prediction becomes (x0, eps).
 
-Three parametrisations, recorded in a checkpoint's metadata as ``prediction``, each on the path
+Five parametrisations, recorded in a checkpoint's metadata as ``prediction``, each on the path
 its network was trained on (:mod:`diffbench.sampling.paths`), ``x = alpha x0 + sigma eps``:
 
 * ``eps``: the noise, on the VP path (Ho et al. 2020);
@@ -8,7 +8,13 @@ its network was trained on (:mod:`diffbench.sampling.paths`), ``x = alpha x0 + s
   (Salimans & Ho 2022, "Progressive Distillation", arXiv 2202.00512, sec. 4);
 * ``flow``: the velocity ``v = eps - x0`` of the rectified-flow path, ``alpha = 1 - sigma``
   (Liu et al. 2022, arXiv 2209.03003; Esser et al. 2024, arXiv 2403.03206, sec. 2), the
-  network conditioned on ``t = sigma * 1000`` as in diffusers.
+  network conditioned on ``t = sigma * 1000`` as in diffusers;
+* ``consistency``: a consistency function on the flow path, read as ``x0 = x - sigma F``, so
+  ``x0 = x`` at ``sigma = 0`` whatever the network (the boundary condition of Song et al. 2023,
+  arXiv 2303.01469, eq. 5); trained by consistency tuning (:mod:`diffbench.train.one_step`);
+* ``meanflow``: the average velocity ``u(z, r, t)`` of MeanFlow (Geng et al. 2025,
+  arXiv 2505.13447), read at ``r = 0`` (the network's default), so ``x0 = z - t u(z, 0, t)``
+  is its one-step jump to the data.
 
 Every sampler reads (x0, eps) from :func:`x0_eps` through the denoiser
 (:mod:`diffbench.sampling.denoiser`), whatever the network predicts.
@@ -20,11 +26,13 @@ from torch import Tensor
 
 from diffbench.core.errors import InputError
 
-PREDICTIONS = ("eps", "v", "flow")
+PREDICTIONS = ("eps", "v", "flow", "consistency", "meanflow")
 VP_PREDICTIONS = ("eps", "v")
 """The predictions of networks trained on the VP path."""
-FLOW_PREDICTIONS = ("flow",)
+FLOW_PREDICTIONS = ("flow", "consistency", "meanflow")
 """The predictions of networks trained on the rectified-flow path."""
+ONE_STEP_PREDICTIONS = ("consistency", "meanflow")
+"""The networks trained to jump to the data in one evaluation (read like ``flow``)."""
 
 
 def check_prediction(prediction: str, allowed: tuple[str, ...], sampler: str) -> None:
@@ -45,6 +53,6 @@ def x0_eps(
         return (x - sigma * output) / alpha, output
     if prediction == "v":  # Salimans & Ho 2022, eq. 9-10 inverted (alpha^2 + sigma^2 = 1)
         return alpha * x - sigma * output, sigma * x + alpha * output
-    if prediction == "flow":  # v = eps - x0 with alpha = 1 - sigma
+    if prediction in FLOW_PREDICTIONS:  # v = eps - x0 with alpha = 1 - sigma
         return x - sigma * output, x + alpha * output
     raise InputError(f"unknown prediction {prediction!r}; allowed: {', '.join(PREDICTIONS)}")

@@ -39,9 +39,10 @@ from torch import Tensor
 
 from diffbench.sampling.base import Sampler, Timestep
 from diffbench.sampling.denoiser import Denoiser
+from diffbench.sampling.prediction import PREDICTIONS
 from diffbench.sampling.registry import register_sampler
 
-ALL_PREDICTIONS = ("eps", "v", "flow")
+ALL_PREDICTIONS = PREDICTIONS
 
 
 def half_log_snr(alpha_bar: float) -> float:

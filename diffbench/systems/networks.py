@@ -59,9 +59,11 @@ def load_plugin_model(
 
 
 def training_cpu_seconds(unet: dict[str, Any], vae: dict[str, Any] | None) -> float | None:
-    """CPU-seconds the system's networks trained for (the VAE's included); None when a
-    checkpoint predates the record."""
+    """CPU-seconds the system's networks trained for (the VAE's and a tuned network's start
+    included); None when a checkpoint predates the record."""
     parts = [unet.get("cpu_seconds")] + ([vae.get("cpu_seconds")] if vae is not None else [])
+    if unet.get("init_from"):
+        parts.append(unet["init_from"].get("cpu_seconds"))
     return None if None in parts else sum(parts)
 
 

@@ -195,6 +195,7 @@ def train_step(run: Run, index: Tensor, generator: torch.Generator) -> Tensor:
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16) if run.device.type == "cuda" else nullcontext()
     )
+    task.progress = max(step / config.steps, budget_used(run))
     with autocast:
         loss = task.loss(run.trainable, task.inputs[index], task.labels[index], generator)
     run.optimizer.zero_grad(set_to_none=True)

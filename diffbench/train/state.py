@@ -107,6 +107,10 @@ def training_budget_rows(metadata: dict[str, Any]) -> list[str]:
         return []
     threads = config.get("threads") or metadata.get("environment", {}).get("torch_threads", "?")
     rows = [f"| training CPU time | {metadata['cpu_seconds']:.1f} s ({threads} thread(s)) |"]
+    start = metadata.get("init_from")
+    if start and start.get("cpu_seconds") is not None:
+        rows += [f"| started from | {start['name']} ({start['cpu_seconds']:.1f} CPU s; total "
+                 f"{start['cpu_seconds'] + metadata['cpu_seconds']:.1f} s) |"]
     if config.get("cpu_budget_s"):
         completed = "the budget" if metadata["step"] < config["steps"] else "`steps`"
         rows += [f"| CPU budget | {config['cpu_budget_s']:g} s (run ended by {completed}; "

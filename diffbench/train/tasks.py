@@ -14,6 +14,8 @@ Losses:
   ||(eps - x0) - v_theta(x_s, 1000 s)||^2 on x_s = (1 - s) x0 + s eps, with s drawn from SD3's
   logit-normal density, s = sigmoid(m + std * u), u ~ N(0, 1) (Esser et al. 2024,
   arXiv 2403.03206, sec. 3.1; Liu et al. 2022, arXiv 2209.03003);
+* pixel / latent with ``prediction: consistency`` or ``meanflow``, tuned from a flow network
+  (``init_from``): Easy Consistency Tuning and MeanFlow (:mod:`diffbench.train.one_step`);
 * vae: reconstruction MSE + ``kl_weight`` * KL(q(z|x) || N(0, I)) (Rombach et al. 2022, sec. 3);
 * classifier: cross-entropy, on x_t at t < ``noise_max_timestep`` when noise-aware; with
   ``space: latent`` on the shipped VAE's latents z (and z_t), the latent space's classifier.
@@ -29,16 +31,25 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffbench.core.system import clip_sample, from_latent
+from diffbench.io.checkpoints import load_checkpoint, sha256_file
 from diffbench.io.config import ConfigError, TrainConfig
 from diffbench.io.data import MNISTTensors
 from diffbench.models import VAE, Classifier, PeerUNet, UNet
 from diffbench.models.peer import crop_from_peer, pad_to_peer
 from diffbench.sampling import DEFAULT_STEPS, DDIMSampler, randn_like
+from diffbench.sampling.one_step import ConsistencySampler, MeanFlowSampler
 from diffbench.sampling.paths import FLOW_TIMESTEP_SCALE, flow_path
 from diffbench.sampling.schedule import NoiseSchedule
 from diffbench.sampling.solvers import EulerSampler
 from diffbench.train.base import TASKS, Task, register_task
 from diffbench.train.latents import encode_with_vae, load_vae
+from diffbench.train.one_step import consistency_loss, meanflow_loss
+
+PREVIEW_SAMPLERS = {"flow": (EulerSampler, DEFAULT_STEPS), "consistency": (ConsistencySampler, 2),
+                    "meanflow": (MeanFlowSampler, 2)}
+"""Prediction -> the sampler and steps of the training preview (default: DDIM-50)."""
+TUNED = ("consistency", "meanflow")
+"""Predictions trained from another network's weights (``init_from``)."""
 
 
 def min_snr_weights(schedule: NoiseSchedule, t: Tensor, gamma: float) -> Tensor:
@@ -52,7 +63,8 @@ def min_snr_weights(schedule: NoiseSchedule, t: Tensor, gamma: float) -> Tensor:
 
 class DiffusionTask(Task):
     """A denoising network: eps- or v-prediction on the VP path, or rectified flow
-    (``config.prediction``); the preview samples 16 digits with DDIM-50, or RF-Euler-50."""
+    (``config.prediction``), or a one-step network tuned from a flow network; the preview
+    samples 16 digits with DDIM-50, RF-Euler-50, CM-2 or MF-2."""
 
     diffusion = True
     space = "pixel"
@@ -63,8 +75,33 @@ class DiffusionTask(Task):
         if config.prediction != "eps" and config.min_snr_gamma is not None:
             raise ConfigError(f"min_snr_gamma weights the eps loss only, not prediction "
                               f"{config.prediction!r}; set min_snr_gamma: null")
+        if (config.prediction in TUNED) != (config.init_from is not None):
+            why = ("is tuned from a flow network: set init_from" if config.prediction in TUNED
+                   else f"trains from scratch; init_from applies to {' and '.join(TUNED)}")
+            raise ConfigError(f"prediction {config.prediction!r} {why}")
+        if config.prediction == "meanflow" and not config.model.get("interval_time"):
+            raise ConfigError("prediction 'meanflow' needs the second time input: set "
+                              "model.interval_time: true")
         super().__init__(config, device)
         self.facts["prediction"] = config.prediction
+        self.progress = 0.0  # the run's share done, set by the loop (ECT's stage follows it)
+        if config.init_from is not None:
+            self.facts["init_from"] = self.start_from(config.init_from)
+
+    def start_from(self, path: str) -> dict[str, Any]:
+        """Load the starting network's weights (all but MeanFlow's new interval MLP, which
+        starts at zero); its facts, for the card and the budget."""
+        tensors, metadata = load_checkpoint(path, self.device)
+        if metadata.get("prediction") != "flow":
+            raise ConfigError(f"init_from {path} predicts {metadata.get('prediction')!r}; "
+                              f"{self.config.prediction} tunes a flow network")
+        missing, unexpected = self.model.load_state_dict(tensors, strict=False)
+        if unexpected or any(not key.startswith("interval_mlp.") for key in missing):
+            raise ConfigError(f"init_from {path} does not fit this model (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]}); use its model config")
+        return {"name": metadata.get("name"), "sha256": sha256_file(path),
+                "cpu_seconds": metadata.get("cpu_seconds"),
+                "train_seconds": metadata.get("train_seconds"), "step": metadata.get("step")}
 
     def example_args(self, example: Tensor) -> tuple[Tensor, ...]:
         return example, torch.zeros(len(example), dtype=torch.long, device=example.device)
@@ -72,6 +109,10 @@ class DiffusionTask(Task):
     def loss(self, model: nn.Module, batch: Tensor, labels: Tensor, gen: torch.Generator) -> Tensor:
         if self.config.prediction == "flow":
             return self.flow_loss(model, batch, gen)
+        if self.config.prediction == "consistency":
+            return consistency_loss(model, batch, gen, self.config, self.progress)
+        if self.config.prediction == "meanflow":
+            return meanflow_loss(model, batch, gen, self.config)
         x_t, t, eps = self.noised(batch, self.schedule.num_timesteps, gen)
         target = eps
         if self.config.prediction == "v":
@@ -102,9 +143,9 @@ class DiffusionTask(Task):
     def preview(
         self, model: nn.Module, test: MNISTTensors, gen: torch.Generator
     ) -> tuple[Tensor, dict[str, Any]]:
-        sampler = (EulerSampler if self.config.prediction == "flow" else DDIMSampler)(
-            self.schedule, DEFAULT_STEPS, clip_sample=clip_sample(self.space),
-            prediction=self.config.prediction)
+        cls, steps = PREVIEW_SAMPLERS.get(self.config.prediction, (DDIMSampler, DEFAULT_STEPS))
+        sampler = cls(self.schedule, steps, clip_sample=clip_sample(self.space),
+                      prediction=self.config.prediction)
         x_T = torch.randn((16, *self.inputs.shape[1:]), generator=gen).to(self.device)
         return self.to_digits(sampler.sample(model, x_T)).clamp(-1, 1), {}
 

@@ -1,10 +1,13 @@
-"""Generation from pure noise, rectified flow against eps at equal NFE, for docs/flow.md:
-``python benches/flow_generation.py --space pixel --out results/flow_generation_pixel.json``.
+"""Generation from pure noise, system against system, for docs/flow.md and docs/one_step.md:
+``python benches/generation.py --space pixel --compare flow --out results/gen_pixel.json``
+(rectified flow against eps at equal NFE) or ``--compare one-step`` (the one-step networks at
+1, 2 and 4 network evaluations against DDIM-50 and RF-Euler-50).
 
 Each system samples ``--samples`` digits from seeded noise and is scored by
 :func:`diffbench.evaluate.generation` (the classifier's confident share and class balance, 95%
-Wilson intervals), the same function ``diffbench evaluate`` uses; the difference of each flow
-system's confident share from the eps system's at the same NFE gets a 95% interval for two
+Wilson intervals; the Frechet distance and KID of the samples' classifier features to 5,000
+held-out real test digits, with their intervals), the same function ``diffbench evaluate`` uses.
+The difference of each system's confident share from its reference's gets a 95% interval for two
 independent proportions (Wald), since the samples are not paired.
 """
 
@@ -19,11 +22,20 @@ from pathlib import Path
 import torch
 
 from diffbench.evaluate import generation
+from diffbench.io.data import load_mnist
+from diffbench.measure.feature_distance import FeatureReference
 from diffbench.measure.metrics import Judge
+from diffbench.measure.scoring import REFERENCE_SLICE
 from diffbench.systems.translate import Translator
 
-PAIRS = ((("ddim", 10, "eps"), ("flow-euler", 10, "flow")),
-         (("ddim", 50, "eps"), ("flow-euler", 50, "flow")))
+ONE_STEP = [(sampler, steps, sampler) for sampler in ("consistency", "meanflow")
+            for steps in (1, 2, 4)]
+COMPARISONS = {
+    # (reference, others): each other system's confident share minus its reference's
+    "flow": [(("ddim", 10, "eps"), [("flow-euler", 10, "flow")]),
+             (("ddim", 50, "eps"), [("flow-euler", 50, "flow")])],
+    "one-step": [(("ddim", 50, "eps"), [("flow-euler", 50, "flow"), *ONE_STEP])],
+}
 
 
 def difference(a: dict, b: dict) -> dict:
@@ -37,24 +49,28 @@ def difference(a: dict, b: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--space", choices=("pixel", "latent"), required=True)
+    parser.add_argument("--compare", choices=tuple(COMPARISONS), default="flow")
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoints", default="fixtures/checkpoints")
+    parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     judge = Judge.from_checkpoints(args.checkpoints)
+    real = load_mnist("test", args.data_dir).images[REFERENCE_SLICE]
+    reference = FeatureReference(judge.features(real))
     rows, differences = [], []
-    for pair in PAIRS:
+    for base, others in COMPARISONS[args.compare]:
         scored = []
-        for sampler, steps, prediction in pair:
+        for sampler, steps, prediction in [base, *others]:
             translator = Translator.from_checkpoints(args.checkpoints, args.space, sampler, steps,
                                                      prediction=prediction)
-            scored.append(generation(translator, judge, args.samples, args.seed))
+            scored.append(generation(translator, judge, args.samples, args.seed, reference))
             print(json.dumps(scored[-1]), flush=True)
         rows += scored
-        differences.append(difference(*scored))
-    report = {"space": args.space, "samples": args.samples, "seed": args.seed,
-              "threads": torch.get_num_threads(), "generation": rows,
+        differences += [difference(scored[0], other) for other in scored[1:]]
+    report = {"space": args.space, "compare": args.compare, "samples": args.samples,
+              "seed": args.seed, "threads": torch.get_num_threads(), "generation": rows,
               "differences": differences}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
