@@ -42,7 +42,7 @@ from diffbench.measure.scoring import Digits as Digits  # stay importable from d
 from diffbench.measure.scoring import noised_inputs as noised_inputs
 from diffbench.measure.scoring import translate as translate
 from diffbench.results.report import cell
-from diffbench.results.row import SCHEMA_VERSION
+from diffbench.results.row import SCHEMA_VERSION, column_format
 from diffbench.sampling import SAMPLERS, sampler_class
 from diffbench.sampling.prediction import PREDICTIONS
 from diffbench.systems.translate import Translator
@@ -145,9 +145,9 @@ def write_report(report: dict[str, Any], path: str | Path) -> Path:
 CARD_SECTION = "## Measured fidelity"
 
 
-CARD_COLUMNS = [("mse", "{:.4f}"), ("psnr", "{:.2f}"), ("ssim", "{:.3f}"),
-                ("preservation", "{:.3f}"), ("noised_accuracy", "{:.3f}"),
-                ("frechet_distance", "{:.2f}"), ("kid", "{:.3f}")]
+CARD_COLUMNS = [(key, column_format(key)) for key in (
+    "mse", "psnr", "ssim", "preservation", "noised_accuracy", "frechet_distance", "kid")]
+"""The model cards' fidelity columns, in the results table's formats."""
 
 
 def fidelity_table(rows: list[dict[str, Any]]) -> str:

@@ -37,12 +37,13 @@ def test_results_json_has_one_object_per_system_and_strength(compared):
     out, _ = compared
     results = json.loads((out / "results" / "results.json").read_text())
     names = ("DDPM-20", "DDIM-10", "DPM++2M-10", "LDM-DDIM-10", "LDM-DDPM-20", "RF-Euler-10",
-             "LDM-RF-Euler-10")
+             "LDM-RF-Euler-10", "CM-10", "LDM-CM-10", "MF-10", "LDM-MF-10")
     assert [(r["name"], r["strength"]) for r in results if r["view"] == "equal_strength"] == [
         (name, s) for name in names for s in (0.3, 0.5)]
     snr = [r for r in results if r["view"] == "equal_snr"]
     assert [r["name"] for r in snr] == [name for name in names for _ in (0.3, 0.5)]
-    assert all(r["strength"] == r["match_snr_of_strength"] for r in snr if "RF" not in r["name"])
+    vp = [r for r in snr if r["prediction"] in ("eps", "v")]
+    assert vp and all(r["strength"] == r["match_snr_of_strength"] for r in vp)
     results = [r for r in results if r["view"] == "equal_strength"]
     measured = {"view", "name", "space", "prediction", "sampler", "steps", "nfe", "strength",
                 "start_timestep", "start_snr", "num_images", "scoring_sec_per_image",
@@ -92,8 +93,8 @@ def test_a_row_matches_fidelity_computed_by_hand(compared, tiny_checkpoints, mni
 def test_grid_has_a_row_per_digit_and_a_column_per_image_kind(compared):
     out, _ = compared
     with Image.open(out / "results" / "i2i_comparison.png") as grid:
-        # Two blocks (strengths 0.3, 0.5) of 9 columns: source, noised, seven systems; 2 rows.
-        assert grid.size == (2 * 9 * CELL + GAP, HEADER + 2 * CELL)
+        # Two blocks (strengths 0.3, 0.5) of 13 columns: source, noised, eleven systems; 2 rows.
+        assert grid.size == (2 * 13 * CELL + GAP, HEADER + 2 * CELL)
     for name in ("pareto.png", "fidelity_vs_strength.png"):
         assert (out / "results" / name).stat().st_size > 10_000
 
@@ -114,6 +115,8 @@ def test_compare_is_an_mlflow_run_with_a_nested_run_per_row(compared):
     assert row_run.data.params["steps"] == "10" and row_run.data.params["nfe"] == "3"
     assert row_run.data.params["space"] == "pixel" and "seed" not in row_run.data.metrics
     assert row_run.data.metrics["mse"] == pytest.approx(ddim["mse"])
+    assert [row_run.data.metrics[f"mse_ci95_{end}"] for end in ("lo", "hi")] == pytest.approx(
+        ddim["mse_ci95"])  # the interval too, as two metrics
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"results.json", "results.md", "i2i_comparison.png", "pareto.png",
             "results_table.json"} <= artifacts

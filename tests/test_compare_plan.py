@@ -164,6 +164,11 @@ def test_a_run_killed_after_its_first_row_resumes_to_both_rows_measured(
     kept = lines(out / "results.jsonl")
     assert len(kept) == 1, "the kill came too late to test a resume"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    partial = tmp_path / "partial-report"  # the killed run's report names what it lacks
+    assert main(["report", str(out), "--to", str(partial)]) == 0
+    report = (partial / "results.md").read_text()
+    assert report.startswith("## Not measured: 1 planned row(s)")
+    assert f"- {names[1]}, equal_strength, strength 0.5" in report
     capsys.readouterr()
     assert main([*args, "--resume"]) == 0
     assert "2 rows planned: 1 on disk from before, 1 measured" in capsys.readouterr().out
@@ -176,6 +181,7 @@ def test_a_run_killed_after_its_first_row_resumes_to_both_rows_measured(
         assert not row.get("failure") and row["mse"] > 0 and row["sec_per_image"] > 0
     results = json.loads((out / "results.json").read_text())
     assert [r["name"] for r in results] == names
+    assert "Not measured" not in (out / "results.md").read_text()
 
 
 def _tests_on_path() -> str:

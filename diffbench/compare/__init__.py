@@ -41,7 +41,14 @@ from tqdm.auto import tqdm
 
 from diffbench.compare.merge import check_merge_target as check_merge_target  # lived here:
 from diffbench.compare.merge import merge as merge  # still importable from here
-from diffbench.compare.plan import PlannedRow, PlannedSystem, plan_rows, rows_of, system_costs
+from diffbench.compare.plan import (
+    PlannedRow,
+    PlannedSystem,
+    plan_rows,
+    planned_list,
+    rows_of,
+    system_costs,
+)
 from diffbench.compare.rows import RowRunner, run_system, table_columns
 from diffbench.compare.rows import measure_row as measure_row  # lived here: still importable
 from diffbench.compare.systems import (
@@ -140,7 +147,8 @@ def run_compare(
     owned = owned_systems(plan, planned, shard)
     digits = load_digits(judge, max(*digit_counts(config, len(systems)), config.grid_images),
                          config.data_dir)
-    run_facts = {"checkpoint_sha256": hashes, **({"shard": list(shard)} if shard else {})}
+    run_facts = {"checkpoint_sha256": hashes, **({"shard": list(shard)} if shard else {}),
+                 "planned": planned_list(rows_of(plan, owned), planned)}
     store = RowStore.open(out, {**config.model_dump(), **run_facts}, resume, overwrite)
     done = store.done()  # a resume refuses rows it cannot key, before anything is written
     if not owned:

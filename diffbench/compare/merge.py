@@ -25,11 +25,12 @@ def merge(dirs: Sequence[str | Path], out: str | Path,
     RowStore.claim(out, overwrite=overwrite, resumable=False)
     stores = [RowStore.read(d) for d in dirs]
     runs = [store.run() for store in stores]
-    base = {k: v for k, v in runs[0].items() if k != "shard"}
+    own = ("shard", "planned")  # each shard's; the merge plans every shard's rows
+    base = {k: v for k, v in runs[0].items() if k not in own}
     for directory, run in zip(dirs, runs):
         if "shard" not in run:
             raise InputError(f"{directory} is not a shard (it was run without --shard)")
-        difference = first_difference(base, {k: v for k, v in run.items() if k != "shard"})
+        difference = first_difference(base, {k: v for k, v in run.items() if k not in own})
         if difference:
             raise InputError(f"{directory} is a shard of another run than {dirs[0]}: "
                              f"{difference}")
@@ -40,7 +41,9 @@ def merge(dirs: Sequence[str | Path], out: str | Path,
         raise InputError(f"merge needs shards 0..{count - 1} of {count} once each, got {given}")
     staged = staging_dir(out)
     try:
-        merged = RowStore.open(staged, base, resume=False)
+        planned = [row for run in sorted(runs, key=lambda run: run["shard"][0])
+                   for row in run.get("planned", [])]
+        merged = RowStore.open(staged, {**base, "planned": planned}, resume=False)
         order = sorted((row["system_index"], position, i)
                        for position, store in enumerate(stores)
                        for i, row in enumerate(store.rows()))

@@ -106,6 +106,15 @@ def rows_of(plan: Sequence[PlannedRow], owned: Sequence[int]) -> list[tuple[int,
     return [(position, row) for position, row in enumerate(plan) if row.system in kept]
 
 
+def planned_list(rows: Sequence[tuple[int, PlannedRow]],
+                 systems: Sequence[PlannedSystem]) -> list[dict[str, Any]]:
+    """The rows a run's reports expect (``run.json``'s ``planned``): each one's system name,
+    view and strength (None for an equal-information row, whose strength is found by
+    measuring)."""
+    return [{"name": systems[row.system].name, "view": row.view, "strength": row.strength}
+            for _, row in rows]
+
+
 def row_identity(system: PlannedSystem, view: str, strength: float) -> dict[str, Any]:
     """The fields that key one row (:func:`diffbench.results.rowstore.row_key`): the system's facts
     (config, settings, checkpoint hashes, seed), its name and digits, the row's view and

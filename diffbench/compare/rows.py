@@ -27,7 +27,7 @@ from diffbench.measure.scoring import (
     score_system,
     what_ran,
 )
-from diffbench.results.row import FIELDS, METRICS, PARAMS, make_row
+from diffbench.results.row import FIELDS, PARAMS, make_row, metrics_of
 from diffbench.results.rowstore import RowStore, per_digit_tensors, row_key
 from diffbench.results.shards import Neighbours
 from diffbench.results.tracking import start_run
@@ -168,15 +168,15 @@ def print_row(row: dict[str, Any]) -> None:
 def log_row(run: Any, config: CompareConfig, row: dict[str, Any]) -> None:
     """One nested MLflow run per row, as it is measured: what ran (the row model's ``param``
     fields: system, space, sampler, steps, NFE, strength, ...) as params, its figures (its
-    ``metric`` fields) as metrics, so MLflow's own compare views plot latency against MSE across
-    rows. A no-op when tracking is off."""
+    ``metric`` fields, their intervals' ends and the paired figures' resolved flags:
+    :func:`~diffbench.results.row.metrics_of`) as metrics, so MLflow's own compare views plot
+    latency against MSE across rows. A no-op when tracking is off."""
     if not run.enabled:
         return
     params = {k: row[k] for k in PARAMS if k in row}
     with start_run(config.experiment, run_name=f"{row['name']} {row['view']} "
                    f"s{row['strength']:g}", params=params, nested=True) as sub:
-        sub.log_metrics({k: v for k, v in row.items() if k in METRICS
-                         and isinstance(v, int | float) and not isinstance(v, bool)})
+        sub.log_metrics(metrics_of(row))
 
 
 def table_columns(results: list[dict[str, Any]]) -> dict[str, list[Any]]:

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from diffbench.measure.nfe import MSE_TOLERANCE, PRESERVATION_TOLERANCE, REFERENCE, reference_row
 from diffbench.measure.versus import level
+from diffbench.results.row import COLUMNS as ROW_COLUMNS
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
@@ -60,45 +61,22 @@ def render_grid(blocks: list[GridBlock], path: str | Path) -> tuple[int, int]:
     return rows, sum(len(block.columns) for block in blocks)
 
 
-COLUMNS = [
-    ("name", "system", "{}"),
-    ("strength", "strength", "{:.3g}"),
-    ("start_timestep", "start t", "{}"),
-    ("start_snr", "start SNR", "{:.3g}"),
-    ("nfe", "NFE", "{}"),
-    ("num_images", "digits", "{}"),
-    ("sec_per_image", "s / image", "{:.4f}"),
-    ("sec_per_image_p90", "p90", "{:.4f}"),
-    ("sec_per_image_p99", "p99", "{:.4f}"),
-    ("peak_memory_mib", "peak MiB", "{:.1f}"),
-    ("mse", "MSE", "{:.4f}"),
-    ("psnr", "PSNR dB", "{:.2f}"),
-    ("ssim", "SSIM", "{:.3f}"),
-    ("preservation", "preservation", "{:.3f}"),
-    ("mse_vs_reference", "MSE vs ref. (paired)", "{:+.1%}"),
-    ("preservation_vs_reference", "preservation vs ref. (paired)", "{:+.3f}"),
-    ("noised_accuracy", "noised acc.", "{:.3f}"),
-    ("frechet_distance", "Frechet", "{:.2f}"),
-    ("frechet_vs_reference", "Frechet vs ref. (paired)", "{:+.2f}"),
-    ("kid", "KID", "{:.3f}"),
-    ("train_cpu_seconds", "train CPU s", "{:.0f}"),
-]
-"""(row key, column title, format); a figure with a ``<key>_ci95`` shows it as [lo, hi]."""
+COLUMNS = [(key, title, fmt) for key, title, fmt, *_ in ROW_COLUMNS]
+"""(row key, column title, format), from the row's fields (:data:`diffbench.results.row.COLUMNS`);
+a figure with a ``<key>_ci95`` shows it as [lo, hi]."""
+SCALES = {key: scale[0] for key, _, _, *scale in ROW_COLUMNS if scale}
+"""Columns shown in another unit than the row's (peak memory: bytes shown in MiB)."""
 
 
 def cell(row: dict[str, Any], key: str, fmt: str) -> str:
     """``row[key]`` formatted, followed by its 95% interval when the row has one."""
-    if key == "peak_memory_mib":
-        value = row.get("peak_memory_bytes")
-        value = None if value is None else value / 2**20
-    else:
-        value = row.get(key)
+    value, scale = row.get(key), SCALES.get(key, 1)
     if value is None:
         return "n/a"
-    text = fmt.format(value)
+    text = fmt.format(value * scale if key in SCALES else value)
     interval = row.get(f"{key}_ci95")
     if interval is not None:
-        text += " [" + ", ".join(fmt.format(bound) for bound in interval) + "]"
+        text += " [" + ", ".join(fmt.format(bound * scale) for bound in interval) + "]"
     if key.endswith("_vs_reference"):
         resolved = row["vs_reference_resolved"][key.removesuffix("_vs_reference")]
         text += " resolved" if resolved else " not resolved"

@@ -71,18 +71,34 @@ def write_reports(
         ))
     paired = dict(zip(kept, results))
     results = [paired.get(i, row) for i, row in enumerate(stored)]  # in the order measured
-    return results, write_results(Path(out or store.out), store.strengths(), results, blocks)
+    missing = missing_rows(run.get("planned", []), stored)
+    return results, write_results(Path(out or store.out), store.strengths(), results, blocks,
+                                  missing)
+
+
+def missing_rows(planned: list[dict[str, Any]],
+                 stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of the run's plan (``run.json``'s ``planned``: name, view and strength, None
+    for an equal-information row) that no stored row answers: what a killed or partial run has
+    yet to measure."""
+    found = {(r.get("name"), r.get("view"),
+              None if r.get("view") == "equal_information" else r.get("strength"))
+             for r in stored}
+    return [row for row in planned if (row["name"], row["view"], row["strength"]) not in found]
 
 
 def write_results(
-    out: Path, strengths: list[float], results: list[dict[str, Any]], blocks: list[GridBlock]
+    out: Path, strengths: list[float], results: list[dict[str, Any]], blocks: list[GridBlock],
+    missing: list[dict[str, Any]] = (),
 ) -> list[Path]:
     """The files of a comparison, each written atomically or whole; failed rows are in
-    results.json and results.md's failures, not in the tables and plots."""
+    results.json and results.md's failures, not in the tables and plots; planned rows not on
+    disk (``missing``) head results.md."""
     out.mkdir(parents=True, exist_ok=True)
     files = [
         write_atomic_text(out / "results.json", json.dumps(results, indent=2) + "\n"),
-        write_atomic_text(out / "results.md", results_markdown(results)),
+        write_atomic_text(out / "results.md", missing_markdown(missing)
+                          + results_markdown(results)),
         out / "pareto.png",
     ]
     results = [r for r in results if not r.get("failure")]
@@ -136,4 +152,17 @@ def failures_markdown(failed: list[dict[str, Any]]) -> str:
         step = "" if row.get("failure_step") is None else str(row["failure_step"])
         lines.append(f"| {row['name']} | {row['view']} | {row['strength']:g} | "
                      f"{row['failure']} | {step} | {shown} ({len(digits)}) |")
+    return "\n".join(lines) + "\n\n"
+
+
+def missing_markdown(missing: list[dict[str, Any]]) -> str:
+    """The planned rows not measured (a partial run), as a list ahead of the tables."""
+    if not missing:
+        return ""
+    lines = [f"## Not measured: {len(missing)} planned row(s)", "",
+             "This run stopped before these rows (`diffbench compare --resume` measures them):",
+             ""]
+    lines += [f"- {row['name']}, {row['view']}"
+              + ("" if row["strength"] is None else f", strength {row['strength']:g}")
+              for row in missing]
     return "\n".join(lines) + "\n\n"

@@ -8,7 +8,10 @@ a new column) and records :data:`SCHEMA_VERSION`. A row holds the fields that we
 ``evaluate`` has no latency, an equal-strength row no matched timestep.
 
 ``role`` says where a field goes in MLflow: ``param`` (what ran; a row's nested run is named by
-these), ``metric`` (a number measured), or ``fact`` (provenance, not logged per row).
+these), ``metric`` (a number measured; its 95% interval as ``<name>_ci95_lo`` and ``_hi``:
+:func:`metrics_of`), or ``fact`` (provenance, not logged per row). ``column`` (title, format,
+scale) makes a field a column of the results table, in field order (:data:`COLUMNS`), shown
+with its interval; the model cards' tables take their formats from it too.
 """
 
 from __future__ import annotations
@@ -33,9 +36,9 @@ DISTANCES = ("frechet_distance", "frechet_distance_ci95", "kid", "kid_ci95")
 
 
 def _field(description: str, unit: str | None = None, role: str = "metric",
-           default: Any = None) -> Any:
+           default: Any = None, column: tuple | None = None) -> Any:
     return Field(default, description=description,
-                 json_schema_extra={"unit": unit, "role": role})
+                 json_schema_extra={"unit": unit, "role": role, "column": column})
 
 
 Interval = list[float | None]  # [low, high]: a 95% interval
@@ -50,7 +53,8 @@ class ResultRow(BaseModel):
                                  default=SCHEMA_VERSION)
     # what ran
     view: str | None = _field("equal_strength, equal_information or equal_snr", role="param")
-    name: str | None = _field("the system's name, e.g. DDIM-50, LDM-RF-Euler-10", role="param")
+    name: str | None = _field("the system's name, e.g. DDIM-50, LDM-RF-Euler-10", role="param",
+                              column=("system", "{}"))
     space: str | None = _field("pixel or latent", role="param")
     prediction: str | None = _field("what the network predicts: eps, v or flow", role="param")
     sampler: str | None = _field("registered sampler name or package.module:Name",
@@ -58,58 +62,69 @@ class ResultRow(BaseModel):
     steps: int | None = _field("the sampler's step count n (the 50 of DDIM-50)", "steps",
                                role="param")
     nfe: int | None = _field("network evaluations of one translation from the start",
-                             "evaluations", role="param")
-    strength: float | None = _field("img2img strength in (0, 1]", role="param")
+                             "evaluations", role="param", column=("NFE", "{}"))
+    strength: float | None = _field("img2img strength in (0, 1]", role="param",
+                                    column=("strength", "{:.3g}"))
     start_timestep: int | None = _field(
         "the VP timestep the input is noised to (a flow row: the VP timestep of its SNR)",
-        "timestep", role="param")
+        "timestep", role="param", column=("start t", "{}"))
     start_sigma: float | None = _field("a flow row's start sigma (None on the VP path)",
                                        role="param")
     start_snr: float | None = _field("signal-to-noise ratio of the noised input", "ratio",
-                                     role="param")
-    num_images: int | None = _field("digits scored", "images", role="param")
+                                     role="param", column=("start SNR", "{:.3g}"))
+    num_images: int | None = _field("digits scored", "images", role="param",
+                                    column=("digits", "{}"))
     # fidelity, each with its 95% interval
-    mse: float | None = _field("mean squared error to the source digit, data in [-1, 1]")
+    mse: float | None = _field("mean squared error to the source digit, data in [-1, 1]",
+                               column=("MSE", "{:.4f}"))
     mse_ci95: Interval | None = _field("95% bootstrap interval of mse")
-    psnr: float | None = _field("peak signal-to-noise ratio (peak 2)", "dB")
+    psnr: float | None = _field("peak signal-to-noise ratio (peak 2)", "dB",
+                                column=("PSNR dB", "{:.2f}"))
     psnr_ci95: Interval | None = _field("95% bootstrap interval of psnr", "dB")
-    ssim: float | None = _field("structural similarity to the source digit")
+    ssim: float | None = _field("structural similarity to the source digit",
+                                column=("SSIM", "{:.3f}"))
     ssim_ci95: Interval | None = _field("95% bootstrap interval of ssim")
     preservation: float | None = _field("share of outputs the classifier reads as the source's "
-                                        "label", "share")
+                                        "label", "share", column=("preservation", "{:.3f}"))
     preservation_ci95: Interval | None = _field("95% Wilson interval of preservation", "share")
     noised_accuracy: float | None = _field(
         "the noise-aware classifier's accuracy on the noised inputs, in the system's own space",
-        "share")
+        "share", column=("noised acc.", "{:.3f}"))
     noised_accuracy_ci95: Interval | None = _field("95% Wilson interval of noised_accuracy",
                                                    "share")
     noised_space: str | None = _field("the space noised_accuracy was read in", role="fact")
     frechet_distance: float | None = _field(
         "bias-corrected Frechet distance of classifier features to held-out real digits, on "
-        "their top 10 principal components (None below 30 digits)")
+        "their top 10 principal components (None below 30 digits)", column=("Frechet", "{:.2f}"))
     frechet_distance_ci95: Interval | None = _field(
         "95% half-sampling interval of frechet_distance")
     kid: float | None = _field(
-        "kernel inception distance on classifier features, against all held-out real digits")
+        "kernel inception distance on classifier features, against all held-out real digits",
+        column=("KID", "{:.3f}"))
     kid_ci95: Interval | None = _field("95% bootstrap interval of kid, over the outputs")
     scoring_sec_per_image: float | None = _field(
         "wall seconds per image of the whole scoring pass (batches of 250; not a latency)", "s")
     # latency: timed calls on timing_batch digits (diffbench.measure.scoring.measure_latency)
-    sec_per_image: float | None = _field("median seconds per image of the timed calls", "s")
+    sec_per_image: float | None = _field("median seconds per image of the timed calls", "s",
+                                         column=("s / image", "{:.4f}"))
     sec_per_image_min: float | None = _field("fastest timed call, per image", "s")
     sec_per_image_max: float | None = _field("slowest timed call, per image", "s")
     sec_per_image_p50: float | None = _field("50th percentile of the timed calls, per image", "s")
-    sec_per_image_p90: float | None = _field("90th percentile of the timed calls, per image", "s")
-    sec_per_image_p99: float | None = _field("99th percentile of the timed calls, per image", "s")
+    sec_per_image_p90: float | None = _field("90th percentile of the timed calls, per image", "s",
+                                             column=("p90", "{:.4f}"))
+    sec_per_image_p99: float | None = _field("99th percentile of the timed calls, per image", "s",
+                                             column=("p99", "{:.4f}"))
     timing_repeats: int | None = _field("timed calls", "calls")
     timing_warmup: int | None = _field("untimed calls before them", "calls")
     timing_batch: int | None = _field("digits per timed call", "images")
-    peak_memory_bytes: int | None = _field("peak memory of one call", "bytes")
+    peak_memory_bytes: int | None = _field("peak memory of one call", "bytes",
+                                           column=("peak MiB", "{:.1f}", 2**-20))
     peak_memory_method: str | None = _field("how peak_memory_bytes was measured", role="fact")
     # cost
     flops_per_image: int | None = _field("forward FLOPs of one translation", "FLOP")
     train_seconds: float | None = _field("wall seconds its networks trained", "s")
-    train_cpu_seconds: float | None = _field("CPU seconds its networks trained", "s")
+    train_cpu_seconds: float | None = _field("CPU seconds its networks trained", "s",
+                                             column=("train CPU s", "{:.0f}"))
     compile_seconds: float | None = _field("seconds spent compiling during this row", "s")
     # provenance
     seed: int | None = _field("seed of the noise and the intervals", role="fact")
@@ -151,15 +166,17 @@ class ResultRow(BaseModel):
     vs_reference_images: int | None = _field("digits the paired figures are on (both rows "
                                              "scored them)", "images", role="fact")
     mse_vs_reference: float | None = _field("paired relative MSE difference to the reference",
-                                            "ratio")
+                                            "ratio", column=("MSE vs ref. (paired)", "{:+.1%}"))
     mse_vs_reference_ci95: Interval | None = _field("95% paired bootstrap interval of it",
                                                     "ratio")
     preservation_vs_reference: float | None = _field(
-        "paired preservation difference to the reference", "share")
+        "paired preservation difference to the reference", "share",
+        column=("preservation vs ref. (paired)", "{:+.3f}"))
     preservation_vs_reference_ci95: Interval | None = _field(
         "95% paired bootstrap interval of it", "share")
     frechet_vs_reference: float | None = _field(
-        "paired difference of the bias-corrected Frechet distances to the reference")
+        "paired difference of the bias-corrected Frechet distances to the reference",
+        column=("Frechet vs ref. (paired)", "{:+.2f}"))
     frechet_vs_reference_ci95: Interval | None = _field(
         "95% paired half-sampling interval of it")
     vs_reference_resolved: dict[str, bool] | None = _field(
@@ -180,6 +197,32 @@ PARAMS = tuple(name for name in FIELDS if role(name) == "param")
 """A row's MLflow params: what ran."""
 METRICS = tuple(name for name in FIELDS if role(name) == "metric")
 """A row's MLflow metrics: what was measured."""
+COLUMNS = tuple((name, *ResultRow.model_fields[name].json_schema_extra["column"])
+                for name in FIELDS if ResultRow.model_fields[name].json_schema_extra["column"])
+"""(field, column title, format[, scale]) of each column of the results table, in field order."""
+
+
+def column_format(name: str) -> str:
+    """The format a field's value is shown in (its column's)."""
+    return next(spec[2] for spec in COLUMNS if spec[0] == name)
+
+
+def metrics_of(row: dict[str, Any]) -> dict[str, float]:
+    """A row's measured numbers for MLflow: each ``metric`` field, each 95% interval as
+    ``<name>_lo`` and ``<name>_hi`` (``mse_ci95_lo``), and each paired figure's
+    ``vs_reference_resolved`` flag as ``<figure>_vs_reference_resolved`` (1 or 0)."""
+    found: dict[str, float] = {}
+    for name in METRICS:
+        value = row.get(name)
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, int | float):
+            found[name] = value
+        elif isinstance(value, list) and len(value) == 2 and None not in value:
+            found[f"{name}_lo"], found[f"{name}_hi"] = value
+    for figure, resolved in (row.get("vs_reference_resolved") or {}).items():
+        found[f"{figure}_vs_reference_resolved"] = float(resolved)
+    return found
 
 
 def make_row(**fields: Any) -> dict[str, Any]:
