@@ -188,12 +188,15 @@ def card_sections(report: dict[str, Any]) -> dict[str, str]:
         "classifier": f"Test accuracy on all {report['classifier']['num_images']} MNIST test "
                       f"digits: {share(report['classifier'], 'test_accuracy', '{:.2%}')} (95% "
                       f"Wilson interval).",
-        "noisy_classifier": noised("DDIM-50", "pixel"),
-        "latent_noisy_classifier": noised("LDM-DDIM-50", "latent"),
         "vae": f"Reconstructions of all {vae['num_images']} test digits: MSE "
                f"{cell(vae, 'reconstruction_mse', '{:.4f}')}, preservation "
                f"{share(vae, 'preservation', '{:.2%}')} (95% intervals).",
     }
+    names = {r["name"] for r in rows}  # the noisy classifiers read at DDIM-50's starts
+    for card, system, space in (("noisy_classifier", "DDIM-50", "pixel"),
+                                ("latent_noisy_classifier", "LDM-DDIM-50", "latent")):
+        if system in names:
+            cards[card] = noised(system, space)
     for space in SPACES:  # each denoising network's card: its rows and its generation
         for prediction in PREDICTIONS:
             here = [r for r in rows if r["space"] == space and r["prediction"] == prediction]
@@ -206,18 +209,19 @@ def card_sections(report: dict[str, Any]) -> dict[str, str]:
     return cards
 
 
-def update_cards(report: dict[str, Any], checkpoints: str | Path) -> list[Path]:
+def update_cards(report: dict[str, Any], checkpoints: str | Path,
+                 source: str | Path = "evaluation.json") -> list[Path]:
     """Replace (or add) the measured-fidelity section of each model card with this report's
-    numbers, so the cards quote what ``diffbench evaluate`` measured."""
+    numbers (written to ``source``), so the cards quote what ``diffbench evaluate`` measured."""
     updated = []
     for name, body in card_sections(report).items():
         path = Path(checkpoints) / f"{name}.md"
         if not path.is_file():
             continue
         text = path.read_text().split(CARD_SECTION)[0].rstrip()
-        source = (f"Measured by `diffbench evaluate` on {report['device']} (seed "
-                  f"{report['seed']}; see evaluation.json beside this card).")
-        write_atomic_text(path, f"{text}\n\n{CARD_SECTION}\n\n{source}\n\n{body}\n")
+        note = (f"Measured by `diffbench evaluate` on {report['device']} (seed "
+                f"{report['seed']}; see {Path(source).name} beside this card).")
+        write_atomic_text(path, f"{text}\n\n{CARD_SECTION}\n\n{note}\n\n{body}\n")
         updated.append(path)
     return updated
 

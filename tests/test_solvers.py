@@ -68,7 +68,7 @@ class Recording:
 
 
 def test_the_solvers_are_registered_with_their_labels():
-    assert list(SAMPLERS) == ["ddpm", "ddim", *SOLVERS, *FLOW_SAMPLERS]
+    assert list(SAMPLERS) == ["ddpm", "ddim", *SOLVERS, *FLOW_SAMPLERS, "consistency", "meanflow"]
     assert [*VP_SAMPLERS] == ["ddpm", "ddim", *SOLVERS]
     assert {name: SAMPLERS[name].label for name in SOLVERS} == {
         "dpmsolver++": "DPM++2M", "euler": "Euler", "heun": "Heun", "unipc": "UniPC"}
@@ -91,12 +91,13 @@ def test_compare_configs_accept_the_new_samplers_and_list_them_when_wrong():
                                             "systems.0.steps=10"])
     assert (config.systems[0].sampler, config.systems[0].steps) == ("dpmsolver++", 10)
     allowed = ("'ddpm', 'ddim', 'dpmsolver++', 'euler', 'heun', 'unipc', 'flow-euler', "
-               "'flow-heun' or 'flow-dpmsolver++'")
+               "'flow-heun', 'flow-dpmsolver++', 'consistency' or 'meanflow'")
     with pytest.raises(ConfigError, match=re.escape(allowed)):
         load_compare_config(overrides=["systems.0.sampler=lms"])
     with pytest.raises(ValueError, match=re.escape("allowed: ddpm, ddim, dpmsolver++, euler, "
                                                    "heun, unipc, flow-euler, flow-heun, "
-                                                   "flow-dpmsolver++ or 'package.module:Name'")):
+                                                   "flow-dpmsolver++, consistency, meanflow or "
+                                                   "'package.module:Name'")):
         make_sampler("lms", LINEAR)
 
 
@@ -266,7 +267,7 @@ def test_the_nfe_sweep_configs_hit_every_nfe_for_every_sampler_space_and_strengt
         ("pixel", "ddim", 50), ("latent", "ddim", 50)}
     targets = {3, 5, 8, 10, 15, 25}
     for space in ("pixel", "latent"):
-        for name in SAMPLERS:
+        for name in (name for name in SAMPLERS if name not in ONE_STEP):
             config = flow if SAMPLERS[name].predictions[0] == "flow" else eps
             systems = [s for s in config.systems if (s.space, s.sampler) == (space, name)]
             assert {s.prediction for s in systems} == {SAMPLERS[name].predictions[0]}
@@ -276,3 +277,22 @@ def test_the_nfe_sweep_configs_hit_every_nfe_for_every_sampler_space_and_strengt
                 # Heun's NFE is odd (2k - 1): 8 and 10 are bracketed by 7, 9 and 11.
                 wanted = targets if "heun" not in name else {3, 5, 7, 9, 11, 15, 25}
                 assert wanted <= nfes, (space, name, strength, sorted(nfes))
+
+
+ONE_STEP = ("consistency", "meanflow")
+
+
+def test_the_one_step_config_hits_one_two_and_four_nfe_beside_ddim_50():
+    """configs/one_step.yaml: each one-step sampler on its own network at 1, 2 and 4 network
+    evaluations from either strength, each space's DDIM-50 as the reference, at equal SNR, on
+    the 512 digits the NFE rule asks for."""
+    config = load_compare_config(configs_dir() / "one_step.yaml")
+    assert config.strengths == [0.3, 0.5] and config.match_snr and config.num_images == 512
+    for space in ("pixel", "latent"):
+        assert [s.steps for s in config.systems if (s.space, s.sampler) == (space, "ddim")] == [50]
+        for name in ONE_STEP:
+            systems = [s for s in config.systems if (s.space, s.sampler) == (space, name)]
+            assert {s.prediction for s in systems} == {name}
+            for strength in (0.3, 0.5):
+                assert {make_sampler(name, LINEAR, s.steps).nfe(strength) for s in systems} == {
+                    1, 2, 4}

@@ -415,3 +415,41 @@ def test_a_latent_noise_aware_classifier_trains_on_the_vaes_latents(trained, mni
     z, t = torch.zeros(2, 4, 14, 14), torch.tensor([0, 999])
     assert model(z, t).shape == (2, 10)
     assert "test_accuracy_first_1000" in (trained / "latent_noisy_classifier.md").read_text()
+
+
+@pytest.mark.parametrize("prediction,model", [
+    ("consistency", "{base_channels: 8}"), ("meanflow", "{base_channels: 8, interval_time: true}")])
+def test_a_one_step_network_is_tuned_from_a_flow_checkpoint(prediction, model, tiny_checkpoints,
+                                                             tracking_uri, tmp_path, mnist_dir):
+    """Two steps of ECT or MeanFlow from the tiny flow network: its weights are the start, its
+    CPU seconds count in the card, the checkpoint names its prediction and samples with its
+    own sampler."""
+    start = tiny_checkpoints / "pixel_flow.safetensors"
+    code = main(["train", "pixel", "--config", f"configs/train_pixel_{prediction}.yaml",
+                 "--out", str(tmp_path), "--data-dir", str(mnist_dir), "--steps", "2",
+                 "--batch-size", "4", "--set", "train_images=16", "--set", f"model={model}",
+                 "--set", f"init_from={start}", "--set", "cpu_budget_s=null"])
+    assert code == 0
+    path = tmp_path / f"pixel_{prediction}.safetensors"
+    metadata = load_metadata(path)
+    assert metadata["prediction"] == prediction and metadata["step"] == 2
+    assert metadata["init_from"]["name"] == "pixel_flow"
+    assert metadata["init_from"]["cpu_seconds"] == 1.25  # the tiny flow network's record
+    card = (tmp_path / f"pixel_{prediction}.md").read_text()
+    assert "| started from | pixel_flow (1.2 CPU s; total" in card
+    model_, _ = load_model(path)
+    flow, _ = load_model(start)
+    moved = [name for name, tensor in flow.state_dict().items()
+             if not torch.equal(tensor, model_.state_dict()[name])]
+    assert moved  # tuned: the start's weights, changed by two steps
+
+
+def test_tuning_refuses_a_start_that_is_not_a_flow_network(tiny_checkpoints, tmp_path, mnist_dir,
+                                                            capsys):
+    code = main(["train", "pixel", "--config", "configs/train_pixel_consistency.yaml",
+                 "--out", str(tmp_path), "--data-dir", str(mnist_dir), "--steps", "1",
+                 "--set", "model={base_channels: 8}", "--set", "train_images=16",
+                 "--set", f"init_from={tiny_checkpoints / 'pixel.safetensors'}"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "predicts 'eps'" in err

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> None:
     )
     write_report(report, args.out)
     if args.update_cards:
-        update_cards(report, args.checkpoints)
+        update_cards(report, args.checkpoints, args.out)
     for goal in report["goals"]:
         mark = "met " if goal["met"] else "MISS"
         print(f"{mark}  {goal['goal']}: {goal['value']:.4f} (goal {goal['target']})")

@@ -121,10 +121,10 @@ class Sampler(EpsHooks):
 
     def _link(self, points: list) -> list[Timestep]:
         path, steps, after = self.path, [], None
+        timesteps = path.timesteps_of(points).tolist()  # the path's own point -> timestep
         for index in range(len(points) - 1, -1, -1):
             point = points[index]
-            t = point if path.kind == "vp" else point * 1000.0
-            after = Timestep(t, path.network_time(point), index,
+            after = Timestep(timesteps[index], path.network_time(point), index,
                              (*path.scales(point), path.alpha_bar(point)), after)
             steps.append(after)
         return steps[::-1]

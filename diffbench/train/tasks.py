@@ -92,8 +92,8 @@ class DiffusionTask(Task):
         """Load the starting network's weights (all but MeanFlow's new interval MLP, which
         starts at zero); its facts, for the card and the budget."""
         tensors, metadata = load_checkpoint(path, self.device)
-        if metadata.get("prediction") != "flow":
-            raise ConfigError(f"init_from {path} predicts {metadata.get('prediction')!r}; "
+        if metadata.get("prediction", "eps") != "flow":
+            raise ConfigError(f"init_from {path} predicts {metadata.get('prediction', 'eps')!r}; "
                               f"{self.config.prediction} tunes a flow network")
         missing, unexpected = self.model.load_state_dict(tensors, strict=False)
         if unexpected or any(not key.startswith("interval_mlp.") for key in missing):
