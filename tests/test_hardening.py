@@ -203,7 +203,8 @@ BAD_INPUT = [
     (
         COMPARE + " --set systems.0.sampler=lms",
         ["systems.0.sampler: Input should be 'ddpm', 'ddim', 'dpmsolver++', 'euler', 'heun', "
-         "'unipc', 'flow-euler', 'flow-heun' or 'flow-dpmsolver++' (got 'lms')"],
+         "'unipc', 'flow-euler', 'flow-heun', 'flow-dpmsolver++', 'consistency' or 'meanflow' "
+         "(got 'lms')"],
     ),
     (COMPARE + " --set systems.0.space=video", ["Input should be 'pixel' or 'latent'"]),
     (
@@ -213,7 +214,7 @@ BAD_INPUT = [
     ),
     (COMPARE + " --set systems.0.steps=5000", ["num_steps must be in [1, 1000], got 5000"]),
     (COMPARE + " --set timing_batch=many", ["timing_batch: Input should be a valid integer"]),
-    (COMPARE + " --set systems.9.steps=3", ["'9' is not an index of a 7-item list"]),
+    (COMPARE + " --set systems.11.steps=3", ["'11' is not an index of the 11 items of the list"]),
     (COMPARE + " --config {tmp}/malformed.yaml", ["is not valid YAML"]),
     (COMPARE + " --checkpoints {tmp}/nowhere", ["checkpoints folder {tmp}/nowhere does not"]),
     (COMPARE + " --checkpoints {incomplete}", ["lacks pixel.safetensors"]),

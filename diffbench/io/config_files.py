@@ -52,7 +52,7 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
 def _list_index(items: list, part: str, assignment: str) -> int:
     if not (part.isascii() and part.isdigit()) or int(part) >= len(items):
         raise ConfigError(
-            f"--set {assignment!r}: {part!r} is not an index of a {len(items)}-item list"
+            f"--set {assignment!r}: {part!r} is not an index of the {len(items)} items of the list"
         )
     return int(part)
 
