@@ -99,3 +99,18 @@ def test_list_names_every_registered_sampler_and_every_quick_case(capsys):
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["name", "kind", "quick"]
     assert {line.split()[0] for line in table[1:] if line.split()[2] == "True"} >= QUICK
+
+
+def test_list_systems_names_a_comparisons_systems_as_it_will(capsys):
+    """The default comparison's eleven systems, named as their rows will be."""
+    import json
+
+    assert main(["list", "systems", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["name"] for row in rows] == [
+        "DDPM-1000", "DDIM-50", "DPM++2M-10", "LDM-DDIM-50", "LDM-DDPM-1000", "RF-Euler-10",
+        "LDM-RF-Euler-10", "CM-1", "LDM-CM-1", "MF-1", "LDM-MF-1"]
+    assert rows[7] == {"name": "CM-1", "space": "pixel", "network": "consistency",
+                       "sampler": "consistency", "steps": 1}
+    assert main(["list", "systems", "--config", "nowhere.yaml"]) == 2
+    assert capsys.readouterr().err.startswith("error:")

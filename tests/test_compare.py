@@ -105,7 +105,9 @@ def test_compare_is_an_mlflow_run_with_a_nested_run_per_row(compared):
     _, uri = compared
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("diffbench-compare").experiment_id])
-    parent = next(r for r in runs if r.info.run_name == "compare")
+    parent = next(r for r in runs if r.info.run_name.startswith("compare results "))
+    assert parent.info.run_name == f"compare results {parent.data.tags['config_digest'][:8]}"
+    assert {"git_commit", "cpu", "torch"} <= set(parent.data.tags)
     results = json.loads((compared[0] / "results" / "results.json").read_text())
     assert len(runs) == 1 + len(results)
     ddim = next(r for r in results if r["name"] == "DDIM-10" and r["strength"] == 0.3)

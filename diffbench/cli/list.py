@@ -1,16 +1,21 @@
-"""``diffbench list``: what the other commands accept, by name: samplers and benchmark cases."""
+"""``diffbench list``: what the other commands accept, by name: samplers, a comparison's
+systems and benchmark cases."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-HELP = "the registered samplers (plug-ins included) or the benchmark cases, by name"
-WHATS = ("samplers", "cases")
+HELP = ("the registered samplers (plug-ins included), a comparison's systems or the benchmark "
+        "cases, by name")
+WHATS = ("samplers", "systems", "cases")
 
 
 def add_arguments(listing: argparse.ArgumentParser) -> None:
     listing.add_argument("what", choices=WHATS, help="what to list")
+    listing.add_argument("--config", default=None, metavar="YAML",
+                         help="systems: the compare config whose systems to list (default: the "
+                              "default comparison, configs/compare.yaml)")
     listing.add_argument("--json", action="store_true",
                          help="one JSON object per line instead of a table (default: a table)")
 
@@ -20,6 +25,7 @@ def sampler_rows() -> list[dict]:
     import inspect
 
     from diffbench.sampling import SAMPLERS
+    from diffbench.sampling.prediction import FLOW_PREDICTIONS
 
     rows = []
     for name, cls in SAMPLERS.items():
@@ -28,8 +34,24 @@ def sampler_rows() -> list[dict]:
         rows.append({"name": name, "label": cls.label, "reads": list(cls.predictions),
                      "steps": cls.default_steps or "every timestep",
                      "spacing": cls.spacing_for(cls.default_prediction),
-                     "options": options + (["shift"] if "flow" in cls.predictions else [])})
+                     "options": options + (["shift"] if set(cls.predictions) & set(
+                         FLOW_PREDICTIONS) else [])})
     return rows
+
+
+def system_rows(config_path: str | None) -> list[dict]:
+    """Each system of a compare config as the comparison names it (its networks loaded on the
+    CPU, as ``diffbench compare`` does): name, space, network, sampler, steps."""
+    import torch
+
+    from diffbench.compare.systems import build_systems
+    from diffbench.io.config import load_compare_config
+
+    config = load_compare_config(config_path)
+    built = build_systems(config, (), torch.device("cpu"))
+    return [{"name": system.name, "space": spec.space, "network": spec.prediction,
+             "sampler": system.sampler.name or spec.sampler, "steps": system.num_steps}
+            for system, spec in zip(built, config.systems)]
 
 
 def case_rows() -> list[dict]:
@@ -41,7 +63,8 @@ def case_rows() -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> None:
-    rows = sampler_rows() if args.what == "samplers" else case_rows()
+    rows = {"samplers": sampler_rows, "cases": case_rows,
+            "systems": lambda: system_rows(args.config)}[args.what]()
     if args.json:
         for row in rows:
             print(json.dumps(row))

@@ -58,6 +58,7 @@ from diffbench.compare.systems import (
     plan_systems,
     snr_timesteps,
 )
+from diffbench.core.environment import environment_facts
 from diffbench.core.runtime import resolve_device
 from diffbench.core.system import System
 from diffbench.io.checkpoints import (
@@ -167,9 +168,11 @@ def take_rows(runner: Callable[..., RowRunner], config: CompareConfig, systems: 
               shard: tuple[int, int] | None, shared_machine: bool) -> list[dict[str, Any]]:
     """Take the planned ``rows`` system by system inside the run's progress bar, MLflow run and
     (for a shard) its registration beside the run's other shards; then the reports."""
-    registry = Neighbours(run_digest(config)) if shard is not None else nullcontext()
+    digest = run_digest(config)
+    registry = Neighbours(digest) if shard is not None else nullcontext()
     with (tqdm(total=len(rows), desc="rows", unit="row") as bar,
-          start_run(config.experiment, run_name="compare", params=config.model_dump()) as run,
+          start_run(config.experiment, run_name=parent_run_name(config, digest, shard),
+                    params=config.model_dump(), tags=run_tags(digest)) as run,
           registry as neighbours):
         taker = runner(bar, run, neighbours, shared_machine)
         for k in dict.fromkeys(row.system for _, row in rows):
@@ -191,6 +194,21 @@ def owned_systems(plan: Sequence[PlannedRow], systems: Sequence[PlannedSystem],
         return [system.index for system in systems]
     owner = assign(system_costs(plan, systems), shard[1])
     return [system.index for system in systems if owner[system.index] == shard[0]]
+
+
+def parent_run_name(config: CompareConfig, digest: str, shard: tuple[int, int] | None) -> str:
+    """The comparison's MLflow run name: its output folder and config digest (and shard), e.g.
+    ``compare results 1a2b3c4d`` (every parent run was once named "compare")."""
+    part = f" shard {shard[0]}/{shard[1]}" if shard is not None else ""
+    return f"compare {Path(config.out).name} {digest[:8]}{part}"
+
+
+def run_tags(digest: str) -> dict[str, str]:
+    """Tags that find a comparison's runs: its config digest, the commit and the machine."""
+    facts = environment_facts()
+    return {"config_digest": digest, "git_commit": str(facts["git_commit"]),
+            "git_dirty": str(facts["git_dirty"]), "cpu": str(facts["cpu"]),
+            "cuda_device": str(facts["cuda_device"]), "torch": facts["torch"]}
 
 
 def run_digest(config: CompareConfig) -> str:
