@@ -22,10 +22,8 @@ from pathlib import Path
 import torch
 
 from diffbench.evaluate import generation
-from diffbench.io.data import load_mnist
-from diffbench.measure.feature_distance import FeatureReference
 from diffbench.measure.metrics import Judge
-from diffbench.measure.scoring import REFERENCE_SLICE
+from diffbench.measure.scoring import load_digits
 from diffbench.systems.translate import Translator
 
 ONE_STEP = [(sampler, steps, sampler) for sampler in ("consistency", "meanflow")
@@ -57,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     judge = Judge.from_checkpoints(args.checkpoints)
-    real = load_mnist("test", args.data_dir).images[REFERENCE_SLICE]
-    reference = FeatureReference(judge.features(real))
+    reference = load_digits(judge, 0, args.data_dir).reference  # the held-out real digits
     rows, differences = [], []
     for base, others in COMPARISONS[args.compare]:
         scored = []

@@ -41,9 +41,12 @@ class Denoiser:
         self.first: Tensor | None = None
         self._watching = False
 
+    def _times(self, x: Tensor, value: float) -> Tensor:
+        """The network time ``value`` for each of ``x``'s examples."""
+        return torch.full((x.shape[0],), value, device=x.device, dtype=self.time_dtype)
+
     def __call__(self, x: Tensor, t) -> tuple[Tensor, Tensor]:
-        time = torch.full((x.shape[0],), t.time, device=x.device, dtype=self.time_dtype)
-        output = self.model(x, time)
+        output = self.model(x, self._times(x, t.time))
         check_output(self.prediction, output, x)
         x0, eps = x0_eps(self.prediction, output, x, t.alpha, t.sigma)
         if self.clip:
@@ -57,10 +60,8 @@ class Denoiser:
         ``t`` to the next, ``r`` (0 after the last): ``model(x, t, r)`` at network times. The
         x0 it keeps for a callback is the straight-line end ``x - sigma_t u`` (exact when
         ``r = 0``)."""
-        shape = (x.shape[0],)
         end = 0.0 if t.after is None else t.after.time
-        time = torch.full(shape, t.time, device=x.device, dtype=self.time_dtype)
-        output = self.model(x, time, torch.full(shape, end, device=x.device, dtype=self.time_dtype))
+        output = self.model(x, self._times(x, t.time), self._times(x, end))
         check_output(self.prediction, output, x)
         if self._watching:
             self.first, self._watching = x - t.sigma * output, False

@@ -43,7 +43,7 @@ from diffbench.sampling.schedule import NoiseSchedule
 from diffbench.sampling.solvers import EulerSampler
 from diffbench.train.base import TASKS, Task, register_task
 from diffbench.train.latents import encode_with_vae, load_vae
-from diffbench.train.one_step import consistency_loss, meanflow_loss
+from diffbench.train.one_step import consistency_loss, logit_normal, meanflow_loss
 
 PREVIEW_SAMPLERS = {"flow": (EulerSampler, DEFAULT_STEPS), "consistency": (ConsistencySampler, 2),
                     "meanflow": (MeanFlowSampler, 2)}
@@ -126,8 +126,7 @@ class DiffusionTask(Task):
 
     def flow_loss(self, model: nn.Module, batch: Tensor, gen: torch.Generator) -> Tensor:
         """Conditional flow matching on the straight path, sigma ~ logit-normal."""
-        u = torch.randn((len(batch),), generator=gen, device=gen.device).to(batch.device)
-        sigma = torch.sigmoid(self.config.logit_mean + self.config.logit_std * u)
+        sigma = logit_normal(len(batch), self.config, gen).to(batch.device)
         eps = randn_like(batch, gen)
         x_s = flow_path(batch, eps, sigma)
         return F.mse_loss(model(x_s, sigma * FLOW_TIMESTEP_SCALE), eps - batch)
