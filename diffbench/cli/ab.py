@@ -21,7 +21,11 @@ def add_arguments(ab: argparse.ArgumentParser) -> None:
                          "checkout folder)")
     ab.add_argument("--head", metavar="REV", help="default: the working tree")
     ab.add_argument("--cases", nargs="+", default=["quick"], metavar="CASE",
-                    help="quick (default), all, or case names (see diffbench.gate.cases)")
+                    help="quick (default), all, or case names (diffbench list cases)")
+    ab.add_argument("--cases-file", type=Path, default=None, metavar="YAML",
+                    help="the repository's own cases: systems by name or "
+                         "'package.module:Name', strengths, batches (default: the repository's "
+                         "diffbench_ab.yaml if it has one, else diffbench's built-in cases)")
     ab.add_argument("--budget-s", type=float, default=None,
                     help="seconds of timed pairs beyond each case's first rounds, for all "
                          "cases together (default 60)")
@@ -30,7 +34,7 @@ def add_arguments(ab: argparse.ArgumentParser) -> None:
                     help="torch threads of each worker (default 1)")
     add_seed(ab, help="the pair order's seed (default: drawn, recorded)")
     ab.add_argument("--checkpoints", type=Path,
-                    help="the checkpoints both versions load (default: fixtures/checkpoints)")
+                    help="the checkpoints both versions load (default: the shipped ones)")
     ab.add_argument("--processes", type=positive_int, default=None, metavar="P",
                     help="worker pairs per version (default 8): the interval is over them")
 
@@ -47,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = run_ab(args.base, args.head, args.cases, budget, args.out,
                         threads=args.threads, seed=args.seed, checkpoints=args.checkpoints,
-                        processes=args.processes or PROCESSES)
+                        processes=args.processes or PROCESSES, cases_file=args.cases_file)
     except InputError:
         raise
     except Exception as error:  # a crash gives no verdict: exit 3, not 1 (a regression)

@@ -15,6 +15,7 @@ from diffbench.cli.common import (
     digits,
     positive_int,
 )
+from diffbench.core.errors import InputError
 
 HELP = "fidelity of the shipped checkpoints as JSON"
 CHECKPOINTS = ["classifier", "pixel", "latent", "vae"]
@@ -30,6 +31,18 @@ def samples(text: str) -> int:
     if value > MAX_SAMPLES:
         raise argparse.ArgumentTypeError(f"expected at most {MAX_SAMPLES} samples, got {value}")
     return value
+
+
+def sampler_name(text: str) -> str:
+    """A registered or installed sampler's name, or a ``package.module:Name`` that loads as
+    one."""
+    from diffbench.sampling import sampler_class
+
+    try:
+        sampler_class(text)
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def add_arguments(evaluate: argparse.ArgumentParser) -> None:
@@ -51,8 +64,9 @@ def add_arguments(evaluate: argparse.ArgumentParser) -> None:
                           metavar="S", help="strengths of the sweep (default 0.1 0.3 0.5 0.7 0.9)")
     evaluate.add_argument("--generation-samples", type=samples, default=1000)
     add_seed(evaluate, default=0)
-    evaluate.add_argument("--samplers", nargs="+", choices=list(SAMPLERS), metavar="NAME",
-                          help=f"samplers to evaluate in each space (default: all: "
+    evaluate.add_argument("--samplers", nargs="+", type=sampler_name, metavar="NAME",
+                          help=f"samplers to evaluate in each space: registered or installed "
+                               f"names, or 'package.module:Name' (default: all: "
                                f"{' '.join(SAMPLERS)})")
     add_overwrite(evaluate, "an existing --out file")
     evaluate.add_argument("--update-cards", action="store_true",

@@ -3,7 +3,9 @@
 The base revision is checked out into a temporary git worktree; the head is the working tree
 (or ``--head REV``). Each version runs in worker processes (:mod:`diffbench.gate.ab_worker`) that
 import that version's ``diffbench`` and build the cases of :mod:`diffbench.gate.cases` (the
-benches' own) with the same checkpoints, digits, seeds and thread count. Every case gets two
+benches' own) with the same checkpoints, digits, seeds and thread count. In a user's repository
+the versions are the user's code, run with the installed diffbench, and the cases are the
+repository's own (:mod:`diffbench.gate.user_cases`). Every case gets two
 verdicts (``docs/regression_gate.md``):
 
 * **speed**, from two signals: every case's work counts (:mod:`diffbench.gate.work_count`:
@@ -30,11 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from diffbench.core.errors import InputError
+from diffbench.core.resources import checkpoints_dir
 from diffbench.gate import ab_report
 from diffbench.gate import cases as case_module
 from diffbench.gate.ab_job import WORKER_ENV, Job
 from diffbench.gate.ab_measure import WARMUP
 from diffbench.gate.ab_versions import check_clean, checkout, repository_root, resolve_revision
+from diffbench.gate.user_cases import CASES_FILE, cases_json, load_user_cases
 from diffbench.measure import paired
 
 DEFAULT_BUDGET_S = 30.0
@@ -76,16 +80,39 @@ def check_revisions(repo: Path, base: str, head: str | None) -> None:
             resolve_revision(repo, rev)
 
 
+def own_checkout(repo: Path) -> bool:
+    """Whether ``repo`` is a checkout of diffbench itself (its versions are diffbench's), not a
+    user's repository run with the installed diffbench."""
+    return (repo / "diffbench" / "gate" / "cases.py").is_file()
+
+
+def repository_cases(repo: Path, cases_file: Path | None) -> tuple[dict, Path | None]:
+    """The cases ``diffbench ab`` gates in ``repo`` and the file they come from: ``cases_file``,
+    else the repository's ``diffbench_ab.yaml``, else (in diffbench's own checkout) the built-in
+    cases."""
+    if cases_file is None and (repo / CASES_FILE).is_file():
+        cases_file = repo / CASES_FILE
+    if cases_file is not None:
+        return load_user_cases(cases_file), Path(cases_file).resolve()
+    if not own_checkout(repo):
+        raise InputError(f"{repo} is not a checkout of diffbench and has no {CASES_FILE}; "
+                         f"allowed: --cases-file FILE naming this repository's cases "
+                         f"(docs/regression_gate.md)")
+    return case_module.all_cases(), None
+
+
 def run_ab(base: str, head: str | None, case_spec: list[str], budget_s: float, out: Path,
            threads: int = 1, seed: int | None = None, checkpoints: Path | None = None,
-           processes: int = paired.PROCESSES) -> dict[str, Any]:
+           processes: int = paired.PROCESSES, cases_file: Path | None = None) -> dict[str, Any]:
     """The whole job; returns what it writes to ``out/ab.json``."""
     check_inputs(budget_s, processes, threads)
     repo = repository_root(Path.cwd())
     check_revisions(repo, base, head)
-    known = case_module.all_cases()
+    known, cases_file = repository_cases(repo, cases_file)
     names = select_cases(case_spec, known)
-    checkpoints = Path(checkpoints or repo / "fixtures" / "checkpoints").resolve()
+    shipped = repo / "fixtures" / "checkpoints"
+    checkpoints = Path(checkpoints or (shipped if own_checkout(repo) else checkpoints_dir()))
+    checkpoints = checkpoints.resolve()
     missing = [name for name in ("pixel.safetensors", "classifier.safetensors")
                if not (checkpoints / name).is_file()]
     if missing:
@@ -96,8 +123,12 @@ def run_ab(base: str, head: str | None, case_spec: list[str], budget_s: float, o
     scratch = Path(tempfile.mkdtemp(prefix="diffbench-ab-"))
     settings = {"seed": seed, "threads": threads, "budget_s": budget_s,
                 "processes": processes, "checkpoints": str(checkpoints), "warmup": WARMUP,
-                "worker_env": WORKER_ENV, "thresholds": ab_report.thresholds()}
+                "worker_env": WORKER_ENV, "thresholds": ab_report.thresholds(),
+                "cases_file": str(cases_file) if cases_file else None,
+                "user_code": not own_checkout(repo)}
     with checkout(repo, base, "base", scratch) as base_v, \
             checkout(repo, head, "head", scratch) as head_v:
         job = Job(base_v, head_v, base, head, settings, out, scratch, checkpoints)
+        if cases_file is not None:
+            (scratch / "cases.json").write_text(cases_json(known))
         return job.run(names, known, random.Random(seed))

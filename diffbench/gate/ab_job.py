@@ -59,10 +59,13 @@ class Job:
 
     def worker_args(self, digits_file: Path) -> list[str]:
         threads = self.settings["threads"]
+        own_cases = (["--cases-json", str(self.scratch / "cases.json")]
+                     if self.settings.get("cases_file") else [])
         return [str(Path(__file__).with_name("ab_worker.py")),
                 "--cases-file", str(Path(case_module.__file__).resolve()),
                 "--checkpoints", str(self.checkpoints), "--digits", str(digits_file),
-                "--threads", str(threads)]
+                "--threads", str(threads), *own_cases,
+                *(["--user-code"] if self.settings.get("user_code") else [])]
 
     def save(self, names: list[str], complete: bool) -> dict[str, Any]:
         result = {
@@ -104,7 +107,7 @@ class Job:
         pairs = [tuple(Worker(v, f"{v.label}-{j}", args + pin, env,
                               self.out / f"worker-{v.label}-{j}.log")
                        for v in self.versions.values())
-                 for j in range(self.settings["processes"])]
+                 for j in range(self.settings["processes"] if by_time else 0)]
         everyone = [*scorers, *(w for pair in pairs for w in pair)]
         try:
             for worker in everyone:

@@ -4,6 +4,10 @@ Run as a script (never imported by the package): ``python ab_worker.py --root RO
 --cases-file CASES --checkpoints DIR --digits FILE --threads N``. ``ROOT`` is the version's
 checkout, put first on ``sys.path`` so that ``import diffbench`` is that version's; ``CASES`` is
 the head's :mod:`diffbench.gate.cases`, loaded by path, so both versions build the same cases.
+With ``--user-code``, ``ROOT`` is a checkout of a user's repository instead (``ROOT/src`` and
+``ROOT`` first on ``sys.path``, so their package is that version's) and diffbench is the
+installed one; ``--cases-json`` names the cases (the head's, read from the repository's cases
+file).
 
 It answers one JSON line on its stdout for each JSON line on its stdin (anything the library
 prints goes to stderr):
@@ -94,7 +98,11 @@ def serve(args, cases, work_count, digits) -> None:
     os.dup2(2, 1)  # the library's prints must not reach the protocol
     import torch
 
-    known = cases.all_cases()
+    if args.cases_json:  # the head's cases from the repository's cases file
+        entries = json.loads(Path(args.cases_json).read_text())
+        known = {entry["name"]: cases.Case(**entry) for entry in entries}
+    else:
+        known = cases.all_cases()
     calls = {}
     every_cpu = os.sched_getaffinity(0)
     for line in sys.stdin:
@@ -151,16 +159,22 @@ def main() -> None:
     parser.add_argument("--digits", required=True)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cpu", type=int, help="make timed calls on this CPU only")
+    parser.add_argument("--cases-json", help="the cases to serve (default: every built-in one)")
+    parser.add_argument("--user-code", action="store_true",
+                        help="ROOT is a checkout of the user's code (ROOT/src too, if it exists), "
+                             "run with the installed diffbench")
     args = parser.parse_args()
-    root = str(Path(args.root).resolve())
-    sys.path[0] = root  # this version's diffbench, not the one beside this script
+    root = Path(args.root).resolve()
+    # This version's code first, not the one beside this script (nor an editable install).
+    first = [root / "src", root] if args.user_code else [root]
+    sys.path[0:1] = [str(folder) for folder in first if folder.is_dir()]
     os.chdir(root)
     import torch
 
     torch.set_num_threads(args.threads)
     import diffbench
 
-    if not Path(diffbench.__file__).resolve().is_relative_to(root):
+    if not args.user_code and not Path(diffbench.__file__).resolve().is_relative_to(root):
         sys.exit(f"error: imported {diffbench.__file__}, not the version under {root}")
     cases = load_module("diffbench_ab_cases", args.cases_file)
     work_count = load_module("diffbench_ab_work_count",

@@ -38,7 +38,8 @@ Samplers register under a name with a label (``@register_sampler("ddim", "DDIM")
 :data:`SAMPLERS` is the one list of choices the configs, the CLI and the system names derive
 from. A user's sampler is one :class:`Sampler` subclass providing :meth:`Sampler.update` (one
 step) or :meth:`Sampler.solve` (a step that keeps history or evaluates twice), registered or
-named as ``"package.module:Name"``.
+named as ``"package.module:Name"``, or declared by an installed package in the entry-point
+group ``diffbench.samplers`` (registered when this package is imported).
 """
 
 from diffbench.sampling.base import (
@@ -54,10 +55,12 @@ from diffbench.sampling.base import (
     randn_like,
 )
 from diffbench.sampling.registry import (
+    ORIGINS,
     PLUGIN_SAMPLER,
     SAMPLERS,
     check_sampler_class,
     make_sampler,
+    register_installed,
     register_sampler,
     resolve_sampler,
     sampler_class,
@@ -86,10 +89,15 @@ from diffbench.sampling import flow as flow
 # isort: split
 from diffbench.sampling import one_step as one_step
 
+# isort: split
+# Last, with every built-in in place (a plug-in's module imports diffbench.sampling): the
+# samplers installed packages declare (entry-point group ``diffbench.samplers``).
+register_installed()
+
 __all__ = [
-    "DEFAULT_STEPS", "PLUGIN_SAMPLER", "SAMPLERS", "SPACINGS", "STARTS", "VARIANCES",
+    "DEFAULT_STEPS", "ORIGINS", "PLUGIN_SAMPLER", "SAMPLERS", "SPACINGS", "STARTS", "VARIANCES",
     "DDIMSampler", "DDPMSampler", "Model", "Sampler", "Timestep", "check_sampler_class",
     "check_start", "check_strength", "exact_start", "flow", "img2img_num_steps", "make_sampler",
     "make_timesteps", "one_step", "randn_like",
-    "register_sampler", "resolve_sampler", "sampler_class", "solvers",
+    "register_installed", "register_sampler", "resolve_sampler", "sampler_class", "solvers",
 ]

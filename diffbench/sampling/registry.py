@@ -7,12 +7,14 @@ from __future__ import annotations
 import inspect
 
 from diffbench.core.errors import InputError
-from diffbench.core.plugins import is_spec, load_object
+from diffbench.core.plugins import SAMPLER_GROUP, failed_text, is_spec, load_installed, load_object
 from diffbench.sampling.base import Sampler
 from diffbench.sampling.schedule import NoiseSchedule
 
 SAMPLERS: dict[str, type[Sampler]] = {}
 """Registered samplers by name, in registration order (``ddpm``, ``ddim``, then any others)."""
+ORIGINS: dict[str, str] = {}
+"""Sampler name -> the installed package that declares it (entry point); built-ins absent."""
 PLUGIN_SAMPLER = (
     "a plug-in sampler is 'package.module:Name' naming a subclass of "
     "diffbench.sampling.Sampler that provides update() (one step from x0 and eps), solve() (a "
@@ -44,13 +46,45 @@ def check_sampler_class(cls: object, spec: str) -> None:
                          f"advance_with(), denoise(); {PLUGIN_SAMPLER}")
 
 
+def register_installed() -> None:
+    """Register the samplers installed packages declare in the ``diffbench.samplers``
+    entry-point group, each under its entry-point name (a class its module already registered
+    keeps that registration), labelled by its ``label`` or its class name less ``Sampler``. One
+    :class:`~diffbench.core.plugins.PluginWarning` per entry point that fails to load, is no
+    Sampler or would replace another sampler; the others register."""
+    import warnings
+
+    from diffbench.core.plugins import PluginWarning
+
+    for name, (cls, origin) in load_installed(SAMPLER_GROUP, PLUGIN_SAMPLER).items():
+        try:
+            check_sampler_class(cls, name)
+        except InputError as error:
+            warnings.warn(f"installed sampler {name!r} from {origin} skipped: {error}",
+                          PluginWarning, stacklevel=2)
+            continue
+        if SAMPLERS.get(cls.name) is cls:  # its module registered it
+            ORIGINS.setdefault(cls.name, origin)
+            if cls.name != name:
+                warnings.warn(f"installed sampler {name!r} from {origin} is registered as "
+                              f"{cls.name!r} by its module", PluginWarning, stacklevel=2)
+        elif name in SAMPLERS:
+            warnings.warn(f"installed sampler {name!r} from {origin} skipped: the name is "
+                          f"{SAMPLERS[name].__module__}'s {SAMPLERS[name].__name__}",
+                          PluginWarning, stacklevel=2)
+        else:
+            register_sampler(name, cls.label)(cls)
+            ORIGINS[name] = origin
+
+
 def sampler_class(name: str) -> type[Sampler]:
     """The sampler registered as ``name``, or the class a ``"package.module:Name"`` names."""
     if name in SAMPLERS:
         return SAMPLERS[name]
     if not is_spec(name):
         raise InputError(f"unknown sampler {name!r}; allowed: {', '.join(SAMPLERS)} or "
-                         f"'package.module:Name' ({PLUGIN_SAMPLER})")
+                         f"'package.module:Name' ({PLUGIN_SAMPLER})"
+                         f"{failed_text(SAMPLER_GROUP)}")
     cls = load_object(name, PLUGIN_SAMPLER)
     check_sampler_class(cls, name)
     return cls

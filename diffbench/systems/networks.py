@@ -1,6 +1,7 @@
 """A system's networks: the shipped checkpoints of a space and prediction (the VAE's too in
-latent space), or a plug-in model factory named ``"package.module:factory"``; with the noise
-schedule the checkpoint records and the training facts a results row reports."""
+latent space), or a plug-in model factory (``"package.module:factory"`` or an installed model
+name); with the noise schedule the checkpoint records and the training facts a results row
+reports."""
 
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ import torch
 from torch import Tensor
 
 from diffbench.core.errors import InputError
-from diffbench.core.plugins import load_object
+from diffbench.core.plugins import model_factory
 from diffbench.core.system import IMAGE_SHAPE
 from diffbench.io.checkpoints import load_model, require_metadata
 from diffbench.sampling.schedule import NoiseSchedule
 
 PLUGIN_MODEL = (
-    "a plug-in model is 'package.module:factory' naming a callable that returns a "
+    "a plug-in model is 'package.module:factory' (or the name of a model an installed package "
+    "declares in the diffbench.models entry-point group) naming a callable that returns a "
     "torch.nn.Module model(x_t, t) -> eps, with t a LongTensor [B] and eps shaped like x_t"
 )
 
@@ -32,7 +34,7 @@ def load_plugin_model(
     call on ``shape`` inputs; a ValueError naming it and what a model must be otherwise."""
     label = factory if isinstance(factory, str) else getattr(factory, "__qualname__", factory)
     if isinstance(factory, str):
-        factory = load_object(factory, PLUGIN_MODEL)
+        factory = model_factory(factory, PLUGIN_MODEL)
     if not callable(factory):
         raise InputError(f"model {label!r} is {factory!r}, not a callable; {PLUGIN_MODEL}")
     try:
