@@ -170,7 +170,7 @@ def test_an_unknown_model_name_lists_the_installed_ones():
 
 def test_a_config_error_names_the_unknown_sampler():
     with pytest.raises(ConfigError, match=r"systems.0.sampler"):
-        from diffbench.io.config_files import validate
         from diffbench.io.config import CompareConfig
+        from diffbench.io.config_files import validate
 
         validate(CompareConfig, {"systems": [{"space": "pixel", "sampler": "no-such"}]})
