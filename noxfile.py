@@ -1,7 +1,8 @@
 """nox sessions. Each installs the project with its dev extras into a reused virtualenv.
 
 A torch environment is ~6 GB; to skip building one per session, run the sessions inside an
-environment you already prepared (`pip install -e ".[dev,parity]"`): `nox --no-venv -s tests`.
+environment you already prepared (`pip install -c constraints.txt -e ".[dev,parity]"`):
+`nox --no-venv -s tests`. Sessions install with constraints.txt, the measured versions.
 
 Benchmarks save their JSON under .benchmarks/ (pytest-benchmark's storage), keyed by commit.
 `ab` is the regression gate CI enforces: the base named in benches/ab-base against this tree,
@@ -18,6 +19,7 @@ nox.options.sessions = ["tests", "lint"]
 nox.options.reuse_venv = "yes"
 
 DEV = ".[dev,parity]"
+CONSTRAINTS = ("-c", "constraints.txt")  # the versions the published numbers were measured with
 
 
 def install(session: nox.Session, *args: str) -> None:
@@ -34,7 +36,7 @@ def tool(session: nox.Session, name: str) -> str:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Unit, property and integration tests."""
-    install(session, "-e", DEV)
+    install(session, *CONSTRAINTS, "-e", DEV)
     session.run(tool(session, "pytest"), "-q", *session.posargs)
 
 
@@ -50,7 +52,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def benches(session: nox.Session) -> None:
     """The full benchmark suite on the shipped checkpoints; saves its JSON and histograms."""
-    install(session, "-e", DEV)
+    install(session, *CONSTRAINTS, "-e", DEV)
     session.run(tool(session, "pytest"), "benches", "--benchmark-autosave",
                 "--benchmark-histogram=.benchmarks/histogram/benches", *session.posargs)
 
@@ -58,7 +60,7 @@ def benches(session: nox.Session) -> None:
 @nox.session(name="benches-quick")
 def benches_quick(session: nox.Session) -> None:
     """The CI subset (minutes): latency, fidelity gate, saved JSON."""
-    install(session, "-e", DEV)
+    install(session, *CONSTRAINTS, "-e", DEV)
     session.run(tool(session, "pytest"), "benches", "-m", "quick", "--benchmark-autosave",
                 *session.posargs)
 
@@ -66,7 +68,7 @@ def benches_quick(session: nox.Session) -> None:
 @nox.session(name="benches-peer")
 def benches_peer(session: nox.Session) -> None:
     """The opt-in group: diffbench against the diffusers peer (needs its checkpoint)."""
-    install(session, "-e", DEV)
+    install(session, *CONSTRAINTS, "-e", DEV)
     session.run(tool(session, "pytest"), "benches", "-m", "peer", "--benchmark-autosave",
                 *session.posargs)
 
@@ -74,7 +76,7 @@ def benches_peer(session: nox.Session) -> None:
 @nox.session(name="bench-compare")
 def bench_compare(session: nox.Session) -> None:
     """Run the suite again; fail on a slowdown beyond each case's measured noise."""
-    install(session, "-e", DEV)
+    install(session, *CONSTRAINTS, "-e", DEV)
     new = Path(session.create_tmp()) / "bench-compare.json"  # not under .benchmarks/
     session.run(tool(session, "pytest"), "benches", f"--benchmark-json={new}", *session.posargs)
     session.run(tool(session, "python"), "-m", "diffbench.gate.benchgate", str(new))
@@ -84,7 +86,7 @@ def bench_compare(session: nox.Session) -> None:
 def ab(session: nox.Session) -> None:
     """The regression gate: benches/ab-base against the working tree, quick cases (or the args
     after --, e.g. -- --cases all --budget-s 900)."""
-    install(session, "-e", DEV)
+    install(session, *CONSTRAINTS, "-e", DEV)
     lines = Path("benches/ab-base").read_text().splitlines()
     base = next(line.strip() for line in lines if line.strip() and not line.startswith("#"))
     session.run(tool(session, "diffbench"), "ab", "--base", base, "--out", "results/ab",
@@ -94,7 +96,7 @@ def ab(session: nox.Session) -> None:
 @nox.session
 def history(session: nox.Session) -> None:
     """Each saved benchmark's median over commits, with change points: results/history.png."""
-    install(session, "-e", DEV)
+    install(session, *CONSTRAINTS, "-e", DEV)
     session.run(tool(session, "diffbench"), "history", *session.posargs)
 
 

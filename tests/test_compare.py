@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib import metadata
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from diffbench.cli import main
+from diffbench.core.environment import environment_facts
 from diffbench.io.checkpoints import load_model
 from diffbench.io.data import load_mnist
 from diffbench.results.report import CELL, GAP, HEADER
@@ -74,6 +76,15 @@ def test_results_json_has_one_object_per_system_and_strength(compared):
     assert f"{ddim['mse']:.4f} [{lo:.4f}, {hi:.4f}]" in table
 
 
+def test_run_json_records_the_installed_versions_of_the_constrained_packages(compared):
+    out, _ = compared
+    facts = json.loads((out / "results" / "run.json").read_text())["environment"]
+    now = environment_facts()
+    assert set(facts) == set(now) and facts["packages"] == now["packages"]
+    assert facts["packages"]["torch"] == metadata.version("torch")
+    assert facts["constraints"] == now["constraints"]  # "matched", or the differing packages
+
+
 def test_a_row_matches_fidelity_computed_by_hand(compared, tiny_checkpoints, mnist_dir):
     """DDIM-10 at 0.3 (deterministic): translate the same two digits with the row's seed and
     score them here, by the definitions (mean squared error; argmax of the classifier)."""
@@ -107,7 +118,7 @@ def test_compare_is_an_mlflow_run_with_a_nested_run_per_row(compared):
     runs = client.search_runs([client.get_experiment_by_name("diffbench-compare").experiment_id])
     parent = next(r for r in runs if r.info.run_name.startswith("compare results "))
     assert parent.info.run_name == f"compare results {parent.data.tags['config_digest'][:8]}"
-    assert {"git_commit", "cpu", "torch"} <= set(parent.data.tags)
+    assert {"git_commit", "cpu", "torch", "constraints"} <= set(parent.data.tags)
     results = json.loads((compared[0] / "results" / "results.json").read_text())
     assert len(runs) == 1 + len(results)
     ddim = next(r for r in results if r["name"] == "DDIM-10" and r["strength"] == 0.3)

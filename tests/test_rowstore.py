@@ -157,3 +157,11 @@ def test_first_difference_names_the_key_path():
     new = {"systems": [{"sampler": "ddim", "steps": 20}], "seed": 0}
     assert first_difference(old, new) == "systems[0].steps: 10 -> 20"
     assert first_difference(old, {**old, "seed": 3}) == "seed: 0 -> 3"
+
+
+def test_run_json_records_the_environment_and_a_resume_does_not_compare_it(tmp_path):
+    RowStore.open(tmp_path, {"seed": 0, "environment": {"git_commit": "a"}}, resume=False)
+    assert RowStore.read(tmp_path).run() == {"seed": 0, "environment": {"git_commit": "a"}}
+    RowStore.open(tmp_path, {"seed": 0, "environment": {"git_commit": "b"}}, resume=True)
+    with pytest.raises(ResumeError, match=r"seed: 0 -> 1"):
+        RowStore.open(tmp_path, {"seed": 1, "environment": {"git_commit": "a"}}, resume=True)

@@ -322,3 +322,40 @@ def test_real_mlflow_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         assert Path(local).read_text() == "remote text"
     finally:
         _stop(server)
+
+
+def test_without_sqlalchemy_runs_go_to_a_file_store_under_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mlflow-skinny has no SQLAlchemy, so MLflow's default SQLite store cannot open: with no
+    URI set, a run goes to ./mlruns, where a client (and `mlflow ui` in that folder) reads it."""
+    import diffbench.results.tracking as tracking
+
+    mlflow.set_tracking_uri(None)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv(tracking.ALLOW_FILE_STORE, raising=False)
+    monkeypatch.setattr(tracking, "_has_sqlalchemy", lambda: False)
+    monkeypatch.chdir(tmp_path)
+    try:
+        with start_run("skinny", params={"lr": 0.1}) as tracker:
+            tracker.log_metrics({"loss": 0.5}, step=2)
+            tracker.log_table({"name": ["a", "b"], "mse": [0.5, float("nan")]}, "table.json")
+        assert tracker.enabled and tracker.tracking_uri == (tmp_path / "mlruns").as_uri()
+        assert os.environ[tracking.ALLOW_FILE_STORE] == "true"  # MLflow 3.x refuses it without
+    finally:
+        mlflow.set_tracking_uri(None)
+    client = MlflowClient((tmp_path / "mlruns").as_uri())
+    run = client.get_run(tracker.run_id)
+    assert run.data.params == {"lr": "0.1"} and _history(client, run.info.run_id, "loss") == [
+        (2, 0.5)]
+    assert not (tmp_path / "mlflow.db").exists()
+    table = client.load_table(run.info.experiment_id, "table.json", run_ids=[tracker.run_id])
+    assert list(table.columns) == ["name", "mse"] and list(table["name"]) == ["a", "b"]
+    assert table["mse"][0] == 0.5 and table["mse"].isna()[1]
+
+
+def test_a_set_uri_wins_over_the_file_store(client: MlflowClient, monkeypatch) -> None:
+    import diffbench.results.tracking as tracking
+
+    monkeypatch.setattr(tracking, "_has_sqlalchemy", lambda: False)
+    assert tracking.tracking_uri() == os.environ["MLFLOW_TRACKING_URI"]

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import site
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,7 @@ def test_the_wheel_runs_compare_from_an_empty_folder(tmp_path):
     run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
         "-w", wheels, REPO, cwd=tmp_path)
     (wheel,) = wheels.glob("diffbench-*.whl")
+    check_requirements_and_data(wheel)
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", venv, cwd=tmp_path)
     run(venv / "bin" / "python", "-m", "pip", "install", "--no-deps", "-q", wheel, cwd=tmp_path)
@@ -51,6 +54,10 @@ def test_the_wheel_runs_compare_from_an_empty_folder(tmp_path):
                 "import diffbench, diffbench.core.resources as r; print(diffbench.__file__); "
                 "print(r.root())", cwd=elsewhere).stdout.split()
     assert Path(where[0]).is_relative_to(venv) and Path(where[1]) == venv / "share" / "diffbench"
+    facts = json.loads(run(venv / "bin" / "python", "-c", "import json; from diffbench.core."
+                           "environment import environment_facts as f; print(json.dumps(f()))",
+                           cwd=elsewhere).stdout)
+    assert facts["packages"]["torch"] and not str(facts["constraints"]).startswith("not found")
     # One strength, one timed call per row: the shipped default config, quick to run.
     run(venv / "bin" / "diffbench", "compare", "--num-images", "8", "--strength", "0.3",
         "--set", "repeats=1", "--set", "warmup=0", cwd=elsewhere)
@@ -58,3 +65,21 @@ def test_the_wheel_runs_compare_from_an_empty_folder(tmp_path):
     rows = results["results"] if isinstance(results, dict) else results
     assert len(rows) >= 2
     assert (elsewhere / "results" / "i2i_comparison.png").stat().st_size > 0
+
+
+def check_requirements_and_data(wheel: Path) -> None:
+    """The wheel requires mlflow-skinny, the full mlflow only in its ui and dev extras, and
+    ships constraints.txt beside the configs."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        (meta,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        requires = [line.split(":", 1)[1].strip()
+                    for line in archive.read(meta).decode().splitlines()
+                    if line.startswith("Requires-Dist:")]
+    name = re.compile(r"[A-Za-z0-9._-]+")
+    base = [name.match(r).group(0).lower() for r in requires if "extra ==" not in r]
+    assert "mlflow-skinny" in base and "mlflow" not in base
+    full = {re.search(r"extra == .(\w+)", r).group(1) for r in requires
+            if name.match(r).group(0).lower() == "mlflow" and "extra ==" in r}
+    assert full == {"ui", "dev"}
+    assert any(n.endswith(".data/data/share/diffbench/constraints.txt") for n in names)

@@ -149,7 +149,8 @@ def run_compare(
     digits = load_digits(judge, max(*digit_counts(config, len(systems)), config.grid_images),
                          config.data_dir)
     run_facts = {"checkpoint_sha256": hashes, **({"shard": list(shard)} if shard else {}),
-                 "planned": planned_list(rows_of(plan, owned), planned)}
+                 "planned": planned_list(rows_of(plan, owned), planned),
+                 "environment": environment_facts()}
     store = RowStore.open(out, {**config.model_dump(), **run_facts}, resume, overwrite)
     done = store.done()  # a resume refuses rows it cannot key, before anything is written
     if not owned:
@@ -208,7 +209,8 @@ def run_tags(digest: str) -> dict[str, str]:
     facts = environment_facts()
     return {"config_digest": digest, "git_commit": str(facts["git_commit"]),
             "git_dirty": str(facts["git_dirty"]), "cpu": str(facts["cpu"]),
-            "cuda_device": str(facts["cuda_device"]), "torch": facts["torch"]}
+            "cuda_device": str(facts["cuda_device"]), "torch": facts["torch"],
+            "constraints": str(facts["constraints"])[:5000]}
 
 
 def run_digest(config: CompareConfig) -> str:

@@ -25,7 +25,7 @@ def merge(dirs: Sequence[str | Path], out: str | Path,
     RowStore.claim(out, overwrite=overwrite, resumable=False)
     stores = [RowStore.read(d) for d in dirs]
     runs = [store.run() for store in stores]
-    own = ("shard", "planned")  # each shard's; the merge plans every shard's rows
+    own = ("shard", "planned", "environment")  # each shard's; the merge plans every shard's rows
     base = {k: v for k, v in runs[0].items() if k not in own}
     for directory, run in zip(dirs, runs):
         if "shard" not in run:

@@ -3,8 +3,8 @@ file per row, so a killed or interrupted run loses at most the row in flight.
 
 Layout of an output folder:
 
-* ``run.json``: the comparison's identity (its config less where it writes and how it reports),
-  written first; a resume against a different one is refused, naming the first difference;
+* ``run.json``: the run's identity (its config less where it writes and how it reports) and
+  environment, written first; a resume of another identity is refused, naming the first difference;
 * ``rows/<n>.safetensors``: row n's grid images and per-digit scores (for the paired intervals),
   written atomically *before* its line;
 * ``results.jsonl``: one JSON row per line, each flushed and fsynced before the next row starts;
@@ -38,8 +38,8 @@ IDENTITY = ("name", "view", "strength", "seed", "num_images")  # the fields ever
 KEY = ("name", "system_config", "view", "strength", "seed", "num_images", *SETTINGS,
        "other_settings", "checkpoint_sha256")
 """What :func:`row_key` reads: everything that changes a row's outputs."""
-NOT_IDENTITY = ("out", "experiment", "grid_images", "device")
-"""Config keys that change where or how a comparison reports, not what its rows are."""
+NOT_IDENTITY = ("out", "experiment", "grid_images", "device", "environment")
+"""Config keys that change where or how a comparison reports, or where it ran; not its rows."""
 
 
 class TruncatedRowWarning(UserWarning):
@@ -110,7 +110,7 @@ class RowStore:
         run_path = store.out / RUN_FILE
         wanted = json.loads(json.dumps(identity(config), default=str))
         if resume and run_path.is_file():
-            found = json.loads(run_path.read_text())
+            found = identity(json.loads(run_path.read_text()))
             difference = first_difference(found, wanted)
             if difference:
                 raise ResumeError(f"cannot resume {store.out}: its run differs in {difference}; "
@@ -120,8 +120,8 @@ class RowStore:
             return store
         for stale in (*store.out.glob(ROWS_FILE), *store.out.glob(f"{TENSORS_DIR}/*.safetensors")):
             stale.unlink()
-        tmp = run_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(wanted, indent=2) + "\n")
+        tmp, recorded = run_path.with_suffix(".tmp"), {"environment": config.get("environment")}
+        tmp.write_text(json.dumps({**wanted, **recorded}, indent=2, default=str) + "\n")
         os.replace(tmp, run_path)
         return store
 
@@ -202,12 +202,7 @@ class RowStore:
 
     def save_extra(self, name: str, tensors: dict[str, Tensor], titles: dict[str, str]) -> None:
         """Tensors of the run that belong to no row (the grid's inputs), with string facts."""
-        folder = self.out / TENSORS_DIR
-        folder.mkdir(exist_ok=True)
-        tmp = folder / f"{name}.tmp"
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
-                  metadata=titles)
-        os.replace(tmp, folder / f"{name}.safetensors")
+        _save_tensors(self.out / TENSORS_DIR / f"{name}.safetensors", tensors, titles)
 
     def load_extra(self, name: str) -> tuple[dict[str, Tensor], dict[str, str]]:
         path = self.out / TENSORS_DIR / f"{name}.safetensors"
@@ -236,11 +231,7 @@ class RowStore:
         """Write ``tensors`` (atomically), then ``row`` as one JSONL line, flushed and fsynced
         before returning its index."""
         index = len(self._rows)
-        folder = self.out / TENSORS_DIR
-        folder.mkdir(exist_ok=True)
-        tmp = folder / f"{index}.tmp"
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-        os.replace(tmp, folder / f"{index}.safetensors")
+        _save_tensors(self.out / TENSORS_DIR / f"{index}.safetensors", tensors)
         path = self.out / ROWS_FILE
         with path.open("a") as file:
             file.write(json.dumps(row, default=_jsonable) + "\n")
@@ -267,6 +258,15 @@ def check_row(row: Any, where: str) -> dict[str, Any]:
         got = " ".join(repr(problem.get("input"))[:80].split())
         raise InputError(f"{where}: {key}: {problem['msg']} (got {got}); {allowed}") from None
     return row
+
+
+def _save_tensors(path: Path, tensors: dict[str, Tensor], metadata: Any = None) -> None:
+    """Write a tensor file atomically (through ``<name>.tmp``), its folder made if missing."""
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
+              metadata=metadata)
+    os.replace(tmp, path)
 
 
 def _load_tensors(path: Path, read=None) -> tuple[dict[str, Tensor], Any]:

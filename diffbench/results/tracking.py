@@ -1,10 +1,12 @@
 """MLflow run tracking that never stops the caller's work, and a wall-time decorator.
 
-No tracking URI is set here: MLflow uses ``MLFLOW_TRACKING_URI`` when it is set (for instance
-``http://127.0.0.1:5000`` for a real ``mlflow server``), else its own local default. For the
-installed MLflow (3.x) that default is ``sqlite:///mlflow.db`` in the current working directory,
-with artifacts under ``./mlruns``; only when ``./mlruns`` already holds file-store experiments
-does MLflow keep using that folder instead.
+The store (`tracking_uri`): ``MLFLOW_TRACKING_URI`` when set (e.g. ``http://127.0.0.1:5000``
+for a real ``mlflow server``). Else, with mlflow-skinny (diffbench's dependency: no SQLAlchemy,
+so no MLflow 3.x default ``sqlite:///mlflow.db``), the file store ``./mlruns`` in the working
+directory; with the full MLflow (the ``ui`` or ``dev`` extra) MLflow's default: that SQLite
+file, or ``./mlruns`` where it already holds runs. MLflow 3.x refuses a file store unless
+``MLFLOW_ALLOW_FILE_STORE=true``: set for the process when the default is one; browse it with
+``MLFLOW_ALLOW_FILE_STORE=true mlflow ui`` in that folder.
 
 If tracking fails (server down, bad URI, any MLflow error) the `Tracker` emits one
 `TrackingWarning` naming the URI and the error, becomes disabled, and later calls do nothing.
@@ -14,6 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
+import json
+import math
 import os
 import re
 import sys
@@ -46,6 +51,7 @@ _HTTP_BOUNDS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
 
+ALLOW_FILE_STORE = "MLFLOW_ALLOW_FILE_STORE"
 _ACTIVE: list[Tracker] = []
 _TIMINGS: defaultdict[str, list[float]] = defaultdict(list)
 
@@ -63,6 +69,23 @@ def flatten_dict(d: Mapping[Any, Any], sep: str = ".") -> dict[str, Any]:
         else:
             flat[str(key)] = value
     return flat
+
+
+def _has_sqlalchemy() -> bool:
+    return importlib.util.find_spec("sqlalchemy") is not None
+
+
+def tracking_uri() -> str:
+    """MLflow's tracking URI; with none set and no SQLAlchemy, ``./mlruns`` (set for the
+    process), and a default file store allowed (see the module docstring)."""
+    if mlflow.is_tracking_uri_set():
+        return mlflow.get_tracking_uri()
+    if not _has_sqlalchemy():
+        mlflow.set_tracking_uri(Path.cwd().joinpath("mlruns").as_uri())
+    uri = mlflow.get_tracking_uri()
+    if urlsplit(uri).scheme in ("", "file"):
+        os.environ.setdefault(ALLOW_FILE_STORE, "true")
+    return uri
 
 
 def _probe(uri: str) -> None:
@@ -179,9 +202,13 @@ class Tracker:
         self._call("log_artifact", str(Path(path)), artifact_path)
 
     def log_table(self, data: Mapping[str, list[Any]], artifact_file: str) -> None:
-        """Store columns of scalars as an MLflow table artifact (``mlflow.log_table``), which
-        the MLflow UI's evaluation views read."""
-        self._call("log_table", data=dict(data), artifact_file=artifact_file)
+        """Store columns of scalars as the MLflow table artifact ``mlflow.log_table`` writes
+        (JSON in pandas' "split" layout, tagged for the UI), without pandas (not in skinny)."""
+        rows = [[_cell(value) for value in row] for row in zip(*data.values())]
+        self.log_text(json.dumps({"columns": list(data), "data": rows}, default=str),
+                      artifact_file)
+        tag = json.dumps([{"path": artifact_file, "type": "table"}])
+        self._call("set_tag", "mlflow.loggedArtifacts", tag)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         """Store ``text`` as the artifact ``artifact_file`` (e.g. ``"results/summary.md"``)."""
@@ -209,7 +236,7 @@ def start_run(
     `time_execution` logs to.
     """
     with _bounded_http():
-        tracker = Tracker(mlflow.get_tracking_uri())
+        tracker = Tracker(tracking_uri())
         tracker._open(experiment, run_name, tags or {}, nested, log_system_metrics)
         tracker.log_params(params or {})
         _ACTIVE.append(tracker)
@@ -220,6 +247,11 @@ def start_run(
         finally:
             _ACTIVE.remove(tracker)
             tracker._close(status)
+
+
+def _cell(value: Any) -> Any:
+    """A table cell as pandas writes it: NaN and infinities as null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _sync_cuda() -> None:
