@@ -187,7 +187,8 @@ class SystemConfig(_Strict):
         "comparison's num_images; null: num_images (fewer for a slow system: its intervals "
         "widen, and it is paired with its reference on the digits both scored)")
     model: str | None = Field(None, description="'package.module:factory' returning an nn.Module "
-                              "model(x_t, t) -> eps; null: the space's checkpoint")
+                              "model(x_t, t) -> eps, or a UNet2DModel.save_pretrained folder; "
+                              "null: the space's checkpoint")
 
     @field_validator("sampler")
     @classmethod
@@ -210,10 +211,9 @@ class SystemConfig(_Strict):
     @field_validator("model")
     @classmethod
     def _model_spec(cls, value: str | None) -> str | None:
-        if value is not None and not is_spec(value):
-            raise PydanticCustomError(
-                "plugin_error", "a plug-in model is 'package.module:factory'", {}
-            )
+        if value is not None and not (is_spec(value) or (Path(value) / "config.json").is_file()):
+            raise PydanticCustomError("plugin_error", "a plug-in model is 'package.module:factory' "
+                                      "or a folder saved by UNet2DModel.save_pretrained", {})
         return value
 
 
