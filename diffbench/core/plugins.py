@@ -116,3 +116,19 @@ def model_factory(name: str, needs: str) -> Any:
         raise InputError(f"installed model {name!r} ({points[name].value} from "
                          f"{origin(points[name])}) cannot be loaded ({type(error).__name__}: "
                          f"{error}); {needs}") from None
+
+
+def is_model_name(value: str) -> bool:
+    """Whether a config's ``model`` names one: ``package.module:factory``, an installed model,
+    or a folder saved by diffusers' ``UNet2DModel.save_pretrained`` (its ``config.json``)."""
+    from pathlib import Path
+
+    return (is_spec(value) or value in installed(MODEL_GROUP)
+            or (Path(value) / "config.json").is_file())
+
+
+def model_choices() -> str:
+    """What a config's ``model`` may be, the installed models named."""
+    names = ", ".join(installed(MODEL_GROUP)) or "none is installed"
+    return (f"a model is 'package.module:factory', an installed model ({names}) or a folder "
+            f"saved by UNet2DModel.save_pretrained")

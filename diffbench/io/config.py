@@ -20,7 +20,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from diffbench.core.plugins import MODEL_GROUP, installed, is_spec
+from diffbench.core.plugins import is_model_name, is_spec, model_choices
 from diffbench.core.resources import checkpoints_dir, configs_dir
 from diffbench.core.runtime import COMPILE_MODES, DEVICES, MAX_SEED, NOISE_DEVICES
 from diffbench.core.system import SPACES
@@ -186,8 +186,8 @@ class SystemConfig(_Strict):
         None, ge=1, le=MAX_SCORED_DIGITS, description="digits this system scores, at most the "
         "comparison's num_images; null: num_images (fewer for a slow system: its intervals "
         "widen, and it is paired with its reference on the digits both scored)")
-    model: str | None = Field(None, description="'package.module:factory' or an installed model's "
-                              "name: an nn.Module model(x_t, t) -> eps; null: the checkpoint")
+    model: str | None = Field(None, description="'package.module:factory', an installed model "
+                              "or a UNet2DModel folder: model(x_t, t) -> eps; null: checkpoint")
 
     @field_validator("sampler")
     @classmethod
@@ -210,10 +210,8 @@ class SystemConfig(_Strict):
     @field_validator("model")
     @classmethod
     def _model_spec(cls, value: str | None) -> str | None:
-        if value is not None and not is_spec(value) and value not in installed(MODEL_GROUP):
-            names = ", ".join(installed(MODEL_GROUP)) or "none is installed"
-            raise PydanticCustomError("plugin_error", "a model is 'package.module:factory' or an "
-                                      "installed model ({names})", {"names": names})
+        if value is not None and not is_model_name(value):
+            raise PydanticCustomError("plugin_error", "{choices}", {"choices": model_choices()})
         return value
 
 

@@ -9,6 +9,7 @@ import inspect
 from diffbench.core.errors import InputError
 from diffbench.core.plugins import SAMPLER_GROUP, failed_text, is_spec, load_installed, load_object
 from diffbench.sampling.base import Sampler
+from diffbench.sampling.diffusers_adapter import check_diffusers, diffusers_sampler, is_scheduler
 from diffbench.sampling.schedule import NoiseSchedule
 
 SAMPLERS: dict[str, type[Sampler]] = {}
@@ -19,7 +20,8 @@ PLUGIN_SAMPLER = (
     "a plug-in sampler is 'package.module:Name' naming a subclass of "
     "diffbench.sampling.Sampler that provides update() (one step from x0 and eps), solve() (a "
     "step with history or more than one evaluation), advance() or advance_with() (VP steps "
-    "from eps) or denoise() (the whole loop)"
+    "from eps) or denoise() (the whole loop); or a diffusers scheduler class, e.g. "
+    "'diffusers:DDIMScheduler'"
 )
 
 
@@ -78,14 +80,18 @@ def register_installed() -> None:
 
 
 def sampler_class(name: str) -> type[Sampler]:
-    """The sampler registered as ``name``, or the class a ``"package.module:Name"`` names."""
+    """The sampler registered as ``name``, the class a ``"package.module:Name"`` names, or the
+    adapter of the diffusers scheduler class it names (``"diffusers:DDIMScheduler"``)."""
     if name in SAMPLERS:
         return SAMPLERS[name]
     if not is_spec(name):
         raise InputError(f"unknown sampler {name!r}; allowed: {', '.join(SAMPLERS)} or "
                          f"'package.module:Name' ({PLUGIN_SAMPLER})"
                          f"{failed_text(SAMPLER_GROUP)}")
+    check_diffusers(name)
     cls = load_object(name, PLUGIN_SAMPLER)
+    if is_scheduler(cls):  # diffbench.sampling.diffusers_adapter wraps it
+        return diffusers_sampler(cls, name)
     check_sampler_class(cls, name)
     return cls
 

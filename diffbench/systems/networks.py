@@ -5,6 +5,7 @@ reports."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,22 +19,27 @@ from diffbench.core.errors import InputError
 from diffbench.core.plugins import model_factory
 from diffbench.core.system import IMAGE_SHAPE
 from diffbench.io.checkpoints import load_model, require_metadata
+from diffbench.models.diffusers_unet import is_unet_folder, load_unet_folder
 from diffbench.sampling.schedule import NoiseSchedule
 
 PLUGIN_MODEL = (
     "a plug-in model is 'package.module:factory' (or the name of a model an installed package "
     "declares in the diffbench.models entry-point group) naming a callable that returns a "
-    "torch.nn.Module model(x_t, t) -> eps, with t a LongTensor [B] and eps shaped like x_t"
+    "torch.nn.Module model(x_t, t) -> eps, with t a LongTensor [B] and eps shaped like x_t; "
+    "or a folder saved by diffusers' UNet2DModel.save_pretrained"
 )
 
 
 def load_plugin_model(
     factory: str | Callable[[], Any], shape: tuple[int, ...], device: torch.device
 ) -> torch.nn.Module:
-    """The network a factory (or its ``package.module:factory`` name) returns, checked with one
-    call on ``shape`` inputs; a ValueError naming it and what a model must be otherwise."""
+    """The network a factory (its ``package.module:factory`` name, or a UNet2DModel folder)
+    returns, checked with one call on ``shape`` inputs; a ValueError naming it and what a
+    model must be otherwise."""
     label = factory if isinstance(factory, str) else getattr(factory, "__qualname__", factory)
-    if isinstance(factory, str):
+    if is_unet_folder(factory):  # diffbench.models.diffusers_unet
+        factory = functools.partial(load_unet_folder, factory)
+    elif isinstance(factory, str):
         factory = model_factory(factory, PLUGIN_MODEL)
     if not callable(factory):
         raise InputError(f"model {label!r} is {factory!r}, not a callable; {PLUGIN_MODEL}")
