@@ -68,7 +68,7 @@ if ((DRY)); then
   TESTS=(tests/test_compiled.py tests/test_train.py -k "compile or autocast or batch_indices")
   BENCHES=(benches/test_img2img.py benches/test_ratios.py
            -k "test_img2img and cpu-pixel-ddim-10-s0.3-b1 or test_compiled_against_eager and cpu-pixel"
-           --fidelity-baseline "$BASELINE" --update-fidelity-baseline)
+           --diffbench-fidelity-baseline "$BASELINE" --diffbench-update-fidelity-baseline)
   TRAIN=(--device cpu --steps 3 --batch-size 8 --set train_images=64 --set model.base_channels=8)
 else
   "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())" \
@@ -78,7 +78,7 @@ else
   BASELINE="$REPO/benches/fidelity_baseline_cuda.json"
   [[ -f "$BASELINE" ]] || BASELINE="$OUTDIR/fidelity_baseline_cuda.json"  # the first GPU run
   TESTS=(tests -m cuda)
-  BENCHES=(benches -m cuda --fidelity-baseline-cuda "$BASELINE")
+  BENCHES=(benches -m cuda --diffbench-fidelity-baseline-cuda "$BASELINE")
   TRAIN=(--device cuda --steps 50)
 fi
 

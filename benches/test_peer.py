@@ -39,24 +39,24 @@ TRAIN_BATCH = 128  # the batch both models were trained at
 
 
 @pytest.fixture(scope="module")
-def peer_path(bench_env):
-    path = bench_env.checkpoints / "peer.safetensors"
+def peer_path(diffbench_env):
+    path = diffbench_env.checkpoints / "peer.safetensors"
     if not path.is_file():
         pytest.skip(f"no peer checkpoint at {path}: train it with `diffbench train peer`")
     return path
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_img2img_against_peer(benchmark, bench_env, device, peer_path):
-    pixel = bench_env.translator("pixel", "ddim", 50, device)
+def test_img2img_against_peer(benchmark, diffbench_env, device, peer_path):
+    pixel = diffbench_env.translator("pixel", "ddim", 50, device)
     peer = PeerTranslator.from_checkpoint(peer_path, num_steps=50, device=device)
-    pair = side_by_side(benchmark, bench_env, device, pixel, peer, 10)
+    pair = side_by_side(benchmark, diffbench_env, device, pixel, peer, 10)
     pixel_s, peer_s = pair.timed_s, pair.other_s
     peer_cl = PeerTranslator.from_checkpoint(peer_path, 50, device, channels_last=True)
-    peer_cl_s = measure_latency(peer_cl, bench_env.digits(device).images[:BATCH], STRENGTH,
+    peer_cl_s = measure_latency(peer_cl, diffbench_env.digits(device).images[:BATCH], STRENGTH,
                                 seed=0, repeats=5, warmup=WARMUP, memory=False)["sec_per_image"]
     # The peer is scored by the same code as every system (256 digits, seed 0).
-    ours, theirs = (bench_env.fidelity(system, STRENGTH, device, SCORED_IMAGES)
+    ours, theirs = (diffbench_env.fidelity(system, STRENGTH, device, SCORED_IMAGES)
                     for system in (pixel, peer))
     report(benchmark, "pixel DDIM-50 vs diffusers peer DDIM-50 (goal: >= 2x images/s, "
            "preservation and mse equal or better)", {
@@ -75,8 +75,8 @@ def test_img2img_against_peer(benchmark, bench_env, device, peer_path):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_training_against_peer(benchmark, bench_env, device, peer_path):
-    runs = {kind: bench_env.train_run(kind, device, TRAIN_BATCH) for kind in ("pixel", "peer")}
+def test_training_against_peer(benchmark, diffbench_env, device, peer_path):
+    runs = {kind: diffbench_env.train_run(kind, device, TRAIN_BATCH) for kind in ("pixel", "peer")}
     index = torch.arange(TRAIN_BATCH, device=device)
     generator = torch.Generator(device).manual_seed(0)
     benchmark.group = "ratios"

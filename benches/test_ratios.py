@@ -57,12 +57,12 @@ def speedup(pair: SideBySide) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_ddim_against_ddpm(benchmark, bench_env, device):
-    ddim = bench_env.translator("pixel", "ddim", 50, device)
-    ddpm = bench_env.translator("pixel", "ddpm", 1000, device)
-    pair = side_by_side(benchmark, bench_env, device, ddim, ddpm, 6)
-    ddim_mse = bench_env.fidelity(ddim, STRENGTH, device)["mse"]
-    ddpm_mse = bench_env.fidelity(ddpm, STRENGTH, device)["mse"]
+def test_ddim_against_ddpm(benchmark, diffbench_env, device):
+    ddim = diffbench_env.translator("pixel", "ddim", 50, device)
+    ddpm = diffbench_env.translator("pixel", "ddpm", 1000, device)
+    pair = side_by_side(benchmark, diffbench_env, device, ddim, ddpm, 6)
+    ddim_mse = diffbench_env.fidelity(ddim, STRENGTH, device)["mse"]
+    ddpm_mse = diffbench_env.fidelity(ddpm, STRENGTH, device)["mse"]
     report(benchmark, "DDIM-50 vs DDPM-1000 (goal: >= 18x faster, mse within 10%)", {
         "ddim_sec_per_image": pair.timed_s, "ddpm_sec_per_image": pair.other_s,
         "ddim_sec_per_image_p90": pair.spread["timed"][90],
@@ -73,12 +73,12 @@ def test_ddim_against_ddpm(benchmark, bench_env, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_latent_against_pixel(benchmark, bench_env, device):
-    latent = bench_env.translator("latent", "ddim", 50, device)
-    pixel = bench_env.translator("pixel", "ddim", 50, device)
-    pair = side_by_side(benchmark, bench_env, device, latent, pixel, 10)
-    latent_p = bench_env.fidelity(latent, STRENGTH, device, SCORED_IMAGES)["preservation"]
-    pixel_p = bench_env.fidelity(pixel, STRENGTH, device, SCORED_IMAGES)["preservation"]
+def test_latent_against_pixel(benchmark, diffbench_env, device):
+    latent = diffbench_env.translator("latent", "ddim", 50, device)
+    pixel = diffbench_env.translator("pixel", "ddim", 50, device)
+    pair = side_by_side(benchmark, diffbench_env, device, latent, pixel, 10)
+    latent_p = diffbench_env.fidelity(latent, STRENGTH, device, SCORED_IMAGES)["preservation"]
+    pixel_p = diffbench_env.fidelity(pixel, STRENGTH, device, SCORED_IMAGES)["preservation"]
     report(benchmark, "LDM-DDIM-50 vs pixel DDIM-50 (goal: >= 4x faster, <= 2 points lower)", {
         "latent_sec_per_image": pair.timed_s, "pixel_sec_per_image": pair.other_s,
         "latent_sec_per_image_p90": pair.spread["timed"][90],
@@ -89,12 +89,12 @@ def test_latent_against_pixel(benchmark, bench_env, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_few_step_against_ddim(benchmark, bench_env, device):
-    few = bench_env.translator("pixel", "dpmsolver++", 10, device)
-    ddim = bench_env.translator("pixel", "ddim", 50, device)
-    pair = side_by_side(benchmark, bench_env, device, few, ddim, 10)
-    few_f = bench_env.fidelity(few, STRENGTH, device, MATCHED_IMAGES)
-    ddim_f = bench_env.fidelity(ddim, STRENGTH, device, MATCHED_IMAGES)
+def test_few_step_against_ddim(benchmark, diffbench_env, device):
+    few = diffbench_env.translator("pixel", "dpmsolver++", 10, device)
+    ddim = diffbench_env.translator("pixel", "ddim", 50, device)
+    pair = side_by_side(benchmark, diffbench_env, device, few, ddim, 10)
+    few_f = diffbench_env.fidelity(few, STRENGTH, device, MATCHED_IMAGES)
+    ddim_f = diffbench_env.fidelity(ddim, STRENGTH, device, MATCHED_IMAGES)
     report(benchmark, "DPM++2M-10 vs DDIM-50 (goal: >= 2x images/s, mse <= DDIM-50's + 5%, "
                       "preservation >= DDIM-50's - 1 point, on 512 digits)", {
         "few_step_sec_per_image": pair.timed_s, "ddim_sec_per_image": pair.other_s,
@@ -112,9 +112,9 @@ def test_few_step_against_ddim(benchmark, bench_env, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_sampling_overhead_and_network_efficiency(benchmark, bench_env, device):
-    translator = bench_env.translator("pixel", "ddim", 50, device)
-    images = bench_env.digits(device).images[:BATCH].to(device)
+def test_sampling_overhead_and_network_efficiency(benchmark, diffbench_env, device):
+    translator = diffbench_env.translator("pixel", "ddim", 50, device)
+    images = diffbench_env.digits(device).images[:BATCH].to(device)
     timesteps = translator.plan(STRENGTH).timesteps.tolist()
     t_batches = [torch.full((len(images),), t, device=device) for t in timesteps]
 
@@ -174,9 +174,9 @@ def interval(name: str, values: list[float]) -> dict[str, float]:
 
 @pytest.mark.parametrize("space", ["pixel", "latent"])
 @pytest.mark.parametrize("device", DEVICES)
-def test_compiled_against_eager(benchmark, bench_env, device, space):
-    eager = bench_env.translator(space, "ddim", 50, device)
-    image = bench_env.digits(device).images[:1].to(device)
+def test_compiled_against_eager(benchmark, diffbench_env, device, space):
+    eager = diffbench_env.translator(space, "ddim", 50, device)
+    image = diffbench_env.digits(device).images[:1].to(device)
 
     def call(translator):
         return lambda: translator(image, STRENGTH, generator=translator.generator(0))
@@ -189,7 +189,7 @@ def test_compiled_against_eager(benchmark, bench_env, device, space):
     numbers = {"eager_call_seconds": eager_s}
     modes = ["compile", "cudagraphs"] if device == "cuda" else ["compile"]
     for mode in modes:
-        fast = bench_env.translator(space, "ddim", 50, device, compile=mode)
+        fast = diffbench_env.translator(space, "ddim", 50, device, compile=mode)
         seconds = median_seconds(call(fast), device, repeats=10)  # its warm-up call compiles
         numbers.update({
             f"{mode}_call_seconds": seconds,
@@ -197,7 +197,7 @@ def test_compiled_against_eager(benchmark, bench_env, device, space):
             f"{mode}_warmup_seconds": fast.compile_seconds,  # compile or capture, untimed
             f"{mode}_max_abs_difference": float((call(fast)() - expected).abs().max()),
         })
-    contiguous = bench_env.translator(space, "ddim", 50, device, channels_last=False)
+    contiguous = diffbench_env.translator(space, "ddim", 50, device, channels_last=False)
     numbers["contiguous_call_seconds"] = median_seconds(call(contiguous), device, repeats=10)
     numbers["channels_last_speedup"] = numbers["contiguous_call_seconds"] / eager_s
     report(benchmark, f"batch-1 {eager.name} compiled vs eager (goal on a GPU: >= 3x)", numbers)
@@ -210,11 +210,11 @@ ONE_STEP = [(sampler, steps) for sampler in ("consistency", "meanflow") for step
 @pytest.mark.parametrize("space", ["pixel", "latent"])
 @pytest.mark.parametrize("strength", [0.3, 0.5])
 @pytest.mark.parametrize("sampler,steps", ONE_STEP)
-def test_one_step_against_ddim(benchmark, bench_env, device, space, strength, sampler, steps):
-    jump = bench_env.system(SystemConfig(space=space, sampler=sampler, steps=steps,
+def test_one_step_against_ddim(benchmark, diffbench_env, device, space, strength, sampler, steps):
+    jump = diffbench_env.system(SystemConfig(space=space, sampler=sampler, steps=steps,
                                          prediction=sampler), device)
-    ddim = bench_env.translator(space, "ddim", 50, device)
-    pair = side_by_side(benchmark, bench_env, device, jump, ddim, 10, strength=strength)
+    ddim = diffbench_env.translator(space, "ddim", 50, device)
+    pair = side_by_side(benchmark, diffbench_env, device, jump, ddim, 10, strength=strength)
     report(benchmark, f"{jump.name} vs {ddim.name} at strength {strength} (goal: >= 10x "
                       f"images/s)", {
         "one_step_sec_per_image": pair.timed_s, "ddim_sec_per_image": pair.other_s,

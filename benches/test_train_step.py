@@ -19,8 +19,8 @@ BATCH = TRAIN_BATCH
                  marks=[pytest.mark.quick] if case.quick else [])
     for case in train_cases()])
 @pytest.mark.parametrize("device", DEVICES)
-def test_train_step(benchmark, bench_env, device, kind, overrides):
-    run = bench_env.train_run(kind, device, BATCH, overrides)
+def test_train_step(benchmark, diffbench_env, device, kind, overrides):
+    run = diffbench_env.train_run(kind, device, BATCH, overrides)
     index = torch.arange(BATCH, device=device)
     generator = torch.Generator(device).manual_seed(0)
     benchmark.group = "train step"
@@ -31,4 +31,4 @@ def test_train_step(benchmark, bench_env, device, kind, overrides):
         **run.metadata["stats"],
     )
     name = run.metadata["name"]
-    bench_env.profile(f"train-{device}-{name}", lambda: train_step(run, index, generator))
+    diffbench_env.profile(f"train-{device}-{name}", lambda: train_step(run, index, generator))

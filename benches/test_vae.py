@@ -16,9 +16,9 @@ from diffbench.models import flops_per_image
                  f"{case.params['batch']}", marks=[pytest.mark.quick] if case.quick else [])
     for case in vae_cases()])
 @pytest.mark.parametrize("device", DEVICES)
-def test_vae(benchmark, bench_env, device, part, batch):
-    vae, _ = load_model(bench_env.checkpoints / "vae.safetensors", device)
-    images = bench_env.digits(device).images[:batch].to(device)
+def test_vae(benchmark, diffbench_env, device, part, batch):
+    vae, _ = load_model(diffbench_env.checkpoints / "vae.safetensors", device)
+    images = diffbench_env.digits(device).images[:batch].to(device)
     with torch.inference_mode():
         latents = vae.encode(images)[0]
     fn, inputs = (vae.encode, images) if part == "encode" else (vae.decode, latents)
@@ -33,4 +33,4 @@ def test_vae(benchmark, bench_env, device, part, batch):
         batch=batch, device=device, sec_per_image=benchmark.stats.stats.median / batch,
         flops_per_image=flops_per_image(fn, inputs),
     )
-    bench_env.profile(f"vae-{device}-{part}-b{batch}", call)
+    diffbench_env.profile(f"vae-{device}-{part}-b{batch}", call)

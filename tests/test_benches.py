@@ -21,16 +21,20 @@ def run_benches(tmp_path, checkpoints, mnist_dir, *args):
                MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--rootdir={REPO}",
-         "--checkpoints", str(checkpoints), *(str(REPO / a) for a in (IMG2IMG, VAE)), *args],
+         "-c", str(REPO / "pyproject.toml"),  # its ini: the baselines, required (fail closed)
+         "--diffbench-checkpoints", str(checkpoints), *(str(REPO / a) for a in (IMG2IMG, VAE)),
+         *args],
         capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
     )
 
 
 def test_bench_session_writes_json_mlflow_run_and_traces(tiny_checkpoints, mnist_dir, tmp_path):
     result = run_benches(
-        tmp_path, tiny_checkpoints, mnist_dir, "--mlflow", "--profile", str(tmp_path / "traces"),
+        tmp_path, tiny_checkpoints, mnist_dir, "--diffbench-mlflow",
+        "--diffbench-profile", str(tmp_path / "traces"),
         "--benchmark-json", str(tmp_path / "bench.json"),
-        "--fidelity-baseline", str(tmp_path / "baseline.json"), "--update-fidelity-baseline",
+        "--diffbench-fidelity-baseline", str(tmp_path / "baseline.json"),
+        "--diffbench-update-fidelity-baseline",
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     benchmarks = json.loads((tmp_path / "bench.json").read_text())["benchmarks"]
@@ -45,7 +49,8 @@ def test_bench_session_writes_json_mlflow_run_and_traces(tiny_checkpoints, mnist
     assert info["mse_ci95"][0] <= info["mse"] <= info["mse_ci95"][1]
     assert info["peak_memory_bytes"] > 0
     assert img2img["extra_info"]["nfe"] == 3 and img2img["extra_info"]["batch"] == 1
-    # --mlflow: the JSON reached disk, then one run holds every statistic and the JSON.
+    # --diffbench-mlflow: the JSON reached disk, then one run holds every statistic and the
+    # JSON.
     (saved,) = (tmp_path / "results" / "benchmarks").glob("bench-*.json")
     assert len(json.loads(saved.read_text())["benchmarks"]) == 2
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
@@ -53,7 +58,7 @@ def test_bench_session_writes_json_mlflow_run_and_traces(tiny_checkpoints, mnist
     assert "test_img2img/cpu-pixel-ddim-10-s0.3-b1/median" in run.data.metrics
     assert "test_vae/cpu-encode-1/flops_per_image" in run.data.metrics
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == [saved.name]
-    # --profile: per benchmark a folder with a Perfetto (Chrome-format) trace and the
+    # --diffbench-profile: per benchmark a folder with a Perfetto (Chrome-format) trace and the
     # operator table beside it.
     traces = sorted((tmp_path / "traces").rglob("*.pt.trace.json"))
     assert [p.parent.name for p in traces] == ["img2img-cpu-pixel-ddim-10-s0.3-b1",
@@ -69,7 +74,7 @@ def test_fidelity_gate_fails_a_planted_regression(tiny_checkpoints, mnist_dir, t
     planted = {"cpu-pixel-ddim-10-s0.3": {"mse": 0.0, "preservation": 1.0}}
     (tmp_path / "baseline.json").write_text(json.dumps(planted))
     result = run_benches(tmp_path, tiny_checkpoints, mnist_dir,
-                         "--fidelity-baseline", str(tmp_path / "baseline.json"))
+                         "--diffbench-fidelity-baseline", str(tmp_path / "baseline.json"))
     assert result.returncode == 1
     assert "fidelity regression: cpu-pixel-ddim-10-s0.3: mse" in result.stdout
     assert "worse than the baseline 0.00000" in result.stdout
@@ -78,6 +83,6 @@ def test_fidelity_gate_fails_a_planted_regression(tiny_checkpoints, mnist_dir, t
 def test_fidelity_gate_fails_closed_without_a_baseline(tiny_checkpoints, mnist_dir, tmp_path):
     """No baseline file: the gated case errors naming the file, instead of passing unchecked."""
     result = run_benches(tmp_path, tiny_checkpoints, mnist_dir,
-                         "--fidelity-baseline", str(tmp_path / "missing.json"))
+                         "--diffbench-fidelity-baseline", str(tmp_path / "missing.json"))
     assert result.returncode == 1
     assert f"fidelity baseline {tmp_path / 'missing.json'} cannot be read" in result.stdout

@@ -43,7 +43,7 @@ def test_a_case_without_an_entry_fails_naming_the_command(tmp_path):
     path.write_text('{"a": {"mse": 0.03, "preservation": 0.97}}')
     (problem,) = FidelityBaseline(path).check("cpu-new-case", {"mse": 0.0, "preservation": 1.0})
     assert problem == (f"cpu-new-case: no entry in the fidelity baseline {path}; record one with "
-                       "`pytest benches/ -k 'cpu-new-case' --update-fidelity-baseline`")
+                       "`pytest <benches> -k 'cpu-new-case' --diffbench-update-fidelity-baseline`")
 
 
 @pytest.mark.parametrize("content", [None, "{not json", '["a list"]', '{"a": {"mse": 1}}'])

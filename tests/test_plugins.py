@@ -156,10 +156,11 @@ def test_a_bench_runs_a_plug_in_sampler(tiny_checkpoints, mnist_dir, tmp_path):
     env = dict(os.environ, DIFFBENCH_DATA_DIR=str(mnist_dir), PYTHONPATH=path)
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--rootdir={REPO}",
-         "--checkpoints", str(tiny_checkpoints), "--system", system,
+         "--diffbench-checkpoints", str(tiny_checkpoints), "--diffbench-system", system,
          f"{REPO}/benches/test_img2img.py::test_img2img[cpu-my-dpm-s0.3-b1]",
          "--benchmark-json", str(tmp_path / "bench.json"),
-         "--fidelity-baseline", str(tmp_path / "baseline.json"), "--update-fidelity-baseline"],
+         "--diffbench-fidelity-baseline", str(tmp_path / "baseline.json"),
+         "--diffbench-update-fidelity-baseline"],
         capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

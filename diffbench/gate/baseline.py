@@ -61,7 +61,7 @@ class BaselineError(InputError):
     """The baseline file is missing or unreadable: the gate cannot check anything."""
 
 
-RECORD_HINT = "pytest benches/ {select}--update-fidelity-baseline"
+RECORD_HINT = "pytest <benches> {select}--diffbench-update-fidelity-baseline"  # the plugin option
 
 
 class FidelityBaseline:
