@@ -202,8 +202,9 @@ BAD_INPUT = [
     (COMPARE + " --steps 0", ["--steps: expected a positive integer, got 0"]),
     (
         COMPARE + " --set systems.0.sampler=lms",
+        # the built-ins, then any sampler an installed package declares
         ["systems.0.sampler: Input should be 'ddpm', 'ddim', 'dpmsolver++', 'euler', 'heun', "
-         "'unipc', 'flow-euler', 'flow-heun', 'flow-dpmsolver++', 'consistency' or 'meanflow' "
+         "'unipc', 'flow-euler', 'flow-heun', 'flow-dpmsolver++', 'consistency'", "'meanflow'",
          "(got 'lms')"],
     ),
     (COMPARE + " --set systems.0.space=video", ["Input should be 'pixel' or 'latent'"]),
