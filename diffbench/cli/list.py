@@ -74,10 +74,9 @@ def case_rows(cases_file: Path | None) -> list[dict]:
     """Each case ``diffbench ab --cases`` takes here: the cases file's (``--cases-file``, or
     the repository's ``diffbench_ab.yaml``), else the built-in ones of the benches."""
     from diffbench.gate.cases import all_cases
-    from diffbench.gate.user_cases import CASES_FILE, load_user_cases
+    from diffbench.gate.user_cases import cases_file_in, load_user_cases
 
-    if cases_file is None and (Path.cwd() / CASES_FILE).is_file():
-        cases_file = Path.cwd() / CASES_FILE
+    cases_file = cases_file_in(Path.cwd(), cases_file)
     cases = load_user_cases(cases_file) if cases_file else all_cases()
     return [{"name": case.name, "kind": case.kind, "quick": case.quick}
             for case in cases.values()]

@@ -150,7 +150,7 @@ def run_compare(
                          config.data_dir)
     run_facts = {"checkpoint_sha256": hashes, **({"shard": list(shard)} if shard else {}),
                  "planned": planned_list(rows_of(plan, owned), planned),
-                 "environment": environment_facts()}
+                 "environment": environment_facts()}  # once: a git call and the metadata
     store = RowStore.open(out, {**config.model_dump(), **run_facts}, resume, overwrite)
     done = store.done()  # a resume refuses rows it cannot key, before anything is written
     if not owned:
@@ -161,19 +161,20 @@ def run_compare(
     store.save_extra(FRECHET_REFERENCE, {"mean": frechet.mean, "cov": frechet.cov}, {})
     runner = partial(RowRunner, config, judge, digits, store, done)
     return take_rows(runner, config, systems, planned, rows_of(plan, owned), shard,
-                     shared_machine)
+                     shared_machine, run_facts["environment"])
 
 
 def take_rows(runner: Callable[..., RowRunner], config: CompareConfig, systems: Sequence[System],
               planned: Sequence[PlannedSystem], rows: Sequence[tuple[int, PlannedRow]],
-              shard: tuple[int, int] | None, shared_machine: bool) -> list[dict[str, Any]]:
+              shard: tuple[int, int] | None, shared_machine: bool,
+              facts: dict[str, Any]) -> list[dict[str, Any]]:
     """Take the planned ``rows`` system by system inside the run's progress bar, MLflow run and
     (for a shard) its registration beside the run's other shards; then the reports."""
     digest = run_digest(config)
     registry = Neighbours(digest) if shard is not None else nullcontext()
     with (tqdm(total=len(rows), desc="rows", unit="row") as bar,
           start_run(config.experiment, run_name=parent_run_name(config, digest, shard),
-                    params=config.model_dump(), tags=run_tags(digest)) as run,
+                    params=config.model_dump(), tags=run_tags(digest, facts)) as run,
           registry as neighbours):
         taker = runner(bar, run, neighbours, shared_machine)
         for k in dict.fromkeys(row.system for _, row in rows):
@@ -204,9 +205,9 @@ def parent_run_name(config: CompareConfig, digest: str, shard: tuple[int, int] |
     return f"compare {Path(config.out).name} {digest[:8]}{part}"
 
 
-def run_tags(digest: str) -> dict[str, str]:
-    """Tags that find a comparison's runs: its config digest, the commit and the machine."""
-    facts = environment_facts()
+def run_tags(digest: str, facts: dict[str, Any]) -> dict[str, str]:
+    """Tags that find a comparison's runs: its config digest, the commit and the machine (from
+    the run's :func:`~diffbench.core.environment.environment_facts`)."""
     return {"config_digest": digest, "git_commit": str(facts["git_commit"]),
             "git_dirty": str(facts["git_dirty"]), "cpu": str(facts["cpu"]),
             "cuda_device": str(facts["cuda_device"]), "torch": facts["torch"],

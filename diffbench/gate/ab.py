@@ -38,7 +38,7 @@ from diffbench.gate import cases as case_module
 from diffbench.gate.ab_job import WORKER_ENV, Job
 from diffbench.gate.ab_measure import WARMUP
 from diffbench.gate.ab_versions import check_clean, checkout, repository_root, resolve_revision
-from diffbench.gate.user_cases import CASES_FILE, cases_json, load_user_cases
+from diffbench.gate.user_cases import CASES_FILE, cases_file_in, cases_json, load_user_cases
 from diffbench.measure import paired
 
 DEFAULT_BUDGET_S = 30.0
@@ -90,8 +90,7 @@ def repository_cases(repo: Path, cases_file: Path | None) -> tuple[dict, Path | 
     """The cases ``diffbench ab`` gates in ``repo`` and the file they come from: ``cases_file``,
     else the repository's ``diffbench_ab.yaml``, else (in diffbench's own checkout) the built-in
     cases."""
-    if cases_file is None and (repo / CASES_FILE).is_file():
-        cases_file = repo / CASES_FILE
+    cases_file = cases_file_in(repo, cases_file)
     if cases_file is not None:
         return load_user_cases(cases_file), Path(cases_file).resolve()
     if not own_checkout(repo):

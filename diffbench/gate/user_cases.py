@@ -49,6 +49,13 @@ class UserCases(BaseModel):
     cases: list[UserCase] = Field(min_length=1)
 
 
+def cases_file_in(folder: Path, given: Path | None = None) -> Path | None:
+    """``given``, else ``folder``'s ``diffbench_ab.yaml`` if it has one, else None."""
+    if given is None and (folder / CASES_FILE).is_file():
+        return folder / CASES_FILE
+    return given
+
+
 def load_user_cases(path: str | Path) -> dict[str, Case]:
     """The cases of the file at ``path`` by name; one error naming the file, the key and what
     is allowed when it cannot be used (two entries giving one name included)."""
