@@ -107,6 +107,14 @@ def gpu(session: nox.Session) -> None:
 
 
 @nox.session
+def publish(session: nox.Session) -> None:
+    """The docs' published numbers and figures, rewritten from their committed sources in
+    published/ (`-- --check` only compares: a hand edit or a stale figure fails)."""
+    install(session, *CONSTRAINTS, "-e", ".")  # the figures' bytes follow matplotlib's version
+    session.run(tool(session, "python"), "-m", "diffbench.results.published", *session.posargs)
+
+
+@nox.session
 def docs(session: nox.Session) -> None:
     """The docs site (MkDocs with Material) in strict mode: a broken link fails it."""
     install(session, "mkdocs>=1.6", "mkdocs-material>=9.5")

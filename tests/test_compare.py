@@ -143,7 +143,7 @@ def test_bad_compare_config_is_one_clear_error(capsys, tiny_checkpoints, tmp_pat
 
 
 def test_an_nfe_sweep_is_recognised_and_plotted(tmp_path):
-    from diffbench.results.report import plot_nfe, sweeps_nfe
+    from diffbench.results.plots import plot_nfe, sweeps_nfe
 
     def row(sampler, name, nfe, mse, space="pixel"):
         return {"space": space, "sampler": sampler, "name": name, "strength": 0.3, "nfe": nfe,
@@ -156,7 +156,8 @@ def test_an_nfe_sweep_is_recognised_and_plotted(tmp_path):
     assert sweeps_nfe(swept)
     plot_nfe(swept, tmp_path / "fidelity_vs_nfe.png")
     with Image.open(tmp_path / "fidelity_vs_nfe.png") as image:
-        assert image.size == (840, 700)  # a 4.2 x 7 inch column per (space, strength), 100 dpi
+        width, height = image.size  # two columns (pixel and latent) of 4.2 x 7 inches at 100
+        assert width > 2 * 420 and 600 < height <= 700  # dpi, the legend beside them
 
 
 def test_fewest_nfe_finds_each_samplers_first_match_against_ddim_50():

@@ -14,15 +14,8 @@ from diffbench.io.config import CompareConfig
 from diffbench.measure.feature_distance import FrechetReference
 from diffbench.measure.nfe import fewest_nfe, fewest_nfe_markdown
 from diffbench.measure.versus import attach_paired
-from diffbench.results.report import (
-    GridBlock,
-    markdown_table,
-    plot_nfe,
-    plot_pareto,
-    plot_strength,
-    render_grid,
-    sweeps_nfe,
-)
+from diffbench.results.plots import plot_nfe, plot_pareto, plot_strength, sweeps_nfe
+from diffbench.results.report import GridBlock, markdown_table, render_grid
 from diffbench.results.row import make_row, upgrade
 from diffbench.results.rowstore import RowStore, per_digit_scores
 
