@@ -21,7 +21,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from diffbench.results.quotes import KINDS, MACHINES, JsonSource, Source, load_source
+from diffbench.results import bench_quotes, quotes
+from diffbench.results.quotes import MACHINES, JsonSource, Source, load_source
 
 SOURCES = Path("published")
 """The committed sources, one ``diffbench compare`` run folder each."""
@@ -32,6 +33,9 @@ PAGES = ("README.md", "docs/*.md")
 SPAN = re.compile(r"<!-- published (?P<source>[\w./-]+) (?P<kind>\w+)(?P<args>[^>]*?) -->"
                   r"(?P<text>.*?)<!-- /published -->", re.DOTALL)
 """One marked span: ``<!-- published SOURCE KIND ARGS -->TEXT<!-- /published -->``."""
+KINDS = {**quotes.KINDS, **bench_quotes.KINDS}
+"""Every kind of span: a comparison's (:mod:`~diffbench.results.quotes`) and a benchmark
+run's (:mod:`~diffbench.results.bench_quotes`)."""
 UNCHECKED_MACHINES = (
     "docs/gpu.md",  # the GPU kinds the project may be lent: plans, not measurements
     # pages whose measurements are not committed sources yet: each names its run's machine
@@ -93,7 +97,7 @@ def publish(root: Path, check: bool = False) -> list[Mismatch]:
         text = page.read_text()
         rendered = render_page(text, page, root, sources)
         if rendered != text:
-            found += [Mismatch(where, f"span {old!r} differs from its source's {new!r}")
+            found += [Mismatch(where, f"span {short(old)} differs from its source's {short(new)}")
                       for old, new in changed_spans(text, rendered)]
             if not check:
                 page.write_text(rendered)
@@ -102,6 +106,12 @@ def publish(root: Path, check: bool = False) -> list[Mismatch]:
                                       f"(quote it: <!-- published SOURCE machine -->)")
                       for name in stray_machines(text, MACHINES)]
     return found + figures(root, sources, check)
+
+
+def short(text: str, width: int = 100) -> str:
+    """A span's text for a message: quoted, and cut to ``width`` characters."""
+    shown = repr(text)
+    return shown if len(shown) <= width else shown[:width - 5] + "...'"
 
 
 def changed_spans(old: str, new: str) -> list[tuple[str, str]]:

@@ -80,9 +80,9 @@ class JsonSource:
 
 
 def machine_of(run: dict[str, Any]) -> str:
-    """Where a source ran: its ``environment`` facts (run.json, evaluation.json) or its
-    ``machine`` line."""
-    env = run.get("environment")
+    """Where a source ran: its ``environment`` facts (run.json, evaluation.json, a benchmark
+    JSON's ``diffbench`` section) or its ``machine`` line."""
+    env = run.get("environment") or run.get("diffbench", {}).get("environment")
     if not env:
         return str(run["machine"])
     device = env.get("cuda_device") or "CPU only"
