@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from diffbench.results.published import FIGURES, SOURCES, publish, stray_machines
+from diffbench.results.published import FIGURES, SOURCES, SPAN, pages, publish, stray_machines
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,9 +22,10 @@ def pages_copy(tmp_path: Path) -> Path:
         shutil.copy(page, tmp_path / "docs" / page.name)
     shutil.copytree(ROOT / FIGURES, tmp_path / FIGURES)
     shutil.copytree(ROOT / SOURCES, tmp_path / SOURCES)
-    (tmp_path / "fixtures" / "checkpoints").mkdir(parents=True)
-    shutil.copy(ROOT / "fixtures/checkpoints/evaluation.json",
-                tmp_path / "fixtures/checkpoints/evaluation.json")
+    for name in {m["source"] for page in pages(ROOT) for m in SPAN.finditer(page.read_text())}:
+        if name.endswith(".json"):  # a committed JSON source, by its path in the repository
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / name, tmp_path / name)
     return tmp_path
 
 
