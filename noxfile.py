@@ -108,7 +108,8 @@ def gpu(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """The docs site (MkDocs with Material) in strict mode: a broken link fails it."""
-    install(session, "mkdocs>=1.6", "mkdocs-material>=9.5")
+    """The docs site (MkDocs with Material, the API reference by mkdocstrings) in strict mode:
+    a broken link or a docstring it cannot render fails it."""
+    install(session, *CONSTRAINTS, "mkdocs", "mkdocs-material", "mkdocstrings-python", "ruff")
     session.run(tool(session, "mkdocs"), "build", "--strict", "--site-dir",
                 str(Path(session.create_tmp()) / "site"))
