@@ -75,7 +75,8 @@ def benches_peer(session: nox.Session) -> None:
 
 @nox.session(name="bench-compare")
 def bench_compare(session: nox.Session) -> None:
-    """Run the suite again; fail on a slowdown beyond each case's measured noise."""
+    """Run the suite again and hold it against a saved run (diffbench.gate.benchgate): a report,
+    exit status 1 on a slowdown beyond each case's measured noise."""
     install(session, *CONSTRAINTS, "-e", DEV)
     new = Path(session.create_tmp()) / "bench-compare.json"  # not under .benchmarks/
     session.run(tool(session, "pytest"), "benches", f"--benchmark-json={new}", *session.posargs)
