@@ -75,7 +75,8 @@ def benches_peer(session: nox.Session) -> None:
 
 @nox.session(name="bench-compare")
 def bench_compare(session: nox.Session) -> None:
-    """Run the suite again; fail on a slowdown beyond each case's measured noise."""
+    """Run the suite again and hold it against a saved run (diffbench.gate.benchgate): a report,
+    exit status 1 on a slowdown beyond each case's measured noise."""
     install(session, *CONSTRAINTS, "-e", DEV)
     new = Path(session.create_tmp()) / "bench-compare.json"  # not under .benchmarks/
     session.run(tool(session, "pytest"), "benches", f"--benchmark-json={new}", *session.posargs)
@@ -116,7 +117,8 @@ def publish(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """The docs site (MkDocs with Material) in strict mode: a broken link fails it."""
-    install(session, "mkdocs>=1.6", "mkdocs-material>=9.5")
+    """The docs site (MkDocs with Material, the API reference by mkdocstrings) in strict mode:
+    a broken link or a docstring it cannot render fails it."""
+    install(session, *CONSTRAINTS, "mkdocs", "mkdocs-material", "mkdocstrings-python", "ruff")
     session.run(tool(session, "mkdocs"), "build", "--strict", "--site-dir",
                 str(Path(session.create_tmp()) / "site"))

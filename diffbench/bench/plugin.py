@@ -3,9 +3,9 @@
 Registered by the entry point ``[project.entry-points.pytest11] diffbench``, so pytest imports it
 in every project where diffbench is installed: it imports no torch, mlflow or pydantic itself;
 its fixtures load them on first use. Options are prefixed ``--diffbench-`` (like
-pytest-benchmark's ``--benchmark-``); pytest-benchmark's hook (:mod:`diffbench.bench.
-benchmark_json`) is registered only where pytest-benchmark is installed. docs/pytest_plugin.md
-shows a test using every fixture.
+pytest-benchmark's ``--benchmark-``); pytest-benchmark's hook
+(:mod:`diffbench.bench.benchmark_json`) is registered only where pytest-benchmark is installed.
+docs/pytest_plugin.md shows a test using every fixture.
 """
 
 from __future__ import annotations

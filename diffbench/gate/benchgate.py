@@ -1,5 +1,6 @@
-"""A timing report with a verdict: a benchmark run's JSON (pytest-benchmark's ``--benchmark-json``)
-against a reference run's, failing only on a slowdown beyond the noise measured for that case.
+"""A timing report against a saved run, with a verdict: a benchmark run's JSON (pytest-benchmark's
+``--benchmark-json``) against a reference run's, exit status 1 only on a slowdown beyond the
+noise measured for that case. A report, not the regression gate (that is ``diffbench ab``).
 
 A case regresses when both hold:
 
@@ -15,8 +16,9 @@ cases, an empty run, a quick run against a reference without its cases), and so 
 that is not a finite number.
 
 Absolute times against a run saved earlier drift with the machine (20-45% between runs on a
-shared 2-core machine), so this gate is a report across machines and over time; the regression
-gate that CI enforces is ``diffbench ab`` (base and head side by side, interleaved). Usage::
+shared 2-core machine), so its verdict is a report across machines and over time (CI prints it
+and goes on); the regression gate that CI enforces is ``diffbench ab`` (base and head side by
+side, interleaved). Usage::
 
     python -m diffbench.gate.benchgate NEW.json [--reference REF.json] [--k 2] [--floor 0.10]
 

@@ -74,6 +74,8 @@ class MNISTNotFoundError(MissingFileError):
 
 
 class MNISTTensors(NamedTuple):
+    """A split's images and labels, in the order of the official files."""
+
     images: Tensor  # [N, 1, 28, 28] float32 in [-1, 1]
     labels: Tensor  # [N] int64 in 0..9
 
