@@ -84,7 +84,7 @@ def machine_of(run: dict[str, Any]) -> str:
     JSON's ``diffbench`` section) or its ``machine`` line."""
     env = run.get("environment") or run.get("diffbench", {}).get("environment")
     if not env:
-        return str(run["machine"])
+        return str(run.get("machine", "a machine its run.json does not name (an older run)"))
     device = env.get("cuda_device") or "CPU only"
     torch = env.get("torch", "?").split("+")[0]
     cpu = env.get("cpu", "?").replace("(R)", "")
