@@ -73,7 +73,7 @@ def render_page(text: str, page: Path, root: Path, sources: dict[str, Source | J
                              f"{', '.join(KINDS)}")
         if name not in sources:
             sources[name] = load_source(root, name)
-        link = Path(os.path.relpath(root / FIGURES / name, page.parent)).as_posix()
+        link = Path(os.path.relpath(root / FIGURES / sources[name].slug, page.parent)).as_posix()
         generated = KINDS[kind](sources[name], match["args"].split(), link)
         return f"<!-- published {name} {kind}{match['args']} -->{generated}<!-- /published -->"
 
@@ -125,10 +125,11 @@ def figures(root: Path, sources: dict[str, Source | JsonSource], check: bool) ->
     the committed one (written in its place unless ``check``); a committed figure no span
     shows is stale."""
     found: list[Mismatch] = []
-    wanted = {(name, figure) for name, source in sources.items() for figure in source.figures}
-    for name, figure in sorted(wanted):
-        drawn = sources[name].drawn[figure].read_bytes()
-        committed = root / FIGURES / name / figure
+    wanted = {(source.slug, figure): source.drawn[figure]
+              for source in sources.values() for figure in source.figures}
+    for (slug, figure), path in sorted(wanted.items()):
+        drawn = path.read_bytes()
+        committed = root / FIGURES / slug / figure
         if committed.exists() and committed.read_bytes() == drawn:
             continue
         found.append(Mismatch(str(committed.relative_to(root)),

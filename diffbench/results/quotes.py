@@ -32,6 +32,11 @@ class Source:
     figures: set[str] = field(default_factory=set)
     scratch: Any = None
 
+    @property
+    def slug(self) -> str:
+        """The folder of its figures under docs/figures/: the source's name."""
+        return self.name
+
     @classmethod
     def load(cls, folder: Path, name: str) -> Source:
         if not folder.is_dir():
@@ -68,12 +73,20 @@ class JsonSource:
     folder: Path
     run: dict[str, Any]
     figures: set[str] = field(default_factory=set)
+    drawn: dict[str, Path] = field(default_factory=dict)
+    scratch: Any = None
 
     @classmethod
     def load(cls, path: Path, name: str) -> JsonSource:
         if not path.is_file():
             raise ValueError(f"no published source {path}; allowed: a committed JSON file")
-        return cls(name, path, json.loads(path.read_text()))
+        return cls(name, path, json.loads(path.read_text()),
+                   scratch=tempfile.TemporaryDirectory(prefix="published-"))
+
+    @property
+    def slug(self) -> str:
+        """The folder of its figures under docs/figures/: the file's stem."""
+        return self.folder.stem
 
     def machine(self) -> str:
         return machine_of(self.run)
@@ -82,7 +95,8 @@ class JsonSource:
 def machine_of(run: dict[str, Any]) -> str:
     """Where a source ran: its ``environment`` facts (run.json, evaluation.json, a benchmark
     JSON's ``diffbench`` section) or its ``machine`` line."""
-    env = run.get("environment") or run.get("diffbench", {}).get("environment")
+    env = (run.get("environment") or run.get("diffbench", {}).get("environment")
+           or run.get("setup", {}).get("environment"))
     if not env:
         return str(run.get("machine", "a machine its run.json does not name (an older run)"))
     device = env.get("cuda_device") or "CPU only"
@@ -186,7 +200,15 @@ def quote_records(source: Source | JsonSource, args: list[str], _: str) -> str:
     return "\n\n" + "\n".join(lines) + "\n\n"
 
 
-def quote_figure(source: Source, args: list[str], link: str) -> str:
+def quote_shapes_figure(source: JsonSource, args: list[str], link: str) -> str:
+    """``FILE ALT...``: a latent-shape sweep's plot (``diffbench shapes``' JSON), drawn anew."""
+    from diffbench.shapes import Sweep, plot
+
+    source.drawn[args[0]] = plot(Sweep(**source.run), Path(source.scratch.name) / args[0])
+    return quote_figure(source, args, link)
+
+
+def quote_figure(source: Source | JsonSource, args: list[str], link: str) -> str:
     """``FILE ALT...``: the source's figure ``FILE`` (drawn by ``diffbench report``) with a
     caption naming its source and machine."""
     figure, alt = args[0], " ".join(args[1:]) or args[0]
@@ -194,15 +216,16 @@ def quote_figure(source: Source, args: list[str], link: str) -> str:
         raise ValueError(f"{source.folder} draws no {figure}; allowed: "
                          f"{', '.join(sorted(source.drawn))}")
     source.figures.add(figure)
-    commit = source.run.get("environment", {}).get("git_commit", "?")[:7]
-    return (f"\n\n![{alt}]({link}/{figure})\n\n*Drawn by `nox -s publish` from "
-            f"`published/{source.name}/` (diffbench {commit}), measured on "
+    env = source.run.get("environment") or source.run.get("setup", {}).get("environment", {})
+    where = f"published/{source.name}/" if isinstance(source, Source) else source.name
+    return (f"\n\n![{alt}]({link}/{figure})\n\n*Drawn by `nox -s publish` from `{where}` "
+            f"(diffbench {env.get('git_commit', '?')[:7]}), measured on "
             f"{source.machine()}.*\n\n")
 
 
 KINDS: dict[str, Callable[[Source, list[str], str], str]] = {
     "table": quote_table, "excerpt": quote_excerpt, "value": quote_value,
     "ratio": quote_ratio, "machine": quote_machine, "figure": quote_figure,
-    "field": quote_field, "records": quote_records,
+    "field": quote_field, "records": quote_records, "shapes_figure": quote_shapes_figure,
 }
 """Each kind of span and what renders it (its source, its words, the figures' folder)."""
