@@ -105,7 +105,7 @@ def test_a_line_logged_under_an_open_bar_is_printed_above_it(capsys):
 
 @pytest.fixture(scope="module")
 def compared(tiny_checkpoints, mnist_dir, tmp_path_factory):
-    """A tiny comparison, quiet and as JSON, and its printed output."""
+    """A tiny comparison as JSON, and again quiet as the one shard of a run."""
     out = tmp_path_factory.mktemp("cli_json")
     args = ["compare", "--checkpoints", str(tiny_checkpoints), "--out", str(out / "run"),
             "--data-dir", str(mnist_dir), "--num-images", "2", "--device", "cpu",
@@ -117,8 +117,8 @@ def compared(tiny_checkpoints, mnist_dir, tmp_path_factory):
         loud = subprocess.run([sys.executable, "-m", "diffbench", *args], capture_output=True,
                               text=True, cwd=REPO, timeout=300)
         quiet = subprocess.run([sys.executable, "-m", "diffbench", "-q", *args[:4],
-                                str(out / "quiet"), *args[5:]], capture_output=True, text=True,
-                               cwd=REPO, timeout=300)
+                                str(out / "quiet"), *args[5:], "--shard", "0/1"],
+                               capture_output=True, text=True, cwd=REPO, timeout=300)
     return out, loud, quiet
 
 
@@ -138,7 +138,8 @@ def test_compare_json_is_one_object_and_its_rows_are_logged(compared):
 def test_quiet_keeps_the_result_and_drops_the_info_lines(compared):
     _, _, quiet = compared
     assert quiet.returncode == 0, quiet.stderr[-3000:]
-    assert json.loads(quiet.stdout)["rows"][0]["name"] == "DDIM-2"
+    result = json.loads(quiet.stdout)
+    assert result["rows"][0]["name"] == "DDIM-2" and result["out"].endswith("shard-0-of-1")
     assert "rows planned" not in quiet.stderr and " s/image, mse " not in quiet.stderr
 
 
@@ -150,3 +151,13 @@ def test_report_json_holds_the_rows_and_files(compared, capsys):
     assert str(out / "again" / "results.md") in result["files"]
     assert main(["report", str(out / "run"), "--out", str(out / "text")]) == 0
     assert capsys.readouterr().out.startswith("1 rows; wrote ")
+
+
+def test_merge_json_holds_the_rows_and_files(compared, capsys):
+    out, _, _ = compared
+    assert main(["merge", str(out / "quiet" / "shard-0-of-1"), "--out", str(out / "merged"),
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["rows"] == 1 and result["shards"] == 1
+    assert result["results"][0]["name"] == "DDIM-2"
+    assert str(out / "merged" / "results.json") in result["files"]

@@ -39,14 +39,14 @@ def add_arguments(ab: argparse.ArgumentParser) -> None:
                          "cases together (default 60)")
     ab.add_argument("--out", type=Path, default=Path("results/ab"), metavar="DIR",
                     help="output folder: ab.json, ab.md")
-    ab.add_argument("--threads", type=positive_int, default=1,
+    ab.add_argument("--threads", type=positive_int, metavar="N", default=1,
                     help="torch threads of each worker")
     add_seed(ab, help="the pair order's seed (default: drawn, recorded)")
     add_checkpoints(ab, "the ones both versions load")
     ab.add_argument("--pairs", type=positive_int, default=None, metavar="P",
                     help="worker pairs, a base and a head worker each (default 8): the "
                          "interval is over them")
-    ab.add_argument("--processes", dest="pairs", type=positive_int,
+    ab.add_argument("--processes", dest="pairs", type=positive_int, metavar="N",
                     help=argparse.SUPPRESS)  # its old name
     add_json(ab)
 

@@ -36,10 +36,10 @@ def add_arguments(compare: argparse.ArgumentParser) -> None:
     compare.add_argument("--strength", type=float, action="append",
                          help="noise strength in (0, 1]; repeatable (default: the config's "
                               "values, 0.3 and 0.5)")
-    compare.add_argument("--steps", type=positive_int,
+    compare.add_argument("--steps", type=positive_int, metavar="N",
                          help="step count of the few-step systems (DDIM, plug-ins; default: "
                               "each system's config value)")
-    compare.add_argument("--num-images", type=digits,
+    compare.add_argument("--num-images", type=digits, metavar="N",
                          help="test digits scored per system (default: the config's value)")
     add_device(compare)
     compare.add_argument("--compile", choices=COMPILE_MODES,
@@ -75,21 +75,22 @@ def run(args: argparse.Namespace) -> int:
         noise_device=args.noise_device, tf32=args.tf32, match_information=args.match_information,
     )
     from diffbench.compare import run_compare
-    from diffbench.results.shards import parse_shard, shard_from_env, shares_machine
+    from diffbench.results.shards import parse_shard, shard_dir, shard_from_env, shares_machine
 
     shard = parse_shard(args.shard) if args.shard else shard_from_env(os.environ)
+    out = shard_dir(config.out, shard) if shard is not None else Path(config.out)
     try:
         results = run_compare(config, resume=args.resume, shard=shard, overwrite=args.overwrite,
                               shared_machine=shard is not None and shares_machine(os.environ))
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"interrupted (SIGINT); the rows measured are in "
-                                f"{config.out}/results.jsonl: continue with --resume, or "
-                                f"`diffbench report {config.out}` for their tables") from None
+                                f"{out}/results.jsonl: continue with --resume, or "
+                                f"`diffbench report {out}` for their tables") from None
     failed = [f"{r['name']} at strength {r['strength']:g} ({r['failure']})"
               for r in results if r.get("failure")]
     files = ["results.jsonl", "results.json", "results.md", "i2i_comparison.png", "pareto.png"]
-    emit(args, {"out": str(config.out), "files": files, "failed": failed, "rows": results},
-         [f"wrote {config.out}/{', '.join(files)}"])
+    emit(args, {"out": str(out), "files": files, "failed": failed, "rows": results},
+         [f"wrote {out}/{', '.join(files)}"])
     if failed:
         print_error(f"{len(failed)} system(s) failed and stopped: {'; '.join(failed)}; the other "
                     f"systems' rows are complete (see results.md)")

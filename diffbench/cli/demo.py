@@ -19,11 +19,12 @@ HELP = "DDPM-1000 vs DDIM-50 image-to-image on real digits with a training-free 
 
 
 def add_arguments(demo: argparse.ArgumentParser) -> None:
-    demo.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    demo.add_argument("--out", type=Path, default=Path("results"), metavar="DIR",
+                      help="output folder")
     add_data_dir(demo)
-    demo.add_argument("--num-images", type=positive_int, default=8,
+    demo.add_argument("--num-images", type=positive_int, metavar="N", default=8,
                       help="test digits translated and shown in the grid")
-    demo.add_argument("--num-references", type=positive_int, default=10_000,
+    demo.add_argument("--num-references", type=positive_int, metavar="N", default=10_000,
                       help="training digits the empirical denoiser knows")
     demo.add_argument("--strength", type=float, action="append",
                       help="noise strength in (0, 1]; repeatable (default 0.3 and 0.5)")

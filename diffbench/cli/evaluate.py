@@ -50,21 +50,21 @@ def sampler_name(text: str) -> str:
 
 def add_arguments(evaluate: argparse.ArgumentParser) -> None:
     add_checkpoints(evaluate, "the classifier, pixel, latent and vae ones")
-    evaluate.add_argument("--out", type=Path, default=Path("results/evaluate.json"),
+    evaluate.add_argument("--out", type=Path, default=Path("results/evaluate.json"), metavar="FILE",
                           help="the JSON report")
     add_data_dir(evaluate)
     add_device(evaluate, default="auto")
-    evaluate.add_argument("--num-images", type=digits, default=1000,
+    evaluate.add_argument("--num-images", type=digits, metavar="N", default=1000,
                           help="test digits per system at the main strength (0.3)")
-    evaluate.add_argument("--ddpm-images", type=digits, default=256,
+    evaluate.add_argument("--ddpm-images", type=digits, metavar="N", default=256,
                           help="test digits for pixel DDPM-1000 at the main strength")
-    evaluate.add_argument("--sweep-images", type=digits, default=128,
+    evaluate.add_argument("--sweep-images", type=digits, metavar="N", default=128,
                           help="test digits per system at the other strengths")
-    evaluate.add_argument("--sweep-ddpm-images", type=digits, default=32,
+    evaluate.add_argument("--sweep-ddpm-images", type=digits, metavar="N", default=32,
                           help="test digits for pixel DDPM-1000 at the other strengths")
     evaluate.add_argument("--sweep", type=float, nargs="+", default=[0.1, 0.3, 0.5, 0.7, 0.9],
                           metavar="S", help="strengths of the sweep (default 0.1 0.3 0.5 0.7 0.9)")
-    evaluate.add_argument("--generation-samples", type=samples, default=1000,
+    evaluate.add_argument("--generation-samples", type=samples, metavar="N", default=1000,
                           help="samples each system generates from pure noise")
     add_seed(evaluate, default=0)
     evaluate.add_argument("--samplers", nargs="+", type=sampler_name, metavar="NAME",

@@ -13,7 +13,7 @@ HELP = "each benchmark's median over commits, with change points, as a PNG"
 def add_arguments(history: argparse.ArgumentParser) -> None:
     history.add_argument("--storage", type=Path, default=Path(".benchmarks"), metavar="DIR",
                          help="pytest-benchmark's storage folder")
-    history.add_argument("--out", type=Path, default=Path("results/history.png"),
+    history.add_argument("--out", type=Path, default=Path("results/history.png"), metavar="FILE",
                          help="the PNG")
     history.add_argument("--match", help="only cases whose name contains this (default: all)")
     add_json(history)

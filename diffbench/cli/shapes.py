@@ -26,10 +26,11 @@ def add_arguments(shapes: argparse.ArgumentParser) -> None:
                         help="holds vae, latent and latent_noisy_classifier .safetensors")
     add_checkpoints(shapes, "the classifiers and the pixel UNet to compare against")
     shapes.add_argument("--out", type=Path, default=Path("results/latent_shapes.md"),
+                        metavar="FILE",
                         help="Markdown table; the .png plot and .json numbers go beside it")
-    shapes.add_argument("--num-images", type=digits, default=512,
+    shapes.add_argument("--num-images", type=digits, metavar="N", default=512,
                         help="test digits scored per system")
-    shapes.add_argument("--rounds", type=positive_int, default=7,
+    shapes.add_argument("--rounds", type=positive_int, metavar="N", default=7,
                         help="timed calls per system (batch 64)")
     add_data_dir(shapes)
     add_device(shapes, default="auto")

@@ -18,9 +18,9 @@ def add_arguments(train: argparse.ArgumentParser) -> None:
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key (dotted for nested keys); repeatable "
                             "(default: none)")
-    train.add_argument("--steps", type=positive_int,
+    train.add_argument("--steps", type=positive_int, metavar="N",
                        help="optimizer steps, per process under DDP (default: the config's value)")
-    train.add_argument("--batch-size", type=positive_int,
+    train.add_argument("--batch-size", type=positive_int, metavar="N",
                        help="images per step and process (default: the config's value)")
     train.add_argument("--out", metavar="DIR",
                        help="folder for the checkpoint, its training state and card (default: "

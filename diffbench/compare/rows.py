@@ -73,7 +73,7 @@ class RowRunner:
         row = make_row(**{**row, "shared_machine": shared})
         index = self.store.append(row, tensors)
         log_row(self.tracking, self.config, row)
-        print_row(row)
+        announce_row(row)
         self.measured += 1
         return index
 
@@ -158,7 +158,8 @@ def measure_row(
     return row, outputs, per_digit
 
 
-def print_row(row: dict[str, Any]) -> None:
+def announce_row(row: dict[str, Any]) -> None:
+    """The row's line, INFO on the `diffbench` logger (the CLI prints it above the bar)."""
     if row.get("failure"):
         return  # said when it happened
     lo, hi = row["preservation_ci95"]
