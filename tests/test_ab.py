@@ -82,7 +82,7 @@ def test_a_real_run_gives_every_case_both_verdicts(two_commits, tiny_checkpoints
     out = tmp_path / "ab"
     result = diffbench("ab", "--base", "HEAD~1", "--cases", "img2img-pixel-ddim-10-s0.3-b1",
                        "img2img-pixel-ddim-10-s0.3-b16", "train-pixel-b64", "--budget-s", "5",
-                       "--seed", "7", "--processes", "3", "--checkpoints",
+                       "--seed", "7", "--pairs", "3", "--checkpoints",
                        str(tiny_checkpoints), "--out", str(out), cwd=two_commits)
     report = json.loads((out / "ab.json").read_text())
     assert report["seed"] == 7 and report["threads"] == 1 and report["processes"] == 3
@@ -136,7 +136,7 @@ def test_a_budget_that_is_not_a_positive_number_is_one_error_line(budget, tmp_pa
 
 def test_a_run_where_no_case_is_comparable_gives_no_verdict(two_commits, tiny_checkpoints,
                                                             tmp_path):
-    result = diffbench("ab", "--base", "HEAD~1", "--cases", "train-pixel-b64", "--processes",
+    result = diffbench("ab", "--base", "HEAD~1", "--cases", "train-pixel-b64", "--pairs",
                        "2", "--checkpoints", str(tiny_checkpoints), "--out", str(tmp_path),
                        cwd=two_commits)
     assert result.returncode == 3, result.stderr[-2000:]
@@ -145,9 +145,9 @@ def test_a_run_where_no_case_is_comparable_gives_no_verdict(two_commits, tiny_ch
 
 
 def test_too_few_worker_pairs_is_one_error_line(tmp_path):
-    result = diffbench("ab", "--base", "HEAD", "--processes", "1", "--out", str(tmp_path))
+    result = diffbench("ab", "--base", "HEAD", "--pairs", "1", "--out", str(tmp_path))
     assert result.returncode == 2
-    assert result.stderr.startswith("error: --processes must be at least 2")
+    assert result.stderr.startswith("error: --pairs must be at least 2")
 
 
 def test_a_crash_gives_no_verdict_not_a_regression(monkeypatch, tmp_path, capsys):

@@ -1,6 +1,6 @@
-"""The layout's rules, checked against the code: what importing loads, module and function
-sizes, and docs/architecture.md naming every module (in its import-linter layer) and every
-import-linter contract."""
+"""The layout's rules, checked against the code: what importing loads (each ``--help``:
+tests/test_cli_help.py), module and function sizes, and docs/architecture.md naming every
+module (in its import-linter layer) and every import-linter contract."""
 
 from __future__ import annotations
 
@@ -38,18 +38,6 @@ def loaded_after(code: str) -> list[str]:
 
 def test_a_leaf_module_imports_no_torch_nor_the_harness():
     assert loaded_after("import diffbench.core.errors") == []
-
-
-@pytest.mark.parametrize("command", ["", "demo", "shapes", "compare", "report", "merge", "ab",
-                                     "history"])
-def test_help_imports_no_torch(command):
-    """`diffbench --help` answers at once; so does each command's whose options need no
-    registry (train's lists the model kinds, evaluate's the samplers)."""
-    run_help = ("import runpy, contextlib, io\n"
-                f"sys.argv = ['diffbench', *{command.split()!r}, '--help']\n"
-                "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
-                "    runpy.run_module('diffbench', run_name='__main__')")
-    assert loaded_after(run_help) == []
 
 
 def test_the_public_names_load_on_first_use():

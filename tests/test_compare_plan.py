@@ -165,13 +165,13 @@ def test_a_run_killed_after_its_first_row_resumes_to_both_rows_measured(
     assert len(kept) == 1, "the kill came too late to test a resume"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     partial = tmp_path / "partial-report"  # the killed run's report names what it lacks
-    assert main(["report", str(out), "--to", str(partial)]) == 0
+    assert main(["report", str(out), "--out", str(partial)]) == 0
     report = (partial / "results.md").read_text()
     assert report.startswith("## Not measured: 1 planned row(s)")
     assert f"- {names[1]}, equal_strength, strength 0.5" in report
     capsys.readouterr()
     assert main([*args, "--resume"]) == 0
-    assert "2 rows planned: 1 on disk from before, 1 measured" in capsys.readouterr().out
+    assert "2 rows planned: 1 on disk from before, 1 measured" in capsys.readouterr().err
     stored = [json.loads(line) for line in lines(out / "results.jsonl")]
     assert stored[0] == json.loads(kept[0])  # the row from before the kill, not rerun
     assert [r["name"] for r in stored] == names

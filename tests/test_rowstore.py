@@ -84,7 +84,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_numbers(
             assert got[key] == pytest.approx(expected[key], rel=1e-9, abs=1e-12), key
     # paired against another system, into another folder: the run's own files stay
     assert main(["report", str(out), "--reference", "DPM++2M-20",
-                 "--to", str(tmp_path / "other")]) == 0
+                 "--out", str(tmp_path / "other")]) == 0
     other = json.loads((tmp_path / "other" / "results.json").read_text())
     assert [r.get("vs_reference") for r in other] == [
         "DPM++2M-20" if r["name"] == "DDIM-50" else None for r in other]

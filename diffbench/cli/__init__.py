@@ -4,19 +4,21 @@ shared arguments of :mod:`diffbench.cli.common`. Bad input exits with status 2 a
 any long work starts.
 
 Only the named command's options are built and its work is imported only when it runs, so
-``diffbench --help`` imports no torch.
+no ``--help`` imports torch. Progress and status lines go through the ``diffbench`` logger to
+stderr (``-q``: warnings only, ``-v``: debug too); stdout holds each command's result.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import shlex
 import sys
 from collections.abc import Collection
 from types import ModuleType
 
-from diffbench.cli.common import Parser, UsageError, print_error
+from diffbench.cli.common import Parser, UsageError, configure_logging, print_error
 from diffbench.core.errors import InputError
 
 COMMANDS = ("demo", "train", "evaluate", "shapes", "compare", "report", "merge", "ab", "history",
@@ -37,6 +39,12 @@ def build_parser(with_options: Collection[str] = COMMANDS) -> argparse.ArgumentP
         description="Compare DDPM, DDIM and latent diffusion on MNIST image-to-image translation.",
     )
     parser.add_argument("--version", action="version", version=f"diffbench {version()}")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-q", "--quiet", dest="log_level", action="store_const",
+                          const=logging.WARNING, default=logging.INFO,
+                          help="log warnings and errors only (default: progress lines too)")
+    loudness.add_argument("-v", "--verbose", dest="log_level", action="store_const",
+                          const=logging.DEBUG, help="log debug lines too")
     commands = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         module = command_module(name)
@@ -69,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = build_parser(named_command(argv)).parse_args(argv)
+        configure_logging(args.log_level)
         args.command_line = shlex.join(["diffbench", *argv])
         status = command_module(args.command).run(args)
     except (UsageError, InputError) as error:  # bad input only: MNISTNotFoundError included

@@ -8,7 +8,14 @@ import sys
 import traceback
 from pathlib import Path
 
-from diffbench.cli.common import add_seed, positive_int, print_error
+from diffbench.cli.common import (
+    add_checkpoints,
+    add_json,
+    add_seed,
+    emit,
+    positive_int,
+    print_error,
+)
 from diffbench.core.errors import InputError
 
 HELP = ("base against head, speed and fidelity, in one job: the regression gate "
@@ -19,24 +26,29 @@ def add_arguments(ab: argparse.ArgumentParser) -> None:
     ab.add_argument("--base", required=True, metavar="REV",
                     help="the revision to compare against (a commit, branch or tag; or a clean "
                          "checkout folder)")
-    ab.add_argument("--head", metavar="REV", help="default: the working tree")
+    ab.add_argument("--head", metavar="REV",
+                    help="the revision under test (default: the working tree)")
     ab.add_argument("--cases", nargs="+", default=["quick"], metavar="CASE",
-                    help="quick (default), all, or case names (diffbench list cases)")
+                    help="quick, all, or case names (diffbench list cases)")
     ab.add_argument("--cases-file", type=Path, default=None, metavar="YAML",
                     help="the repository's own cases: systems by name or "
                          "'package.module:Name', strengths, batches (default: the repository's "
                          "diffbench_ab.yaml if it has one, else diffbench's built-in cases)")
-    ab.add_argument("--budget-s", type=float, default=None,
+    ab.add_argument("--budget-s", type=float, default=None, metavar="S",
                     help="seconds of timed pairs beyond each case's first rounds, for all "
                          "cases together (default 60)")
-    ab.add_argument("--out", type=Path, default=Path("results/ab"), help="output folder")
-    ab.add_argument("--threads", type=positive_int, default=1,
-                    help="torch threads of each worker (default 1)")
+    ab.add_argument("--out", type=Path, default=Path("results/ab"), metavar="DIR",
+                    help="output folder: ab.json, ab.md")
+    ab.add_argument("--threads", type=positive_int, metavar="N", default=1,
+                    help="torch threads of each worker")
     add_seed(ab, help="the pair order's seed (default: drawn, recorded)")
-    ab.add_argument("--checkpoints", type=Path,
-                    help="the checkpoints both versions load (default: the shipped ones)")
-    ab.add_argument("--processes", type=positive_int, default=None, metavar="P",
-                    help="worker pairs per version (default 8): the interval is over them")
+    add_checkpoints(ab, "the ones both versions load")
+    ab.add_argument("--pairs", type=positive_int, default=None, metavar="P",
+                    help="worker pairs, a base and a head worker each (default 8): the "
+                         "interval is over them")
+    ab.add_argument("--processes", dest="pairs", type=positive_int, metavar="N",
+                    help=argparse.SUPPRESS)  # its old name
+    add_json(ab)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = run_ab(args.base, args.head, args.cases, budget, args.out,
                         threads=args.threads, seed=args.seed, checkpoints=args.checkpoints,
-                        processes=args.processes or PROCESSES, cases_file=args.cases_file)
+                        processes=args.pairs or PROCESSES, cases_file=args.cases_file)
     except InputError:
         raise
     except Exception as error:  # a crash gives no verdict: exit 3, not 1 (a regression)
@@ -63,10 +75,13 @@ def run(args: argparse.Namespace) -> int:
         return ab_report.EXIT_NO_VERDICT
     finally:
         signal.signal(signal.SIGTERM, previous)
-    for entry in result["cases"]:
-        print(ab_report.case_line(entry))
-    print(f"wrote {args.out}/ab.json, ab.md")
     status, message = ab_report.exit_status(result)
+    lines = [ab_report.case_line(entry) for entry in result["cases"]]
+    emit(args, {"status": status, "message": message, "out": str(args.out),
+                "files": ["ab.json", "ab.md"],
+                "cases": [{"case": entry["case"], "outcome": ab_report.case_outcome(entry),
+                           "line": line} for entry, line in zip(result["cases"], lines)]},
+         [*lines, f"wrote {args.out}/ab.json, ab.md"])
     if status:
         print_error(message)
     return status

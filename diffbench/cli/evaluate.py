@@ -7,12 +7,15 @@ from pathlib import Path
 
 from diffbench.cli.common import (
     UsageError,
+    add_checkpoints,
     add_data_dir,
     add_device,
+    add_json,
     add_overwrite,
     add_seed,
     check_strengths,
     digits,
+    emit,
     positive_int,
 )
 from diffbench.core.errors import InputError
@@ -46,31 +49,32 @@ def sampler_name(text: str) -> str:
 
 
 def add_arguments(evaluate: argparse.ArgumentParser) -> None:
-    from diffbench.sampling import SAMPLERS
-
-    evaluate.add_argument("--checkpoints", type=Path, default=None,
-                          help="default: the shipped checkpoints")
-    evaluate.add_argument("--out", type=Path, default=Path("results/evaluate.json"))
+    add_checkpoints(evaluate, "the classifier, pixel, latent and vae ones")
+    evaluate.add_argument("--out", type=Path, default=Path("results/evaluate.json"), metavar="FILE",
+                          help="the JSON report")
     add_data_dir(evaluate)
     add_device(evaluate, default="auto")
-    evaluate.add_argument("--num-images", type=digits, default=1000,
+    evaluate.add_argument("--num-images", type=digits, metavar="N", default=1000,
                           help="test digits per system at the main strength (0.3)")
-    evaluate.add_argument("--ddpm-images", type=digits, default=256,
+    evaluate.add_argument("--ddpm-images", type=digits, metavar="N", default=256,
                           help="test digits for pixel DDPM-1000 at the main strength")
-    evaluate.add_argument("--sweep-images", type=digits, default=128,
+    evaluate.add_argument("--sweep-images", type=digits, metavar="N", default=128,
                           help="test digits per system at the other strengths")
-    evaluate.add_argument("--sweep-ddpm-images", type=digits, default=32)
+    evaluate.add_argument("--sweep-ddpm-images", type=digits, metavar="N", default=32,
+                          help="test digits for pixel DDPM-1000 at the other strengths")
     evaluate.add_argument("--sweep", type=float, nargs="+", default=[0.1, 0.3, 0.5, 0.7, 0.9],
                           metavar="S", help="strengths of the sweep (default 0.1 0.3 0.5 0.7 0.9)")
-    evaluate.add_argument("--generation-samples", type=samples, default=1000)
+    evaluate.add_argument("--generation-samples", type=samples, metavar="N", default=1000,
+                          help="samples each system generates from pure noise")
     add_seed(evaluate, default=0)
     evaluate.add_argument("--samplers", nargs="+", type=sampler_name, metavar="NAME",
-                          help=f"samplers to evaluate in each space: registered or installed "
-                               f"names, or 'package.module:Name' (default: all: "
-                               f"{' '.join(SAMPLERS)})")
+                          help="samplers to evaluate in each space: registered or installed "
+                               "names, or 'package.module:Name' (default: every registered "
+                               "and installed sampler: diffbench list samplers)")
     add_overwrite(evaluate, "an existing --out file")
     evaluate.add_argument("--update-cards", action="store_true",
                           help="write the numbers into the model cards beside the checkpoints")
+    add_json(evaluate)
 
 
 def check(args: argparse.Namespace) -> None:
@@ -111,7 +115,6 @@ def run(args: argparse.Namespace) -> None:
     write_report(report, args.out)
     if args.update_cards:
         update_cards(report, args.checkpoints, args.out)
-    for goal in report["goals"]:
-        mark = "met " if goal["met"] else "MISS"
-        print(f"{mark}  {goal['goal']}: {goal['value']:.4f} (goal {goal['target']})")
-    print(f"wrote {args.out}")
+    lines = [f"{'met ' if goal['met'] else 'MISS'}  {goal['goal']}: {goal['value']:.4f} (goal "
+             f"{goal['target']})" for goal in report["goals"]]
+    emit(args, {"out": str(args.out), "goals": report["goals"]}, [*lines, f"wrote {args.out}"])

@@ -7,11 +7,14 @@ from pathlib import Path
 
 from diffbench.cli.common import (
     UsageError,
+    add_checkpoints,
     add_data_dir,
     add_device,
+    add_json,
     add_overwrite,
     add_seed,
     digits,
+    emit,
     positive_int,
 )
 
@@ -21,17 +24,19 @@ HELP = "the latent-shape sweep: one folder per latent shape's trained system"
 def add_arguments(shapes: argparse.ArgumentParser) -> None:
     shapes.add_argument("folders", type=Path, nargs="+", metavar="FOLDER",
                         help="holds vae, latent and latent_noisy_classifier .safetensors")
-    shapes.add_argument("--checkpoints", type=Path, default=None,
-                        help="the classifiers and pixel UNet to compare against")
+    add_checkpoints(shapes, "the classifiers and the pixel UNet to compare against")
     shapes.add_argument("--out", type=Path, default=Path("results/latent_shapes.md"),
+                        metavar="FILE",
                         help="Markdown table; the .png plot and .json numbers go beside it")
-    shapes.add_argument("--num-images", type=digits, default=512)
-    shapes.add_argument("--rounds", type=positive_int, default=7,
+    shapes.add_argument("--num-images", type=digits, metavar="N", default=512,
+                        help="test digits scored per system")
+    shapes.add_argument("--rounds", type=positive_int, metavar="N", default=7,
                         help="timed calls per system (batch 64)")
     add_data_dir(shapes)
     add_device(shapes, default="auto")
     add_seed(shapes, default=0)
     add_overwrite(shapes, "an existing --out table and the .png and .json beside it")
+    add_json(shapes)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -54,5 +59,6 @@ def run(args: argparse.Namespace) -> None:
     sweep = run_sweep(args.folders, args.checkpoints, args.num_images, rounds=args.rounds,
                       device=str(resolve_device(args.device)), data_dir=args.data_dir,
                       seed=args.seed)
-    for path in write_sweep(sweep, args.out):
-        print(f"wrote {path}")
+    paths = write_sweep(sweep, args.out)
+    emit(args, {"files": [str(path) for path in paths], "sweep": sweep.as_dict()},
+         [f"wrote {path}" for path in paths])

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from functools import partial
@@ -77,6 +78,8 @@ from diffbench.results.results_files import (
 from diffbench.results.rowstore import RowStore
 from diffbench.results.shards import Neighbours, assign, shard_dir
 from diffbench.results.tracking import start_run
+
+LOG = logging.getLogger(__name__)
 
 
 def checkpoint_files(config: CompareConfig) -> list[str]:
@@ -154,7 +157,7 @@ def run_compare(
     store = RowStore.open(out, {**config.model_dump(), **run_facts}, resume, overwrite)
     done = store.done()  # a resume refuses rows it cannot key, before anything is written
     if not owned:
-        print(f"shard {shard[0]}/{shard[1]} has no system to run: {len(systems)} systems")
+        LOG.warning("shard %d/%d has no system to run: %d systems", *shard, len(systems))
         return []
     save_grid_inputs(store, digits.images[: config.grid_images], systems[owned[0]], config)
     frechet = digits.reference.frechet
@@ -180,8 +183,8 @@ def take_rows(runner: Callable[..., RowRunner], config: CompareConfig, systems: 
         for k in dict.fromkeys(row.system for _, row in rows):
             run_system(taker, systems[k], planned[k], [r for r in rows if r[1].system == k])
         bar.close()
-        print(f"{len(rows)} rows planned: {taker.resumed} on disk from before, "
-              f"{taker.measured} measured")
+        LOG.info("%d rows planned: %d on disk from before, %d measured", len(rows),
+                 taker.resumed, taker.measured)
         results, files = write_reports(taker.store)
         for path in files:
             run.log_artifact(path)

@@ -8,6 +8,7 @@ reuses an equal-strength row copies it; the first row of a system that fails sto
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -31,6 +32,8 @@ from diffbench.results.row import FIELDS, PARAMS, make_row, metrics_of
 from diffbench.results.rowstore import RowStore, per_digit_tensors, row_key
 from diffbench.results.shards import Neighbours
 from diffbench.results.tracking import start_run
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -70,7 +73,7 @@ class RowRunner:
         row = make_row(**{**row, "shared_machine": shared})
         index = self.store.append(row, tensors)
         log_row(self.tracking, self.config, row)
-        print_row(row)
+        announce_row(row)
         self.measured += 1
         return index
 
@@ -104,8 +107,8 @@ def matched_strength(runner: RowRunner, system: System,
     target, digits = runner.config.match_information, runner.digits.first(planned.num_images)
     matched = match_information(system, runner.judge, digits, target, runner.config.seed)
     if matched is None:
-        print(f"{system.name:>14}: its noised accuracy never equals {target:g} on the "
-              f"start-timestep grid; no equal-information row")
+        LOG.warning("%14s: its noised accuracy never equals %g on the start-timestep grid; "
+                    "no equal-information row", system.name, target)
     return matched
 
 
@@ -123,7 +126,7 @@ def measured_row(runner: RowRunner, system: System, planned: PlannedSystem, stre
         row, outputs, scores = measure_row(system, runner.judge, runner.digits, strength, config,
                                            count, view)
     except NonFiniteOutput as failure:
-        print(f"{system.name:>14}: stopped: {failure}")
+        LOG.warning("%14s: stopped: %s", system.name, failure)
         return ({"view": view, **what_ran(system, strength, count), **failure.fields(),
                  **extra, **planned.facts}, {})
     return ({**row, **extra, **planned.facts},
@@ -155,14 +158,15 @@ def measure_row(
     return row, outputs, per_digit
 
 
-def print_row(row: dict[str, Any]) -> None:
+def announce_row(row: dict[str, Any]) -> None:
+    """The row's line, INFO on the `diffbench` logger (the CLI prints it above the bar)."""
     if row.get("failure"):
         return  # said when it happened
     lo, hi = row["preservation_ci95"]
-    print(f"{row['name']:>14} strength {row['strength']:.3g} (t={row['start_timestep']}): "
-          f"{row['sec_per_image']:.4f} s/image, mse {row['mse']:.4f}, preservation "
-          f"{row['preservation']:.3f} [{lo:.3f}, {hi:.3f}] (noised accuracy "
-          f"{row['noised_accuracy']:.3f})")
+    LOG.info("%14s strength %.3g (t=%s): %.4f s/image, mse %.4f, preservation %.3f "
+             "[%.3f, %.3f] (noised accuracy %.3f)", row["name"], row["strength"],
+             row["start_timestep"], row["sec_per_image"], row["mse"], row["preservation"], lo,
+             hi, row["noised_accuracy"])
 
 
 def log_row(run: Any, config: CompareConfig, row: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ verdicts (``docs/regression_gate.md``):
 * **speed**, from two signals: every case's work counts (:mod:`diffbench.gate.work_count`:
   bytecode instructions, tensor operators and bytes, which do not drift and certify), and, for
   the cases whose wall time a shared machine can decide (batch 16, the VAE), interleaved timing
-  over ``--processes`` worker pairs (:mod:`diffbench.measure.paired`), after a version-independent
+  over ``--pairs`` worker pairs (:mod:`diffbench.measure.paired`), after a version-independent
   control workload. The counts' ``slower`` is a regression, and so is the timing's in a run
   whose control read ``same`` (else the run's timing is reported, not trusted);
 * **fidelity**, for every case with image outputs: both versions' outputs for the same
@@ -63,7 +63,7 @@ def check_inputs(budget_s: float, processes: int, threads: int) -> None:
     if not (isinstance(budget_s, (int, float)) and math.isfinite(budget_s) and budget_s > 0):
         raise InputError(f"--budget-s must be a positive number of seconds, got {budget_s!r}")
     if processes < 2:
-        raise InputError(f"--processes must be at least 2 (the interval is over worker "
+        raise InputError(f"--pairs must be at least 2 (the interval is over worker "
                          f"pairs), got {processes!r}")
     if threads < 1:
         raise InputError(f"--threads must be at least 1, got {threads!r}")

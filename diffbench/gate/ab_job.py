@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import random
 import time
@@ -24,6 +25,8 @@ from diffbench.gate.ab_measure import (
 )
 from diffbench.gate.ab_versions import Version, Worker
 from diffbench.measure import paired
+
+LOG = logging.getLogger(__name__)
 
 WORKER_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
 """glibc's default allocator. A fixed ``MALLOC_MMAP_THRESHOLD_`` (each call's buffers on fresh
@@ -154,4 +157,4 @@ class Job:
                 0, rounds - paired.MIN_ROUNDS) / max(rounds, 1)
             self.time.append(entry)
             self.save(names, complete=False)
-            print(f"{name}: {ab_report.time_text(entry)}", flush=True)
+            LOG.info("%s: %s", name, ab_report.time_text(entry))

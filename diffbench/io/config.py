@@ -20,6 +20,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from diffbench.core.choices import MAX_SCORED_DIGITS, MODEL_KINDS
 from diffbench.core.plugins import is_model_name, is_spec, model_choices
 from diffbench.core.resources import checkpoints_dir, configs_dir
 from diffbench.core.runtime import COMPILE_MODES, DEVICES, MAX_SEED, NOISE_DEVICES
@@ -33,20 +34,15 @@ from diffbench.io.config_files import (
     type_name,
     validate,
 )
-from diffbench.io.data import MAX_SCORED_DIGITS
 from diffbench.models import ClassifierConfig, PeerConfig, UNetConfig, VAEConfig
 from diffbench.sampling import SAMPLERS, SPACINGS, sampler_class
 from diffbench.sampling.prediction import PREDICTIONS
 
-MODEL_CONFIGS = {
-    "pixel": UNetConfig,
-    "latent": UNetConfig,
-    "vae": VAEConfig,
-    "classifier": ClassifierConfig,
-    "peer": PeerConfig,
-}
-"""Model kinds `diffbench train` trains -> their model's config dataclass."""
-KINDS = tuple(MODEL_CONFIGS)
+MODEL_CONFIGS = dict(zip(MODEL_KINDS, (UNetConfig, UNetConfig, VAEConfig, ClassifierConfig,
+                                        PeerConfig), strict=True))
+"""Model kinds `diffbench train` trains (:data:`diffbench.core.choices.MODEL_KINDS`) -> their
+model's config dataclass."""
+KINDS = MODEL_KINDS
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 """A checkpoint name: a file stem that stays inside the output folder."""
 _FINITE = ConfigDict(allow_inf_nan=False, strict=True)

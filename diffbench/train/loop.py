@@ -12,6 +12,7 @@ single process SIGINT or SIGTERM lets the current step finish, saves it and rais
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -51,6 +52,8 @@ from diffbench.train.state import (
     save_training,
 )
 from diffbench.train.tasks import build_task
+
+LOG = logging.getLogger(__name__)
 
 
 def train(
@@ -270,5 +273,6 @@ def finish(run: Run) -> Path:
                                  "cpu_seconds": run.progress.cpu_seconds})
         for path in (card_path, grid_path):
             run.tracker.log_artifact(path)
-    print(f"wrote {weights_path} (step {run.progress.step}, {run.progress.train_seconds:.1f} s)")
+    LOG.info("wrote %s (step %d, %.1f s)", weights_path, run.progress.step,
+             run.progress.train_seconds)
     return weights_path

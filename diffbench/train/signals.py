@@ -5,12 +5,14 @@ continues from there)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+LOG = logging.getLogger(__name__)
 
 
 class TrainingInterrupted(Exception):
@@ -39,8 +41,8 @@ def graceful_stop(enabled: bool = True) -> Iterator[list[int]]:
     def record(signum: int, frame: Any) -> None:
         received.append(signum)
         signal.signal(signum, previous[signum] or signal.SIG_DFL)
-        print(f"\n{signal.Signals(signum).name}: finishing the current step, then saving a "
-              f"checkpoint (send it again to stop at once)", file=sys.stderr, flush=True)
+        LOG.warning("%s: finishing the current step, then saving a checkpoint (send it again "
+                    "to stop at once)", signal.Signals(signum).name)
 
     for kind in kinds:
         signal.signal(kind, record)
