@@ -153,3 +153,36 @@ def test_a_shard_beside_a_live_shard_of_its_run_flags_its_rows(tiny_checkpoints,
         sleeper.wait()
     beside = json.loads((out / "shard-0-of-2" / "results.json").read_text())
     assert beside and all(r["shared_machine"] for r in beside)
+
+
+def test_a_merged_comparison_is_one_mlflow_parent_run_over_its_shard_runs(
+        tiny_checkpoints, mnist_dir, tmp_path, monkeypatch):
+    """`diffbench merge` logs one parent run with every row nested (intervals as metrics) and
+    nests the shard runs under it: the experiment's top level shows one comparison."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for shard in ("0/2", "1/2"):
+        assert main(args(tiny_checkpoints, mnist_dir, tmp_path / "run", "--shard", shard)) == 0
+    shards = [tmp_path / "run" / f"shard-{i}-of-2" for i in (0, 1)]
+    assert main(["merge", *map(str, shards), "--out", str(tmp_path / "run")]) == 0
+    merged = json.loads((tmp_path / "run" / "results.json").read_text())
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("diffbench-compare").experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    shard_ids = [json.loads((d / "mlflow_run.json").read_text())["run_id"] for d in shards]
+    assert parent.info.run_name.endswith(" merged") and parent.info.status == "FINISHED"
+    assert parent.data.tags["diffbench.shard_runs"] == ",".join(shard_ids)
+    assert parent.data.tags["config_digest"] and parent.inputs.dataset_inputs
+    for shard_id in shard_ids:
+        tags = client.get_run(shard_id).data.tags
+        assert tags["mlflow.parentRunId"] == tags["diffbench.merged_into"] == parent.info.run_id
+    rows = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+            and "diffbench.row" in r.data.tags]
+    assert len(rows) == len(merged)
+    for row in rows:
+        assert row.data.metrics["mse_ci95_lo"] <= row.data.metrics["mse"]
+        assert row.data.metrics["mse"] <= row.data.metrics["mse_ci95_hi"]
+    assert sum("mse_vs_reference_ci95_hi" in r.data.metrics for r in rows) == sum(
+        "vs_reference" in r for r in merged) > 0  # paired across shards: known at the merge

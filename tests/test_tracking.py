@@ -162,6 +162,24 @@ def test_failing_body_marks_run_failed(client: MlflowClient) -> None:
     assert mlflow.active_run() is None
 
 
+def test_a_run_id_continues_that_run_else_a_new_one_starts(client: MlflowClient) -> None:
+    """A resumed job passes its first attempt's run id: the run goes on (its params kept as
+    first logged, its metric history continued) and ends FINISHED; an id this store does not
+    hold starts a new run."""
+    with pytest.raises(KeyboardInterrupt), start_run("resumed", params={"lr": 1}) as first:
+        first.log_metrics({"loss": 0.5}, step=1)
+        raise KeyboardInterrupt
+    assert client.get_run(first.run_id).info.status == "FAILED"
+    with start_run("resumed", params={"lr": 1, "extra": 2}, run_id=first.run_id) as again:
+        again.log_metrics({"loss": 0.25}, step=2)
+    run = client.get_run(first.run_id)
+    assert again.run_id == first.run_id and run.info.status == "FINISHED"
+    assert run.data.params == {"lr": "1", "extra": "2"}
+    assert _history(client, first.run_id, "loss") == [(1, 0.5), (2, 0.25)]
+    with start_run("resumed", run_id="0" * 32) as other:
+        assert other.enabled and other.run_id != "0" * 32
+
+
 def test_nested_runs_time_into_the_inner_run(client: MlflowClient) -> None:
     with start_run("sweep", run_name="parent") as parent:
         with start_run("sweep", run_name="child", nested=True) as child:
