@@ -153,7 +153,7 @@ def log_merged(out: str | Path, shard_dirs: Sequence[str | Path], identity: dict
     with start_run(experiment, params=identity, tags={SHARD_RUNS_TAG: ",".join(ids)},
                    run_name=parent_run_name(out, digest, "merged")) as run:
         save_run(out, run, digest)
-        found = [r for r in (run.request("get_run", i) for i in ids) if r is not None]
+        found = [r for r in (run.find_run(i, run.experiment_id) for i in ids) if r is not None]
         if found:  # the shards' tags (config digest, commit, machine) and dataset inputs
             run.set_tags({k: v for k, v in found[0].data.tags.items()
                           if not k.startswith(("mlflow.", "diffbench."))})

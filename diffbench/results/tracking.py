@@ -169,7 +169,7 @@ class Tracker:
             self._client = MlflowClient(self.tracking_uri)
             found = self._client.get_experiment_by_name(experiment)
             exp_id = found.experiment_id if found else self._client.create_experiment(experiment)
-            earlier = self._continuable(run_id, exp_id)
+            earlier = self.find_run(run_id, exp_id)
             run = mlflow.start_run(
                 run_id=earlier.info.run_id if earlier else None,
                 experiment_id=None if earlier else exp_id,
@@ -186,10 +186,10 @@ class Tracker:
         self._logged_params = set(earlier.data.params) if earlier else set()
         self.enabled = True
 
-    def _continuable(self, run_id: str | None, experiment_id: str) -> Any:
+    def find_run(self, run_id: str | None, experiment_id: str | None) -> Any:
         """The run ``run_id`` when this store holds it, live, in ``experiment_id``; else None
-        (another store, deleted: a new run starts)."""
-        if not run_id:
+        (another store, deleted: not a failure; a resume starts a new run)."""
+        if not run_id or self._client is None:
             return None
         try:
             run = self._client.get_run(run_id)
