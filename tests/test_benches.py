@@ -49,15 +49,22 @@ def test_bench_session_writes_json_mlflow_run_and_traces(tiny_checkpoints, mnist
     assert info["mse_ci95"][0] <= info["mse"] <= info["mse_ci95"][1]
     assert info["peak_memory_bytes"] > 0
     assert img2img["extra_info"]["nfe"] == 3 and img2img["extra_info"]["batch"] == 1
-    # --diffbench-mlflow: the JSON reached disk, then one run holds every statistic and the
-    # JSON.
+    # --diffbench-mlflow: the JSON reached disk, then one parent run for the session (the JSON
+    # its artifact) and a nested run per case with its statistics and intervals as metrics
     (saved,) = (tmp_path / "results" / "benchmarks").glob("bench-*.json")
     assert len(json.loads(saved.read_text())["benchmarks"]) == 2
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    (run,) = client.search_runs([client.get_experiment_by_name("diffbench-benches").experiment_id])
-    assert "test_img2img/cpu-pixel-ddim-10-s0.3-b1/median" in run.data.metrics
-    assert "test_vae/cpu-encode-1/flops_per_image" in run.data.metrics
+    runs = client.search_runs([client.get_experiment_by_name("diffbench-benches").experiment_id])
+    (run,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == [saved.name]
+    cases = {r.info.run_name: r for r in runs if r is not run}
+    assert set(cases) == {"test_img2img[cpu-pixel-ddim-10-s0.3-b1]", "test_vae[cpu-encode-1]"}
+    assert all(r.data.tags["mlflow.parentRunId"] == run.info.run_id for r in cases.values())
+    img2img_run = cases["test_img2img[cpu-pixel-ddim-10-s0.3-b1]"]
+    assert img2img_run.data.metrics["median"] == img2img["stats"]["median"]
+    assert [img2img_run.data.metrics[f"mse_ci95_{end}"] for end in ("lo", "hi")] == info["mse_ci95"]
+    assert img2img_run.data.params["device"] == "cpu"
+    assert "flops_per_image" in cases["test_vae[cpu-encode-1]"].data.metrics
     # --diffbench-profile: per benchmark a folder with a Perfetto (Chrome-format) trace and the
     # operator table beside it.
     traces = sorted((tmp_path / "traces").rglob("*.pt.trace.json"))

@@ -35,7 +35,7 @@ def test_a_version_3_row_keeps_its_distances_and_has_no_system_config():
 
 def test_columns_and_mlflow_metrics_derive_from_the_row_fields():
     from diffbench.results.report import COLUMNS, cell
-    from diffbench.results.row import ResultRow, metrics_of
+    from diffbench.results.row import ResultRow, metrics_of, tags_of
 
     declared = [name for name, field in ResultRow.model_fields.items()
                 if field.json_schema_extra["column"]]
@@ -47,8 +47,12 @@ def test_columns_and_mlflow_metrics_derive_from_the_row_fields():
     assert metrics_of(row) == {
         "mse": 0.04, "mse_ci95_lo": 0.03, "mse_ci95_hi": 0.05, "preservation": 0.9,
         "peak_memory_bytes": 3 * 2**20, "mse_vs_reference": 0.01,
-        "mse_vs_reference_ci95_lo": -0.02, "mse_vs_reference_ci95_hi": 0.04,
-        "mse_vs_reference_resolved": 0.0, "preservation_vs_reference_resolved": 1.0}
+        "mse_vs_reference_ci95_lo": -0.02, "mse_vs_reference_ci95_hi": 0.04}
+    assert tags_of({**row, "preservation_vs_reference": -0.1}) == {  # verdicts: tags
+        "vs_reference": "DDIM-50", "mse_vs_reference_resolved": "false",
+        "mse_vs_reference_verdict": "not resolved",
+        "preservation_vs_reference_resolved": "true",
+        "preservation_vs_reference_verdict": "lower"}
     formats = {key: fmt for key, _, fmt in COLUMNS}
     assert cell(row, "peak_memory_bytes", formats["peak_memory_bytes"]) == "3.0"  # in MiB
     assert cell(row, "mse", formats["mse"]) == "0.0400 [0.0300, 0.0500]"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 
 from diffbench.cli import main
 from diffbench.results.rowstore import ResumeError, RowStore, TruncatedRowWarning, first_difference
@@ -93,6 +94,33 @@ def test_a_killed_run_resumes_to_the_uninterrupted_numbers(
     # the rows measured before the kill were kept, not rerun
     assert [json.loads(line) for line in kept] == json.loads(
         "[" + ",".join(lines(out / "results.jsonl")[: len(kept)]) + "]")
+    assert_one_finished_comparison(MlflowClient(f"sqlite:///{tmp_path}/mlflow.db"), out, resumed)
+
+
+def assert_one_finished_comparison(client: MlflowClient, out: Path, results: list[dict]) -> None:
+    """The first attempt's parent run (its id in mlflow_run.json) was continued to FINISHED:
+    one nested run per row, each once, with its intervals as metrics and verdicts as tags."""
+    experiment = client.get_experiment_by_name("diffbench-compare").experiment_id
+    runs = client.search_runs([experiment])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.run_id == json.loads((out / "mlflow_run.json").read_text())["run_id"]
+    assert parent.info.status == "FINISHED"
+    assert [d.dataset.name for d in parent.inputs.dataset_inputs] == ["mnist-test"]
+    rows = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(rows) == len(results) == len({r.data.tags["diffbench.row"] for r in rows})
+    for result in results:
+        (row,) = [r for r in rows if r.info.run_name == f"{result['name']} {result['view']} "
+                                                        f"s{result['strength']:g}"]
+        assert row.info.status == "FINISHED"
+        for name in ("mse", "preservation"):
+            assert [row.data.metrics[f"{name}_ci95_{end}"] for end in ("lo", "hi")] == (
+                pytest.approx(result[f"{name}_ci95"]))
+        if result.get("vs_reference"):  # the paired difference: interval metrics, verdict tags
+            assert row.data.metrics["mse_vs_reference_ci95_lo"] == pytest.approx(
+                result["mse_vs_reference_ci95"][0])
+            assert row.data.tags["mse_vs_reference_verdict"] in ("lower", "higher",
+                                                                 "not resolved")
+            assert "mse_vs_reference_resolved" not in row.data.metrics
 
 
 def test_sigint_leaves_a_valid_partial_run_and_a_resume_hint(tiny_checkpoints, mnist_dir,

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import torch
 from diffbench.cli import main
 from diffbench.core.errors import InputError
 from diffbench.results.shards import Neighbours, assign, parse_shard, shard_from_env, shares_machine
+from diffbench.results.tracking import TrackingWarning
 
 REPO = Path(__file__).resolve().parents[1]
 FIDELITY = ("mse", "mse_ci95", "preservation", "preservation_ci95", "noised_accuracy",
@@ -79,7 +81,9 @@ def test_two_shards_under_torchrun_merge_to_one_process(tiny_checkpoints, mnist_
     per_shard = [json.loads((p / "results.json").read_text()) for p in shards]
     assert all(rows for rows in per_shard) and sum(map(len, per_shard)) == len(one)
     assert all(r["shared_machine"] for rows in per_shard for r in rows)
-    assert main(["merge", *map(str, shards), "--out", str(tmp_path / "merged")]) == 0
+    with warnings.catch_warnings():  # the shards' runs are in another store: not an error
+        warnings.simplefilter("error", TrackingWarning)
+        assert main(["merge", *map(str, shards), "--out", str(tmp_path / "merged")]) == 0
     merged = json.loads((tmp_path / "merged" / "results.json").read_text())
     assert [r["name"] for r in merged] == [r["name"] for r in one]
     for got, expected in zip(merged, one, strict=True):
@@ -153,3 +157,36 @@ def test_a_shard_beside_a_live_shard_of_its_run_flags_its_rows(tiny_checkpoints,
         sleeper.wait()
     beside = json.loads((out / "shard-0-of-2" / "results.json").read_text())
     assert beside and all(r["shared_machine"] for r in beside)
+
+
+def test_a_merged_comparison_is_one_mlflow_parent_run_over_its_shard_runs(
+        tiny_checkpoints, mnist_dir, tmp_path, monkeypatch):
+    """`diffbench merge` logs one parent run with every row nested (intervals as metrics) and
+    nests the shard runs under it: the experiment's top level shows one comparison."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for shard in ("0/2", "1/2"):
+        assert main(args(tiny_checkpoints, mnist_dir, tmp_path / "run", "--shard", shard)) == 0
+    shards = [tmp_path / "run" / f"shard-{i}-of-2" for i in (0, 1)]
+    assert main(["merge", *map(str, shards), "--out", str(tmp_path / "run")]) == 0
+    merged = json.loads((tmp_path / "run" / "results.json").read_text())
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("diffbench-compare").experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    shard_ids = [json.loads((d / "mlflow_run.json").read_text())["run_id"] for d in shards]
+    assert parent.info.run_name.endswith(" merged") and parent.info.status == "FINISHED"
+    assert parent.data.tags["diffbench.shard_runs"] == ",".join(shard_ids)
+    assert parent.data.tags["config_digest"] and parent.inputs.dataset_inputs
+    for shard_id in shard_ids:
+        tags = client.get_run(shard_id).data.tags
+        assert tags["mlflow.parentRunId"] == tags["diffbench.merged_into"] == parent.info.run_id
+    rows = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+            and "diffbench.row" in r.data.tags]
+    assert len(rows) == len(merged)
+    for row in rows:
+        assert row.data.metrics["mse_ci95_lo"] <= row.data.metrics["mse"]
+        assert row.data.metrics["mse"] <= row.data.metrics["mse_ci95_hi"]
+    assert sum("mse_vs_reference_ci95_hi" in r.data.metrics for r in rows) == sum(
+        "vs_reference" in r for r in merged) > 0  # paired across shards: known at the merge

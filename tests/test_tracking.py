@@ -162,6 +162,24 @@ def test_failing_body_marks_run_failed(client: MlflowClient) -> None:
     assert mlflow.active_run() is None
 
 
+def test_a_run_id_continues_that_run_else_a_new_one_starts(client: MlflowClient) -> None:
+    """A resumed job passes its first attempt's run id: the run goes on (its params kept as
+    first logged, its metric history continued) and ends FINISHED; an id this store does not
+    hold starts a new run."""
+    with pytest.raises(KeyboardInterrupt), start_run("resumed", params={"lr": 1}) as first:
+        first.log_metrics({"loss": 0.5}, step=1)
+        raise KeyboardInterrupt
+    assert client.get_run(first.run_id).info.status == "FAILED"
+    with start_run("resumed", params={"lr": 1, "extra": 2}, run_id=first.run_id) as again:
+        again.log_metrics({"loss": 0.25}, step=2)
+    run = client.get_run(first.run_id)
+    assert again.run_id == first.run_id and run.info.status == "FINISHED"
+    assert run.data.params == {"lr": "1", "extra": "2"}
+    assert _history(client, first.run_id, "loss") == [(1, 0.5), (2, 0.25)]
+    with start_run("resumed", run_id="0" * 32) as other:
+        assert other.enabled and other.run_id != "0" * 32
+
+
 def test_nested_runs_time_into_the_inner_run(client: MlflowClient) -> None:
     with start_run("sweep", run_name="parent") as parent:
         with start_run("sweep", run_name="child", nested=True) as child:
@@ -359,3 +377,41 @@ def test_a_set_uri_wins_over_the_file_store(client: MlflowClient, monkeypatch) -
 
     monkeypatch.setattr(tracking, "_has_sqlalchemy", lambda: False)
     assert tracking.tracking_uri() == os.environ["MLFLOW_TRACKING_URI"]
+
+
+def test_a_continued_parent_logs_each_row_once_and_relogs_a_half_logged_one(
+        client: MlflowClient, tmp_path: Path) -> None:
+    """What a resumed comparison relies on: its run id saved in the folder (dropped for a new
+    run), the rows already logged found by their tag, a row run a kill left unfinished deleted."""
+    from diffbench.results.mlflow_runs import (
+        ROW_TAG,
+        forget_run,
+        log_row,
+        row_runs,
+        row_tag,
+        save_run,
+        saved_run,
+    )
+    from diffbench.results.row import make_row
+
+    rows = [make_row(name=name, view="equal_strength", strength=0.3, seed=0, num_images=2,
+                     mse=0.1, mse_ci95=[0.05, 0.2], system_config={}) for name in ("A", "B")]
+    with start_run("rows") as parent:
+        save_run(tmp_path, parent, "0123abcd")
+        log_row(parent, rows[0], row_runs(parent))
+        half = client.create_run(parent.experiment_id, tags={  # killed while being logged
+            "mlflow.parentRunId": parent.run_id, ROW_TAG: row_tag(rows[1])})
+    assert saved_run(tmp_path)["run_id"] == parent.run_id
+    with start_run("rows", run_id=saved_run(tmp_path)["run_id"]) as again:
+        logged = row_runs(again)
+        assert set(logged) == {row_tag(rows[0])}
+        for row in rows:
+            log_row(again, row, logged)
+    children = client.search_runs([parent.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{parent.run_id}'")
+    assert sorted(r.info.run_name for r in children) == ["A equal_strength s0.3",
+                                                         "B equal_strength s0.3"]
+    assert all(r.data.metrics["mse_ci95_hi"] == 0.2 for r in children)
+    assert client.get_run(half.info.run_id).info.lifecycle_stage == "deleted"
+    forget_run(tmp_path)
+    assert saved_run(tmp_path) == {}

@@ -156,6 +156,8 @@ def test_resume_continues_to_the_same_weights(tracking_uri, tmp_path, mnist_dir)
         "--set",
         "experiment=test-resume",
         "--set",
+        "log_every=1",
+        "--set",
         "warmup_steps=2",
         "--set",
         "model.base_channels=8",
@@ -171,6 +173,19 @@ def test_resume_continues_to_the_same_weights(tracking_uri, tmp_path, mnist_dir)
         assert straight.keys() == resumed.keys()
         for key in straight:
             assert torch.equal(straight[key], resumed[key]), (name, key)
+    # one MLflow run for the stopped and resumed training: the state holds its id, the loss
+    # curve goes on from step 4, and it ends FINISHED
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("test-resume").experiment_id])
+    assert len(runs) == 2  # straight, and stopped-then-resumed
+    run_id = load_metadata(tmp_path / "resumed" / "pixel.state.safetensors")["mlflow_run_id"]
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "True"
+    steps = [m.step for m in client.get_metric_history(run_id, "loss")]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    (dataset,) = run.inputs.dataset_inputs
+    assert dataset.dataset.name == "mnist-train" and dataset.dataset.source_type == "local"
+    assert {t.key: t.value for t in dataset.tags}["mlflow.data.context"] == "training"
 
 
 def test_two_process_torchrun_on_cpu(tmp_path, mnist_dir):

@@ -1,7 +1,8 @@
 """pytest-benchmark's hook, registered by :mod:`diffbench.bench.plugin` only where
 pytest-benchmark is installed: what reproduces the run goes under the benchmark JSON's
 "diffbench" key, and with --diffbench-mlflow (or ``DIFFBENCH_MLFLOW=1``) the session is one
-MLflow run. Imports its work on first use, as the plugin does."""
+MLflow parent run with a nested run per benchmark case. Imports its work on first use, as the
+plugin does."""
 
 from __future__ import annotations
 
@@ -57,10 +58,10 @@ def reproducibility(folder: Path, benchmarks: list[dict]) -> dict[str, Any]:
 
 
 def log_session(output_json: dict[str, Any]) -> None:
-    """Write the JSON under results/benchmarks/, then one MLflow run (experiment
-    "diffbench-benches") with every benchmark's statistics and numeric extra_info, and the JSON
-    as its artifact."""
-    from diffbench.bench.env import sanitize
+    """Write the JSON under results/benchmarks/, then one MLflow parent run for the session
+    (experiment "diffbench-benches", the JSON as its artifact) and one nested run per benchmark
+    case: its params as params, its statistics and numeric extra_info as metrics (an interval
+    ``[lo, hi]`` as ``<name>_lo`` and ``_hi``), its text extra_info as tags."""
     from diffbench.core.files import write_atomic_text
     from diffbench.results.tracking import start_run
 
@@ -73,10 +74,27 @@ def log_session(output_json: dict[str, Any]) -> None:
               "benchmarks": len(output_json["benchmarks"])}
     with start_run("diffbench-benches", run_name=f"benches-{stamp}", params=params) as run:
         for bench in output_json["benchmarks"]:
-            prefix = sanitize(bench["fullname"].split("::")[-1])
-            stats = {k: v for k, v in bench["stats"].items()
-                     if k in ("min", "max", "mean", "median", "stddev", "iqr", "ops", "rounds")}
-            extra = {k: v for k, v in bench.get("extra_info", {}).items()
-                     if isinstance(v, int | float) and not isinstance(v, bool)}
-            run.log_metrics({f"{prefix}/{k}": v for k, v in {**stats, **extra}.items()})
+            metrics, tags = case_figures(bench)
+            with start_run("diffbench-benches", run_name=bench["fullname"].split("::")[-1],
+                           params=bench.get("params") or {}, nested=True,
+                           tags={"benchmark": bench["fullname"], "group": bench.get("group"),
+                                 **tags}) as case:
+                case.log_metrics(metrics)
         run.log_artifact(path)
+
+
+def case_figures(bench: dict[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
+    """A benchmark's (metrics, tags): its timing statistics and numeric extra_info, each
+    interval's ends; its text and true/false extra_info."""
+    metrics = {k: v for k, v in bench["stats"].items()
+               if k in ("min", "max", "mean", "median", "stddev", "iqr", "ops", "rounds")}
+    tags = {}
+    for key, value in bench.get("extra_info", {}).items():
+        if isinstance(value, bool | str):
+            tags[key] = str(value)[:5000]
+        elif isinstance(value, int | float):
+            metrics[key] = value
+        elif (isinstance(value, list) and len(value) == 2
+              and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)):
+            metrics[f"{key}_lo"], metrics[f"{key}_hi"] = value
+    return metrics, tags

@@ -70,6 +70,15 @@ from diffbench.io.checkpoints import (
 from diffbench.io.config import CompareConfig, SystemConfig, validate
 from diffbench.measure.metrics import NOISY_CLASSIFIERS, Judge
 from diffbench.measure.scoring import load_digits, noised_inputs
+from diffbench.results import mlflow_runs
+from diffbench.results.mlflow_runs import (
+    forget_run,
+    log_dataset,
+    log_verdicts,
+    row_runs,
+    save_run,
+    saved_run,
+)
 from diffbench.results.results_files import FRECHET_REFERENCE, GRID_INPUTS, write_reports
 from diffbench.results.results_files import results_markdown as results_markdown  # they lived here:
 from diffbench.results.results_files import (
@@ -138,7 +147,7 @@ def run_compare(
     check_counts(config)
     device = resolve_device(config.device)
     check_writable_dir(config.out)
-    out = shard_dir(config.out, shard) if shard is not None else Path(config.out)
+    out = run_folder(config, shard)
     RowStore.claim(out, resume, overwrite)  # before any work, not after it
     names = checkpoint_files(config)
     require_checkpoints(config.checkpoints, names)
@@ -156,6 +165,8 @@ def run_compare(
                  "environment": environment_facts()}  # once: a git call and the metadata
     store = RowStore.open(out, {**config.model_dump(), **run_facts}, resume, overwrite)
     done = store.done()  # a resume refuses rows it cannot key, before anything is written
+    if not resume:
+        forget_run(out)  # a new MLflow run, not the earlier run's continued
     if not owned:
         LOG.warning("shard %d/%d has no system to run: %d systems", *shard, len(systems))
         return []
@@ -173,23 +184,33 @@ def take_rows(runner: Callable[..., RowRunner], config: CompareConfig, systems: 
               facts: dict[str, Any]) -> list[dict[str, Any]]:
     """Take the planned ``rows`` system by system inside the run's progress bar, MLflow run and
     (for a shard) its registration beside the run's other shards; then the reports."""
-    digest = run_digest(config)
+    digest, out = run_digest(config), run_folder(config, shard)
     registry = Neighbours(digest) if shard is not None else nullcontext()
     with (tqdm(total=len(rows), desc="rows", unit="row") as bar,
           start_run(config.experiment, run_name=parent_run_name(config, digest, shard),
-                    params=config.model_dump(), tags=run_tags(digest, facts)) as run,
+                    params=config.model_dump(), tags=run_tags(digest, facts),
+                    run_id=saved_run(out).get("run_id")) as run,  # a resume's: continued
           registry as neighbours):
-        taker = runner(bar, run, neighbours, shared_machine)
+        save_run(out, run, digest)
+        taker = runner(bar, run, neighbours, shared_machine, logged=row_runs(run))
+        log_dataset(run, "mnist-test", "test", config.data_dir, len(taker.digits.images),
+                    "evaluation")
         for k in dict.fromkeys(row.system for _, row in rows):
             run_system(taker, systems[k], planned[k], [r for r in rows if r[1].system == k])
         bar.close()
         LOG.info("%d rows planned: %d on disk from before, %d measured", len(rows),
                  taker.resumed, taker.measured)
         results, files = write_reports(taker.store)
+        log_verdicts(run, results, taker.logged)
         for path in files:
             run.log_artifact(path)
         run.log_table(table_columns(results), "results_table.json")
     return results
+
+
+def run_folder(config: CompareConfig, shard: tuple[int, int] | None) -> Path:
+    """Where the run's rows go: ``out``, or a shard's folder in it."""
+    return shard_dir(config.out, shard) if shard is not None else Path(config.out)
 
 
 def owned_systems(plan: Sequence[PlannedRow], systems: Sequence[PlannedSystem],
@@ -204,8 +225,8 @@ def owned_systems(plan: Sequence[PlannedRow], systems: Sequence[PlannedSystem],
 def parent_run_name(config: CompareConfig, digest: str, shard: tuple[int, int] | None) -> str:
     """The comparison's MLflow run name: its output folder and config digest (and shard), e.g.
     ``compare results 1a2b3c4d`` (every parent run was once named "compare")."""
-    part = f" shard {shard[0]}/{shard[1]}" if shard is not None else ""
-    return f"compare {Path(config.out).name} {digest[:8]}{part}"
+    return mlflow_runs.parent_run_name(config.out, digest,
+                                       f"shard {shard[0]}/{shard[1]}" if shard else "")
 
 
 def run_tags(digest: str, facts: dict[str, Any]) -> dict[str, str]:

@@ -8,8 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from diffbench.compare.rows import table_columns
 from diffbench.core.errors import InputError
 from diffbench.core.outputs import publish, staging_dir
+from diffbench.results.mlflow_runs import log_merged
 from diffbench.results.results_files import FRECHET_REFERENCE, GRID_INPUTS, write_reports
 from diffbench.results.rowstore import RowStore, first_difference
 
@@ -20,7 +22,8 @@ def merge(dirs: Sequence[str | Path], out: str | Path,
     comparison's system order, then its reports; shards of different runs (config, seed,
     digits or checkpoints) or a missing or repeated shard are refused, naming the difference.
     ``out`` may not be (inside) a shard; an earlier run there is replaced only with
-    ``overwrite``. The merge is built in a staging folder and moved into ``out`` when done."""
+    ``overwrite``. The merge is built in a staging folder and moved into ``out`` when done,
+    then logged to MLflow as one comparison (:func:`~diffbench.results.mlflow_runs.log_merged`)."""
     check_merge_target(dirs, out)
     RowStore.claim(out, overwrite=overwrite, resumable=False)
     stores = [RowStore.read(d) for d in dirs]
@@ -57,7 +60,9 @@ def merge(dirs: Sequence[str | Path], out: str | Path,
         publish(staged, out)
     finally:
         shutil.rmtree(staged, ignore_errors=True)  # a failed merge leaves nothing behind
-    return results, [Path(out) / path.relative_to(staged) for path in files]
+    files = [Path(out) / path.relative_to(staged) for path in files]
+    log_merged(out, dirs, base, results, files, table_columns(results))
+    return results, files
 
 
 def check_merge_target(dirs: Sequence[str | Path], out: str | Path) -> None:

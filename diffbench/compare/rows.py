@@ -1,16 +1,17 @@
 """The rows of one comparison taken in the plan's order (:mod:`diffbench.compare.plan`): each
 from disk when a resume finds it there (by its key, :func:`diffbench.results.rowstore.row_key`),
-else
-measured (fidelity and latency, :mod:`diffbench.measure.scoring`), checked against the row model,
-stored as it finishes and logged to MLflow as a nested run; an equal-SNR row the plan says
-reuses an equal-strength row copies it; the first row of a system that fails stops it."""
+else measured (fidelity and latency, :mod:`diffbench.measure.scoring`), checked against the row
+model, stored as it finishes and logged to MLflow as a nested run
+(:func:`diffbench.results.mlflow_runs.log_row`; a resume logs the rows on disk that MLflow
+lacks); an equal-SNR row the plan says reuses an equal-strength row copies it; the first row of
+a system that fails stops it."""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -28,10 +29,10 @@ from diffbench.measure.scoring import (
     score_system,
     what_ran,
 )
-from diffbench.results.row import FIELDS, PARAMS, make_row, metrics_of
+from diffbench.results.mlflow_runs import log_row
+from diffbench.results.row import FIELDS, make_row
 from diffbench.results.rowstore import RowStore, per_digit_tensors, row_key
 from diffbench.results.shards import Neighbours
-from diffbench.results.tracking import start_run
 
 LOG = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class RowRunner:
     tracking: Any
     neighbours: Neighbours | None
     shared_machine: bool
+    logged: dict[str, str] = field(default_factory=dict)  # rows in MLflow: tag -> run id
     resumed: int = 0
     measured: int = 0
 
@@ -63,6 +65,7 @@ class RowRunner:
         key = row_key(identity)
         if key in self.done:
             self.resumed += 1
+            log_row(self.tracking, self.store.row(self.done[key]), self.logged)  # if not yet
             return self.done[key]
         busy = self.neighbours is not None and self.neighbours.busy()
         row, tensors = measure()
@@ -72,7 +75,7 @@ class RowRunner:
         shared = bool(row.get("shared_machine")) or self.shared_machine or busy
         row = make_row(**{**row, "shared_machine": shared})
         index = self.store.append(row, tensors)
-        log_row(self.tracking, self.config, row)
+        log_row(self.tracking, row, self.logged)
         announce_row(row)
         self.measured += 1
         return index
@@ -167,20 +170,6 @@ def announce_row(row: dict[str, Any]) -> None:
              "[%.3f, %.3f] (noised accuracy %.3f)", row["name"], row["strength"],
              row["start_timestep"], row["sec_per_image"], row["mse"], row["preservation"], lo,
              hi, row["noised_accuracy"])
-
-
-def log_row(run: Any, config: CompareConfig, row: dict[str, Any]) -> None:
-    """One nested MLflow run per row, as it is measured: what ran (the row model's ``param``
-    fields: system, space, sampler, steps, NFE, strength, ...) as params, its figures (its
-    ``metric`` fields, their intervals' ends and the paired figures' resolved flags:
-    :func:`~diffbench.results.row.metrics_of`) as metrics, so MLflow's own compare views plot
-    latency against MSE across rows. A no-op when tracking is off."""
-    if not run.enabled:
-        return
-    params = {k: row[k] for k in PARAMS if k in row}
-    with start_run(config.experiment, run_name=f"{row['name']} {row['view']} "
-                   f"s{row['strength']:g}", params=params, nested=True) as sub:
-        sub.log_metrics(metrics_of(row))
 
 
 def table_columns(results: list[dict[str, Any]]) -> dict[str, list[Any]]:

@@ -208,9 +208,9 @@ def column_format(name: str) -> str:
 
 
 def metrics_of(row: dict[str, Any]) -> dict[str, float]:
-    """A row's measured numbers for MLflow: each ``metric`` field, each 95% interval as
-    ``<name>_lo`` and ``<name>_hi`` (``mse_ci95_lo``), and each paired figure's
-    ``vs_reference_resolved`` flag as ``<figure>_vs_reference_resolved`` (1 or 0)."""
+    """A row's measured numbers for MLflow: each ``metric`` field and each 95% interval as
+    ``<name>_lo`` and ``<name>_hi`` (``mse_ci95_lo``, ``mse_vs_reference_ci95_hi``); its
+    verdicts are tags (:func:`tags_of`)."""
     found: dict[str, float] = {}
     for name in METRICS:
         value = row.get(name)
@@ -220,9 +220,22 @@ def metrics_of(row: dict[str, Any]) -> dict[str, float]:
             found[name] = value
         elif isinstance(value, list) and len(value) == 2 and None not in value:
             found[f"{name}_lo"], found[f"{name}_hi"] = value
-    for figure, resolved in (row.get("vs_reference_resolved") or {}).items():
-        found[f"{figure}_vs_reference_resolved"] = float(resolved)
     return found
+
+
+def tags_of(row: dict[str, Any]) -> dict[str, str]:
+    """A row's verdicts for MLflow, as tags: ``vs_reference`` (the system it is paired
+    against), per paired figure ``<figure>_vs_reference_resolved`` (``true``: its interval
+    excludes 0) and ``<figure>_vs_reference_verdict`` (``lower`` or ``higher`` than the
+    reference, or ``not resolved``), and ``failure`` (why the system stopped)."""
+    tags = {key: str(row[key]) for key in ("vs_reference", "failure") if row.get(key)}
+    for figure, resolved in (row.get("vs_reference_resolved") or {}).items():
+        tags[f"{figure}_vs_reference_resolved"] = str(bool(resolved)).lower()
+        difference = row.get(f"{figure}_vs_reference")
+        tags[f"{figure}_vs_reference_verdict"] = (
+            "not resolved" if not resolved or difference is None
+            else "lower" if difference < 0 else "higher")
+    return tags
 
 
 def make_row(**fields: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""MLflow run tracking that never stops the caller's work, and a wall-time decorator.
+"""MLflow run tracking that never stops the caller's work (`time_execution`: :mod:`.timing`).
 
 The store (`tracking_uri`): ``MLFLOW_TRACKING_URI`` when set (e.g. ``http://127.0.0.1:5000``
 for a real ``mlflow server``). Else, with mlflow-skinny (diffbench's dependency: no SQLAlchemy,
@@ -10,12 +10,12 @@ file, or ``./mlruns`` where it already holds runs. MLflow 3.x refuses a file sto
 
 If tracking fails (server down, bad URI, any MLflow error) the `Tracker` emits one
 `TrackingWarning` naming the URI and the error, becomes disabled, and later calls do nothing.
+A run is continued by its id (``start_run(run_id=...)``: a resumed job's), else created.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib.util
 import json
 import math
@@ -26,21 +26,22 @@ import time
 import urllib.error
 import urllib.request
 import warnings
-from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import mlflow
-import torch
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
-_METRIC_CHARS = re.compile(r"[^\w\-. :/]")  # what MLflow does not allow in a metric name
+from diffbench.results.timing import ACTIVE
+from diffbench.results.timing import reset_timings as reset_timings  # they lived here:
+from diffbench.results.timing import time_execution as time_execution  # still importable
+from diffbench.results.timing import timings as timings  # from here
 
-F = TypeVar("F", bound=Callable[..., Any])
+_METRIC_CHARS = re.compile(r"[^\w\-. :/]")  # what MLflow does not allow in a metric name
 
 PROBE_TIMEOUT_S = 5.0
 # MLflow retries HTTP requests 7 times with exponential backoff and a 120 s timeout by default:
@@ -52,8 +53,6 @@ _HTTP_BOUNDS = {
 }
 
 ALLOW_FILE_STORE = "MLFLOW_ALLOW_FILE_STORE"
-_ACTIVE: list[Tracker] = []
-_TIMINGS: defaultdict[str, list[float]] = defaultdict(list)
 
 
 class TrackingWarning(UserWarning):
@@ -126,6 +125,9 @@ class Tracker:
         self._client: MlflowClient | None = None
         self._warned = False
         self._timing_steps: dict[str, int] = {}
+        self._logged_params: set[str] = set()  # a continued run's: kept, not logged again
+        self.experiment_id: str | None = None
+        self.experiment: str | None = None
 
     @property
     def run_id(self) -> str | None:
@@ -143,26 +145,34 @@ class Tracker:
             self._warned = True
         self.enabled = False
 
-    def _call(self, client_method: str, *args: Any, **kwargs: Any) -> None:
-        """Call ``MlflowClient.<client_method>(run_id, ...)`` unless disabled; never raises."""
+    def request(self, client_method: str, *args: Any, **kwargs: Any) -> Any:
+        """``MlflowClient.<client_method>(...)``'s answer; None when disabled or when it fails
+        (which disables tracking, as any failure here does). Never raises."""
         if not self.enabled:
-            return
+            return None
         try:
-            getattr(self._client, client_method)(self._run_id, *args, **kwargs)
+            return getattr(self._client, client_method)(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - a tracking failure must not stop the work
             self._disable(err)
+            return None
+
+    def _call(self, client_method: str, *args: Any, **kwargs: Any) -> None:
+        """Call ``MlflowClient.<client_method>(run_id, ...)`` unless disabled; never raises."""
+        self.request(client_method, self._run_id, *args, **kwargs)
 
     def _open(
         self, experiment: str, run_name: str | None, tags: dict[str, Any], nested: bool,
-        log_system_metrics: bool = False,
+        log_system_metrics: bool = False, run_id: str | None = None,
     ) -> None:
         try:
             _probe(self.tracking_uri)
             self._client = MlflowClient(self.tracking_uri)
             found = self._client.get_experiment_by_name(experiment)
             exp_id = found.experiment_id if found else self._client.create_experiment(experiment)
+            earlier = self.find_run(run_id, exp_id)
             run = mlflow.start_run(
-                experiment_id=exp_id,
+                run_id=earlier.info.run_id if earlier else None,
+                experiment_id=None if earlier else exp_id,
                 run_name=run_name,
                 nested=nested,
                 tags={str(k): str(v) for k, v in tags.items()},
@@ -171,8 +181,22 @@ class Tracker:
         except Exception as err:  # noqa: BLE001 - a tracking failure must not stop the work
             self._disable(err)
             return
-        self._run_id = run.info.run_id
+        self._run_id, self.experiment_id = run.info.run_id, run.info.experiment_id
+        self.experiment = experiment
+        self._logged_params = set(earlier.data.params) if earlier else set()
         self.enabled = True
+
+    def find_run(self, run_id: str | None, experiment_id: str | None) -> Any:
+        """The run ``run_id`` when this store holds it, live, in ``experiment_id``; else None
+        (another store, deleted: not a failure; a resume starts a new run)."""
+        if not run_id or self._client is None:
+            return None
+        try:
+            run = self._client.get_run(run_id)
+        except Exception:  # noqa: BLE001 - not in this store: a new run, not a failure
+            return None
+        live = run.info.lifecycle_stage == "active" and run.info.experiment_id == experiment_id
+        return run if live else None
 
     def _close(self, status: str) -> None:
         if self._run_id is None:
@@ -184,7 +208,8 @@ class Tracker:
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log (nested) params as ``a.b.c`` keys with string values cut to MLflow's limit."""
-        flat = [Param(k, str(v)[:MAX_PARAM_VAL_LENGTH]) for k, v in flatten_dict(params).items()]
+        flat = [Param(k, str(v)[:MAX_PARAM_VAL_LENGTH]) for k, v in flatten_dict(params).items()
+                if k not in self._logged_params]
         if flat:
             self._call("log_batch", params=flat)
 
@@ -196,6 +221,24 @@ class Tracker:
                  for k, v in metrics.items()]
         if batch:
             self._call("log_batch", metrics=batch)
+
+    def other(self, run_id: str) -> Tracker:
+        """A tracker of another run of this store, e.g. a finished nested one (not ended by
+        it); disabled with this one."""
+        other = Tracker(self.tracking_uri)
+        other.__dict__.update(enabled=self.enabled, _client=self._client, _run_id=run_id,
+                              experiment_id=self.experiment_id, experiment=self.experiment)
+        return other
+
+    def log_inputs(self, datasets: list[Any]) -> None:
+        """Log ``mlflow.entities.DatasetInput`` s (the data a run read)."""
+        if datasets:
+            self._call("log_inputs", datasets=list(datasets))
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set tags (values as strings): labels and verdicts, not numbers."""
+        if tags:
+            self._call("log_batch", tags=[RunTag(str(k), str(v)) for k, v in tags.items()])
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         """Upload a local file or folder as an artifact (under ``artifact_path``)."""
@@ -228,73 +271,29 @@ def start_run(
     tags: dict[str, Any] | None = None,
     nested: bool = False,
     log_system_metrics: bool = False,
+    run_id: str | None = None,
 ) -> Iterator[Tracker]:
     """Open an MLflow run in ``experiment`` and yield its `Tracker`; the run ends on exit.
     ``log_system_metrics``: MLflow samples CPU, memory (and GPU) use into the run meanwhile.
+    ``run_id``: continue that run when the store holds it (its params stay as first logged).
 
     The run is FINISHED, or FAILED if the body raised. While it is open the tracker is the one
     `time_execution` logs to.
     """
     with _bounded_http():
         tracker = Tracker(tracking_uri())
-        tracker._open(experiment, run_name, tags or {}, nested, log_system_metrics)
+        tracker._open(experiment, run_name, tags or {}, nested, log_system_metrics, run_id)
         tracker.log_params(params or {})
-        _ACTIVE.append(tracker)
+        ACTIVE.append(tracker)
         status = "FAILED"
         try:
             yield tracker
             status = "FINISHED"
         finally:
-            _ACTIVE.remove(tracker)
+            ACTIVE.remove(tracker)
             tracker._close(status)
 
 
 def _cell(value: Any) -> Any:
     """A table cell as pandas writes it: NaN and infinities as null."""
     return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
-def _sync_cuda() -> None:
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()
-
-
-def _record(name: str, seconds: float) -> None:
-    _TIMINGS[name].append(seconds)
-    if _ACTIVE:
-        _ACTIVE[-1]._log_timing(name, seconds)
-
-
-def time_execution(func: F | None = None, *, name: str | None = None) -> Any:
-    """Time each call (CUDA synchronised); log ``time/<name>_s`` as a series to the active run.
-
-    Use as ``@time_execution`` or ``@time_execution(name="epoch")``. Every duration is also kept
-    in `timings()`; an exception still records the time and then propagates.
-    """
-
-    def decorate(fn: F) -> F:
-        label = name or fn.__name__
-
-        @functools.wraps(fn)
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            _sync_cuda()
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                _sync_cuda()
-                _record(label, time.perf_counter() - start)
-
-        return timed  # type: ignore[return-value]
-
-    return decorate(func) if func is not None else decorate
-
-
-def timings() -> dict[str, list[float]]:
-    """Every duration recorded by `time_execution` in this process, by name (a copy)."""
-    return {label: list(values) for label, values in _TIMINGS.items()}
-
-
-def reset_timings() -> None:
-    """Forget the recorded durations."""
-    _TIMINGS.clear()

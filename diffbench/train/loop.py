@@ -7,7 +7,8 @@ own shard of the data; only rank 0 logs to MLflow (with system metrics) and writ
 
 Interruptions lose at most the step in flight: checkpoints are written atomically, and in a
 single process SIGINT or SIGTERM lets the current step finish, saves it and raises
-:class:`~diffbench.train.signals.TrainingInterrupted` (``--resume`` continues from there).
+:class:`~diffbench.train.signals.TrainingInterrupted` (``--resume`` continues from there, and
+continues the MLflow run whose id the training state holds: one loss curve, one run).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from diffbench.io.checkpoints import load_metadata, model_metadata
 from diffbench.io.config import ConfigError, TrainConfig
 from diffbench.io.data import load_mnist, mnist_files, resolve_data_dir
 from diffbench.models import model_stats
+from diffbench.results.mlflow_runs import log_dataset
 from diffbench.results.tracking import start_run, time_execution
 from diffbench.train.recipe import (
     batch_indices,
@@ -81,8 +83,13 @@ def train(
             return checkpoint_paths(config)[0]
         with start_run(config.experiment, run_name=run.metadata["name"],
                        params=config.model_dump(), log_system_metrics=True,
-                       tags={"kind": config.kind, "resumed": str(resume)}) as tracker:
+                       tags={"kind": config.kind, "resumed": str(resume)},
+                       run_id=run.metadata.get("mlflow_run_id")) as tracker:  # --resume's
             run.tracker = tracker
+            if tracker.run_id is not None:  # saved with the state: a resume continues it
+                run.metadata["mlflow_run_id"] = tracker.run_id
+            log_dataset(tracker, "mnist-train", "train", config.data_dir, config.train_images,
+                        "training")
             tracker.log_params({f"model.{k}": v for k, v in run.metadata["stats"].items()})
             with graceful_stop(enabled=ddp.world_size == 1) as received:
                 run.stop_signals = received

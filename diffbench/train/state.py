@@ -77,7 +77,7 @@ def save_training(run: Run) -> None:
 
 
 def restore_training(run: Run) -> None:
-    """Load model, EMA, optimizer and progress from the run's training state."""
+    """Load model, EMA, optimizer, progress and the MLflow run id from the training state."""
     _, state_path, _ = checkpoint_paths(run.task.config)
     if not state_path.is_file():
         raise ConfigError(f"--resume: no training state at {state_path} to continue from")
@@ -98,6 +98,8 @@ def restore_training(run: Run) -> None:
         ) from error
     run.progress = Progress(metadata["step"], metadata["train_seconds"], metadata["final_loss"],
                             metadata["images_per_second"], metadata.get("cpu_seconds", 0.0))
+    if metadata.get("mlflow_run_id"):  # the MLflow run the training continues
+        run.metadata["mlflow_run_id"] = metadata["mlflow_run_id"]
 
 
 def training_budget_rows(metadata: dict[str, Any]) -> list[str]:
