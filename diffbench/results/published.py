@@ -30,7 +30,7 @@ FIGURES = Path("docs") / "figures"
 """Where the published figures go: ``docs/figures/<source>/<file>``."""
 PAGES = ("README.md", "docs/*.md")
 """The pages whose spans are published."""
-SPAN = re.compile(r"<!-- published (?P<source>[\w./-]+) (?P<kind>\w+)(?P<args>[^>]*?) -->"
+SPAN = re.compile(r"(?<!`)<!-- published (?P<source>[\w./-]+) (?P<kind>\w+)(?P<args>[^>]*?) -->"
                   r"(?P<text>.*?)<!-- /published -->", re.DOTALL)
 """One marked span: ``<!-- published SOURCE KIND ARGS -->TEXT<!-- /published -->``."""
 KINDS = {**quotes.KINDS, **bench_quotes.KINDS}
