@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffbench.results.report import COLUMNS, cell, markdown_table
+from diffbench.results.report import cell, markdown_table
 from diffbench.results.results_files import write_reports
+from diffbench.results.row import column_format
 from diffbench.results.rowstore import RowStore
 
 MACHINES = ("EPYC", "Xeon", "Ryzen", "Graviton", "H100", "H200", "A100", "L4", "T4")
@@ -119,13 +120,6 @@ def options(args: list[str]) -> tuple[list[str], dict[str, str]]:
             dict(a.split("=", 1) for a in args if "=" in a))
 
 
-def column_format(key: str) -> str:
-    for name, _, fmt in COLUMNS:
-        if name == key:
-            return fmt
-    raise ValueError(f"unknown column {key!r}; allowed: {', '.join(n for n, _, _ in COLUMNS)}")
-
-
 def quote_table(source: Source, args: list[str], _: str) -> str:
     """Every row of one view (``view=``, default equal_strength), as results.md has it."""
     _, keys = options(args)
@@ -137,16 +131,10 @@ def quote_excerpt(source: Source, args: list[str], _: str) -> str:
     """Some columns (``columns=a,b``) of the rows at one strength (``strength=``), optionally
     of some systems only (``names=A,B``)."""
     _, keys = options(args)
-    columns = keys["columns"].split(",")
     names = keys["names"].split(",") if "names" in keys else None
     rows = [r for r in source.results if r["view"] == "equal_strength"
             and f"{r['strength']:g}" == keys["strength"] and (names is None or r["name"] in names)]
-    titles = {name: title for name, title, _ in COLUMNS}
-    lines = ["| " + " | ".join(titles[c] for c in columns) + " |",
-             "|" + "|".join(" --- " for _ in columns) + "|"]
-    lines += ["| " + " | ".join(cell(r, c, column_format(c)) for c in columns) + " |"
-              for r in rows]
-    return "\n\n" + "\n".join(lines) + "\n\n"
+    return "\n\n" + markdown_table(rows, keys["columns"].split(",")) + "\n"
 
 
 def quote_value(source: Source, args: list[str], _: str) -> str:

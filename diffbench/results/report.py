@@ -78,14 +78,22 @@ def cell(row: dict[str, Any], key: str, fmt: str) -> str:
     return text
 
 
-def markdown_table(results: list[dict[str, Any]]) -> str:
+def markdown_table(results: list[dict[str, Any]], keys: list[str] | None = None) -> str:
     """The results as a Markdown table, one row per (system, strength); 95% intervals in
-    brackets, latency as the median (s / image) and the 90th and 99th percentiles."""
+    brackets, latency as the median (s / image) and the 90th and 99th percentiles; ``keys``:
+    only these columns, in this order (an unknown one is an error naming the allowed)."""
+    columns = COLUMNS
+    if keys is not None:
+        known = {key: (key, title, fmt) for key, title, fmt in COLUMNS}
+        unknown = [key for key in keys if key not in known]
+        if unknown:
+            raise ValueError(f"unknown column(s) {unknown}; allowed: {', '.join(known)}")
+        columns = [known[key] for key in keys]
     lines = [
-        "| " + " | ".join(title for _, title, _ in COLUMNS) + " |",
-        "|" + "|".join(" --- " for _ in COLUMNS) + "|",
+        "| " + " | ".join(title for _, title, _ in columns) + " |",
+        "|" + "|".join(" --- " for _ in columns) + "|",
     ]
     for result in results:
-        cells = [cell(result, key, fmt) for key, _, fmt in COLUMNS]
+        cells = [cell(result, key, fmt) for key, _, fmt in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
